@@ -1,0 +1,29 @@
+"""The ``fanout`` command: a click group; each command group lives in ``fanout.commands``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fanout import __version__
+from fanout.commands.context import CliState
+from fanout.commands.topics import topics
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fanout")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="FANOUT_CONFIG",
+    help="YAML settings file (environment variables FANOUT_* take precedence).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_file: Path | None) -> None:
+    """fanout: Kafka-backed webhook fan-out."""
+    ctx.obj = CliState(config_file=config_file)
+
+
+main.add_command(topics)

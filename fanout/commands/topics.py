@@ -1,0 +1,70 @@
+"""``fanout topics create|describe``."""
+
+from __future__ import annotations
+
+import click
+from confluent_kafka import KafkaException
+
+from fanout.commands.context import CliState, pass_state, print_json, print_table
+from fanout.kafka.topics import admin_client, create_topics, describe_topics, internal_topics, source_topics
+
+
+@click.group()
+def topics() -> None:
+    """Create and inspect fanout's Kafka topics."""
+
+
+@topics.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_state
+def create(state: CliState, names: tuple[str, ...], as_json: bool) -> None:
+    """Create the internal topics and the source topics NAMES, idempotently."""
+    settings = state.settings
+    for name in names:
+        if settings.topics.is_internal(name):
+            raise click.BadParameter(f"{name!r} is in the internal namespace {settings.topics.prefix}.*")
+    specs = internal_topics(settings) + source_topics(settings, list(names))
+    try:
+        results = create_topics(admin_client(settings), specs)
+    except KafkaException as exc:
+        raise click.ClickException(f"creating topics failed: {exc.args[0]}") from None
+    if as_json:
+        print_json([r.__dict__ for r in results])
+        return
+    print_table(
+        ["TOPIC", "ROLE", "PARTITIONS", "RESULT"],
+        [[r.name, r.role, str(r.partitions), "created" if r.created else "exists"] for r in results],
+    )
+
+
+@topics.command()
+@click.argument("names", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_state
+def describe(state: CliState, names: tuple[str, ...], as_json: bool) -> None:
+    """Show the internal topics (and the source topics NAMES): partitions, replicas, configs."""
+    settings = state.settings
+    specs = internal_topics(settings) + source_topics(settings, list(names))
+    try:
+        infos = describe_topics(admin_client(settings), specs)
+    except KafkaException as exc:
+        raise click.ClickException(f"describing topics failed: {exc.args[0]}") from None
+    if as_json:
+        print_json([i.__dict__ for i in infos])
+    else:
+        print_table(
+            ["TOPIC", "ROLE", "PARTITIONS", "REPLICAS", "CONFIG"],
+            [
+                [
+                    i.name,
+                    i.role,
+                    str(i.partitions) if i.exists else "-",
+                    str(i.replication_factor) if i.exists else "-",
+                    " ".join(f"{k}={v}" for k, v in sorted(i.config.items())) if i.exists else "MISSING",
+                ]
+                for i in infos
+            ],
+        )
+    if not all(i.exists for i in infos):
+        raise SystemExit(1)

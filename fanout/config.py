@@ -1,0 +1,286 @@
+"""Settings: environment (``FANOUT_`` prefix, ``__`` for nesting), an optional YAML file, defaults.
+
+Precedence, highest first: environment variables, the config file (``--config`` or ``FANOUT_CONFIG``),
+defaults. ``load_settings`` turns a validation failure into ``ConfigError`` naming every bad field and
+the environment variable that sets it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from fanout.errors import ConfigError
+
+ENV_PREFIX = "FANOUT_"
+ENV_NESTING = "__"
+
+LibrdkafkaConfig = dict[str, Any]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """Connection to the Kafka cluster; ``librdkafka()`` emits the client configuration."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "fanout"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_endpoint_identification: bool = True
+    message_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    extra: dict[str, str] = Field(
+        default_factory=dict, description="Passed through to librdkafka as-is (escape hatch)."
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("must not be empty: give host:port[,host:port...]")
+        for server in servers:
+            host, sep, port = server.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server!r} is not host:port")
+        return ",".join(servers)
+
+    @model_validator(mode="after")
+    def _sasl(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and (
+            not self.sasl_username or self.sasl_password is None
+        ):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password")
+        return self
+
+    def librdkafka(self) -> LibrdkafkaConfig:
+        """The librdkafka configuration common to every client (producer, consumer, admin)."""
+        conf: LibrdkafkaConfig = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        for key, path in (
+            ("ssl.ca.location", self.ssl_ca_location),
+            ("ssl.certificate.location", self.ssl_certificate_location),
+            ("ssl.key.location", self.ssl_key_location),
+        ):
+            if path is not None:
+                conf[key] = str(path)
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            conf["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.ssl_endpoint_identification else "none"
+            )
+        conf.update(self.extra)
+        return conf
+
+
+class TopicSettings(_Section):
+    """Names and shapes of fanout's internal topics (see DESIGN.md, "Contracts")."""
+
+    prefix: str = Field(default="fanout", pattern=r"^[A-Za-z0-9._-]+$")
+    partitions: int = Field(default=6, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=32)
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    retry_retention_hours: float = Field(default=7 * 24, gt=0)
+    dlq_retention_hours: float = Field(default=14 * 24, gt=0)
+    ops_retention_hours: float = Field(default=7 * 24, gt=0)
+
+    @model_validator(mode="after")
+    def _isr(self) -> TopicSettings:
+        if self.min_insync_replicas is not None and self.min_insync_replicas > self.replication_factor:
+            raise ValueError("min_insync_replicas cannot exceed replication_factor")
+        return self
+
+    @property
+    def subscriptions(self) -> str:
+        return f"{self.prefix}.subscriptions"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    @property
+    def ops(self) -> str:
+        return f"{self.prefix}.ops"
+
+    def retry(self, tier: int) -> str:
+        return f"{self.prefix}.retry.{tier}"
+
+    def is_internal(self, topic: str) -> bool:
+        return topic.startswith(f"{self.prefix}.")
+
+
+class RetrySettings(_Section):
+    """Global retry tiers and the default per-subscription retry policy, in seconds."""
+
+    tiers: list[float] = Field(default=[5, 30, 120, 300, 600, 1800, 3600, 7200, 18000, 36000], min_length=1)
+    schedule: list[float] = Field(default=[5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1)
+    jitter: float = Field(default=0.2, ge=0, lt=1)
+    max_age: float = Field(default=3 * 24 * 3600, gt=0)
+
+    @field_validator("tiers")
+    @classmethod
+    def _increasing(cls, tiers: list[float]) -> list[float]:
+        if any(t <= 0 or not math.isfinite(t) for t in tiers):
+            raise ValueError("every tier delay must be a positive number of seconds")
+        if any(b <= a for a, b in itertools.pairwise(tiers)):
+            raise ValueError("tier delays must be strictly increasing")
+        return tiers
+
+    @field_validator("schedule")
+    @classmethod
+    def _non_negative(cls, schedule: list[float]) -> list[float]:
+        if any(d < 0 or not math.isfinite(d) for d in schedule):
+            raise ValueError("schedule delays must be non-negative seconds")
+        return schedule
+
+
+class DeliverySettings(_Section):
+    """How the dispatcher talks HTTP to subscribers."""
+
+    allow_http: bool = Field(default=False, description="Allow http:// endpoints (demo and tests only).")
+    allow_cidrs: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list, description="Address ranges the SSRF guard admits despite being non-global."
+    )
+    ca_bundle: Path | None = None
+    connections_per_host: int = Field(default=256, ge=1)
+    max_connections: int = Field(default=4096, ge=1)
+    dns_cache_seconds: float = Field(default=10, ge=0)
+    lane_queue: int = Field(default=128, ge=1, description="Deliveries a lane buffers before spilling.")
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown: float = Field(default=30, gt=0)
+    failing_after: int = Field(default=4, ge=1, description="Consecutive failures that emit an ops event.")
+    retry_after_max: float = Field(default=3600, gt=0)
+    user_agent: str = "fanout-webhooks"
+
+    @model_validator(mode="after")
+    def _pools(self) -> DeliverySettings:
+        if self.connections_per_host > self.max_connections:
+            raise ValueError("connections_per_host cannot exceed max_connections")
+        return self
+
+
+class DispatcherSettings(_Section):
+    """The consumer-group member that runs the delivery pipeline (``fanout run``)."""
+
+    group_id: str = Field(default="fanout-dispatcher", min_length=1)
+    topics: list[str] = Field(default_factory=list, description="Source topics beyond the subscriptions'.")
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    max_uncommitted: int = Field(
+        default=5000, ge=1, description="Per partition: records read but not yet committed; pause above."
+    )
+    commit_interval_ms: int = Field(default=1000, ge=50)
+    drain_timeout: float = Field(default=30, gt=0)
+    session_timeout_ms: int = Field(default=45_000, ge=6000)
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+
+class Settings(BaseSettings):
+    """Everything fanout reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTING,
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    retry: RetrySettings = RetrySettings()
+    delivery: DeliverySettings = DeliverySettings()
+    dispatcher: DispatcherSettings = DispatcherSettings()
+
+    @model_validator(mode="after")
+    def _retention(self) -> Settings:
+        needed = (self.retry.max_age + self.retry.tiers[-1]) / 3600
+        if self.topics.retry_retention_hours <= needed:
+            raise ValueError(
+                f"topics.retry_retention_hours must exceed retry.max_age plus the longest tier "
+                f"({needed:.1f} h), or retries would expire before they are due"
+            )
+        return self
+
+
+def _sources_with_file(config_file: Path | None) -> type[Settings]:
+    class FileBacked(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            return tuple(sources)
+
+    return FileBacked
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + ENV_NESTING.join(str(part).upper() for part in loc if isinstance(part, str))
+
+
+def describe_validation_error(err: ValidationError, config_file: Path | None = None) -> str:
+    """One line per bad field: dotted name, the environment variable that sets it, the reason."""
+    lines = []
+    for problem in err.errors():
+        loc = tuple(problem["loc"])
+        field = ".".join(str(p) for p in loc) or "(settings)"
+        where = f" (env {_env_name(loc)}" + (f" or {config_file}" if config_file else "") + ")" if loc else ""
+        message = problem["msg"].removeprefix("Value error, ")
+        lines.append(f"invalid setting {field}{where}: {message}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from the environment and the optional YAML file; raise ConfigError if invalid."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file {config_file} does not exist")
+    try:
+        return _sources_with_file(config_file)(**overrides)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, config_file)) from None

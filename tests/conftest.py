@@ -1,0 +1,70 @@
+"""Shared fixtures: the real Kafka broker, unique names per test, real HTTP receivers on loopback.
+
+Integration tests need a broker at ``FANOUT_KAFKA__BOOTSTRAP_SERVERS`` (default 127.0.0.1:9092;
+``make test`` starts one with ``scripts/kafka``). When ``CI`` is set a missing broker fails the run;
+locally those tests skip with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from fanout.config import KafkaSettings, Settings, TopicSettings
+from tests.receivers import Receiver
+
+ROOT = Path(__file__).resolve().parent.parent
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    """The bootstrap servers of a reachable broker, or a skip (a failure under CI)."""
+    servers = os.environ.get("FANOUT_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    admin = AdminClient({"bootstrap.servers": servers, "socket.connection.setup.timeout.ms": 3000})
+    try:
+        admin.list_topics(timeout=10)
+    except Exception as exc:
+        reason = f"no Kafka broker at {servers} ({exc}); start one with scripts/kafka start"
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return servers
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short name unique to this test, for topics, prefixes and consumer groups."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def settings(bootstrap: str, unique: str) -> Settings:
+    """Settings pointing at the test broker, with internal topics under a prefix of this test's own."""
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        topics=TopicSettings(prefix=f"{unique}.fanout", partitions=3),
+    )
+
+
+@pytest.fixture
+def admin(bootstrap: str) -> Iterator[AdminClient]:
+    yield AdminClient({"bootstrap.servers": bootstrap})
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real aiohttp server on 127.0.0.1 that records every request and answers 204."""
+    async with Receiver() as r:
+        yield r

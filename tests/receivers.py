@@ -1,0 +1,82 @@
+"""A real HTTP receiver for tests: an aiohttp server on loopback that records what it gets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Received:
+    """One request as the receiver saw it."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+Responder = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
+
+
+async def answer_204(request: web.Request, n: int) -> web.StreamResponse:
+    return web.Response(status=204)
+
+
+class Receiver:
+    """Records requests; ``respond(request, n)`` (n counts from 0) decides each answer."""
+
+    def __init__(self, respond: Responder = answer_204) -> None:
+        self.respond = respond
+        self.requests: list[Received] = []
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        n = len(self.requests)
+        self.requests.append(Received(request.path_qs, dict(request.headers), body, time.time()))
+        self._changed.set()
+        return await self.respond(request, n)
+
+    async def __aenter__(self) -> Receiver:
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 30.0) -> None:
+        """Wait until ``predicate(self.requests)`` holds; fail with what arrived after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.requests):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"receiver condition not met after {timeout}s; got {len(self.requests)}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                continue
+
+    async def wait_count(self, n: int, timeout: float = 30.0) -> None:
+        await self.wait_for(lambda reqs: len(reqs) >= n, timeout)
