@@ -30,7 +30,11 @@ def main() -> int:
     print(f"demo: published {len(SAMPLES)} sample events to {TOPIC}")
 
     consumer = Consumer(
-        {**settings.kafka.librdkafka(), "group.id": f"demo-{uuid.uuid4().hex[:8]}", "auto.offset.reset": "earliest"}
+        {
+            **settings.kafka.librdkafka(),
+            "group.id": f"demo-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
     )
     consumer.subscribe([TOPIC])
     wanted = {orjson.dumps(s) for s in SAMPLES}
