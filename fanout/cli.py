@@ -8,6 +8,8 @@ import click
 
 from fanout import __version__
 from fanout.commands.context import CliState
+from fanout.commands.run import run
+from fanout.commands.subscriptions import subscriptions
 from fanout.commands.topics import topics
 
 
@@ -27,3 +29,5 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
 
 
 main.add_command(topics)
+main.add_command(subscriptions)
+main.add_command(run)

@@ -184,7 +184,10 @@ class DeliverySettings(_Section):
     connections_per_host: int = Field(default=256, ge=1)
     max_connections: int = Field(default=4096, ge=1)
     dns_cache_seconds: float = Field(default=10, ge=0)
-    lane_queue: int = Field(default=128, ge=1, description="Deliveries a lane buffers before spilling.")
+    lane_queue: int = Field(default=1000, ge=1, description="Deliveries a lane buffers before spilling.")
+    lane_max_wait: float = Field(
+        default=2.0, gt=0, description="Seconds a queued delivery waits before spilling."
+    )
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=30, gt=0)
     failing_after: int = Field(default=4, ge=1, description="Consecutive failures that emit an ops event.")
@@ -206,6 +209,9 @@ class DispatcherSettings(_Section):
     batch_size: int = Field(default=500, ge=1, le=100_000)
     max_uncommitted: int = Field(
         default=5000, ge=1, description="Per partition: records read but not yet committed; pause above."
+    )
+    max_queued: int = Field(
+        default=5000, ge=1, description="Deliveries queued in all lanes above which fetching pauses."
     )
     commit_interval_ms: int = Field(default=1000, ge=50)
     drain_timeout: float = Field(default=30, gt=0)

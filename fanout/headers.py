@@ -1,0 +1,103 @@
+"""The headers fanout adds to retry and dead-letter records (a wire contract: see schemas/).
+
+A retry or dead-letter record keeps the source record's key, value and headers, and adds:
+
+==========================  ===================================================================
+``fanout-subscription``     subscription id (absent on a poison record's dead letter)
+``fanout-attempt``          HTTP attempts made so far (spills do not count)
+``fanout-not-before``       epoch milliseconds before which the record must not be delivered
+``fanout-origin-topic``     source topic, partition, offset and timestamp (epoch ms) of the event
+``fanout-origin-partition``
+``fanout-origin-offset``
+``fanout-origin-timestamp``
+``fanout-first-attempt``    epoch ms when the delivery started (or was replayed); max_age counts from it
+``fanout-event-id``         the event id (the ``webhook-id``), stable across retries and replays
+``fanout-last-error``       last status (``HTTP 503``) or error (``timeout after 15s``), if any
+``fanout-reason``           why it was dead-lettered or spilled (``retries exhausted``, ``circuit open``)
+``fanout-status``           last HTTP status, if any
+``traceparent``             W3C trace context of the original event (kept from the source headers)
+==========================  ===================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fanout.model import Headers
+
+PREFIX = "fanout-"
+SUBSCRIPTION = "fanout-subscription"
+ATTEMPT = "fanout-attempt"
+NOT_BEFORE = "fanout-not-before"
+ORIGIN_TOPIC = "fanout-origin-topic"
+ORIGIN_PARTITION = "fanout-origin-partition"
+ORIGIN_OFFSET = "fanout-origin-offset"
+ORIGIN_TIMESTAMP = "fanout-origin-timestamp"
+FIRST_ATTEMPT = "fanout-first-attempt"
+EVENT_ID = "fanout-event-id"
+LAST_ERROR = "fanout-last-error"
+REASON = "fanout-reason"
+STATUS = "fanout-status"
+
+
+def original(headers: Headers | None) -> Headers:
+    """The source record's own headers: everything but fanout's."""
+    return [(k, v) for k, v in headers or () if not k.startswith(PREFIX)]
+
+
+def as_dict(headers: Headers | None) -> dict[str, str]:
+    return {
+        k: v.decode("utf-8", "replace") for k, v in headers or () if k.startswith(PREFIX) and v is not None
+    }
+
+
+def not_before_ms(headers: Headers | None) -> int | None:
+    """The not-before time of a retry record, read without decoding the other headers."""
+    for key, value in headers or ():
+        if key == NOT_BEFORE and value:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryMeta:
+    """What a retry record says about its delivery."""
+
+    subscription: str
+    attempt: int
+    first_attempt: float
+    origin_topic: str
+    origin_partition: int
+    origin_offset: int
+    origin_timestamp: float
+    event_id: str
+    last_error: str
+
+    @classmethod
+    def parse(cls, headers: Headers | None) -> RetryMeta:
+        """Raise ValueError naming the header when one is missing or malformed."""
+        h = as_dict(headers)
+        try:
+            return cls(
+                subscription=h[SUBSCRIPTION],
+                attempt=int(h[ATTEMPT]),
+                first_attempt=int(h[FIRST_ATTEMPT]) / 1000,
+                origin_topic=h[ORIGIN_TOPIC],
+                origin_partition=int(h[ORIGIN_PARTITION]),
+                origin_offset=int(h[ORIGIN_OFFSET]),
+                origin_timestamp=int(h.get(ORIGIN_TIMESTAMP, "0")) / 1000,
+                event_id=h[EVENT_ID],
+                last_error=h.get(LAST_ERROR, ""),
+            )
+        except KeyError as exc:
+            raise ValueError(f"retry record without header {exc.args[0]}") from None
+        except ValueError as exc:
+            raise ValueError(f"retry record with a malformed header: {exc}") from None
+
+
+def encode(values: dict[str, str | int | None]) -> Headers:
+    encoded: Headers = [(k, str(v).encode()) for k, v in values.items() if v is not None and v != ""]
+    return encoded

@@ -1,0 +1,1 @@
+"""The only package that imports the aiohttp client: sending, classification, signing, SSRF guard."""

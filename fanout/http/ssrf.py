@@ -1,0 +1,68 @@
+"""SSRF guard, enforced where connections are made: in the resolver, and for IP-literal URLs at send time.
+
+Only globally routable addresses are allowed by default; loopback, private, link-local (which includes
+the 169.254.169.254 metadata service), shared, reserved and multicast ranges are refused unless a CIDR
+in ``allow`` admits them. IPv4-mapped IPv6 addresses are judged by the IPv4 address they carry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+)
+
+
+class AddressRefused(OSError):
+    """Every address the host resolved to is outside the allowed ranges."""
+
+
+class AddressPolicy:
+    def __init__(self, allow: Iterable[IPNetwork] = ()) -> None:
+        self.allow = tuple(allow)
+
+    def permits(self, address: str | IPAddress) -> bool:
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in net for net in self.allow):
+            return True
+        return ip.is_global and not ip.is_multicast and ip not in METADATA_ADDRESSES
+
+    def check_literal(self, host: str) -> None:
+        """Raise AddressRefused if ``host`` is an IP literal the policy refuses (names pass)."""
+        try:
+            ip = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            return
+        if not self.permits(ip):
+            raise AddressRefused(f"address {ip} is not allowed (SSRF guard)")
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with ``inner`` and keeps only the addresses ``policy`` permits."""
+
+    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
+        self.policy = policy
+        self.inner = inner if inner is not None else DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self.inner.resolve(host, port, family)
+        allowed = [r for r in results if self.policy.permits(r["host"])]
+        if not allowed:
+            refused = ", ".join(sorted({r["host"] for r in results})) or "no address"
+            raise AddressRefused(f"{host} resolves to {refused}, which is not allowed (SSRF guard)")
+        return allowed
+
+    async def close(self) -> None:
+        await self.inner.close()

@@ -1,0 +1,328 @@
+"""The consumer thread: the only owner of the group ``Consumer``.
+
+It polls in batches and hands records to the event loop. Everything that touches the consumer happens
+here, in one thread, in this order each cycle: commands from the loop (store offsets, re-subscribe),
+due retry partitions resumed, one ``consume()`` call, and the batch handed over.
+
+- **Retry tiers.** A retry record that is not due yet is not handed over: its partition is paused and
+  rewound to it, and resumed when it is due. The loop never sleeps; ``consume()`` keeps polling.
+- **Backpressure.** Per partition, records read but not committed are bounded by ``max_uncommitted``:
+  above it the partition is paused, and resumed when commits bring it under half.
+- **Rebalances** run inside ``consume()`` on this thread (librdkafka calls the callbacks there). A
+  revoke blocks this thread while the loop drains the partitions' deliveries under the drain deadline;
+  then their offsets are committed synchronously. Each assignment gets a new local epoch, and stores
+  from an older epoch are ignored (the Python client does not expose the group generation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from fanout.config import Settings
+from fanout.errors import FatalKafkaError
+from fanout.headers import not_before_ms
+from fanout.model import Headers
+
+log = logging.getLogger("fanout.kafka.consumer")
+
+TP = tuple[str, int]
+POLL_SECONDS = 0.1
+HELD_POLL_SECONDS = 0.01
+Drain = Callable[[list[TP] | None, float], Coroutine[Any, Any, dict[TP, int]]]
+
+
+@dataclass
+class _PartitionState:
+    epoch: int
+    committed: int | None = None
+    last: int | None = None
+    gated_until: float | None = None
+    backpressured: bool = False
+    paused: bool = False
+
+
+@dataclass
+class ConsumerHooks:
+    """What the consumer thread calls on the event loop."""
+
+    assign: Callable[[list[TP], int], None]
+    records: Callable[[list[Message]], None]
+    drain: Drain
+    fatal: Callable[[FatalKafkaError], None]
+    assignment_changed: Callable[[int], None] = field(default=lambda n: None)
+
+
+def consumer_config(settings: Settings, group_id: str, on_commit: Callable[..., None]) -> dict[str, Any]:
+    d = settings.dispatcher
+    return {
+        **settings.kafka.librdkafka(),
+        "group.id": group_id,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "enable.auto.commit": True,
+        "enable.auto.offset.store": False,
+        "auto.commit.interval.ms": d.commit_interval_ms,
+        "auto.offset.reset": d.auto_offset_reset,
+        "session.timeout.ms": d.session_timeout_ms,
+        "max.poll.interval.ms": d.max_poll_interval_ms,
+        "isolation.level": "read_committed",
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "on_commit": on_commit,
+    }
+
+
+class ConsumerThread:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Iterable[str],
+        retry_topics: Iterable[str],
+        loop: asyncio.AbstractEventLoop,
+        hooks: ConsumerHooks,
+        group_id: str | None = None,
+    ) -> None:
+        self._settings = settings
+        self._topics = sorted(set(topics) | set(retry_topics))
+        self._retry_topics = frozenset(retry_topics)
+        self._loop = loop
+        self._hooks = hooks
+        self._group_id = group_id or settings.dispatcher.group_id
+        self._commands: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
+        self._parts: dict[TP, _PartitionState] = {}
+        self._epoch = 0
+        self._stop = threading.Event()
+        self.joined = threading.Event()
+        self.held = False
+        self.last_cycle = time.monotonic()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="fanout-consumer", daemon=True)
+
+    # -- called from the event loop -----------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop fetching, drain everything under the deadline, commit, leave the group."""
+        self._stop.set()
+
+    def hold(self, held: bool) -> None:
+        """Pause (True) or resume (False) fetching from every partition: the lanes are saturated."""
+        self.held = held
+
+    def store(self, offsets: dict[TP, int], epochs: dict[TP, int]) -> None:
+        self._commands.put(lambda c: self._store(c, offsets, epochs))
+
+    def subscribe(self, topics: Iterable[str]) -> None:
+        wanted = sorted(set(topics) | self._retry_topics)
+        self._commands.put(lambda c: self._subscribe(c, wanted))
+
+    @property
+    def assigned(self) -> int:
+        return len(self._parts)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        consumer: Consumer | None = None
+        try:
+            consumer = Consumer(consumer_config(self._settings, self._group_id, self._on_commit))
+            self._subscribe(consumer, self._topics)
+            batch = self._settings.dispatcher.batch_size
+            while not self._stop.is_set():
+                self._cycle(consumer, batch)
+            self._shutdown(consumer)
+        except FatalKafkaError as exc:
+            self._loop.call_soon_threadsafe(self._hooks.fatal, exc)
+        except Exception as exc:
+            log.exception("consumer thread failed")
+            self._loop.call_soon_threadsafe(self._hooks.fatal, FatalKafkaError(f"consumer: {exc}"))
+        finally:
+            if consumer is not None:
+                try:
+                    consumer.close()
+                except (KafkaException, RuntimeError) as exc:
+                    log.warning("closing the consumer: %s", exc)
+            self._loop.call_soon_threadsafe(_resolve, self.finished)
+
+    def _subscribe(self, consumer: Consumer, topics: list[str]) -> None:
+        self._topics = topics
+        consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def _cycle(self, consumer: Consumer, batch: int) -> None:
+        self.last_cycle = time.monotonic()
+        while True:
+            try:
+                self._commands.get_nowait()(consumer)
+            except queue.Empty:
+                break
+        self._update_pauses(consumer)
+        messages = consumer.consume(batch, self._poll_timeout())
+        if not messages:
+            return
+        self.joined.set()
+        out: list[Message] = []
+        now_ms = time.time() * 1000
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                self._on_error(error)
+                continue
+            topic, partition = msg.topic() or "", msg.partition() or 0
+            state = self._parts.get((topic, partition))
+            if state is None or state.gated_until is not None:
+                continue
+            if topic in self._retry_topics:
+                due = not_before_ms(cast(Headers, msg.headers()))
+                if due is not None and due > now_ms:
+                    self._gate(consumer, topic, partition, msg.offset() or 0, due / 1000, state)
+                    continue
+            offset = msg.offset() or 0
+            if state.committed is None:
+                state.committed = offset
+            state.last = offset
+            out.append(msg)
+        if out:
+            self._loop.call_soon_threadsafe(self._hooks.records, out)
+
+    def _poll_timeout(self) -> float:
+        if self.held:
+            return HELD_POLL_SECONDS
+        gates = [s.gated_until for s in self._parts.values() if s.gated_until is not None]
+        if not gates:
+            return POLL_SECONDS
+        return max(0.0, min(POLL_SECONDS, min(gates) - time.time()))
+
+    def _gate(
+        self, consumer: Consumer, topic: str, partition: int, offset: int, due: float, state: _PartitionState
+    ) -> None:
+        tp = TopicPartition(topic, partition, offset)
+        consumer.pause([tp])
+        state.paused = True
+        consumer.seek(tp)
+        state.gated_until = due
+
+    def _update_pauses(self, consumer: Consumer) -> None:
+        limit = self._settings.dispatcher.max_uncommitted
+        now = time.time()
+        for (topic, partition), state in self._parts.items():
+            if state.gated_until is not None and state.gated_until <= now:
+                state.gated_until = None
+            if state.last is not None and state.committed is not None:
+                window = state.last + 1 - state.committed
+                if not state.backpressured and window >= limit:
+                    state.backpressured = True
+                elif state.backpressured and window <= limit // 2:
+                    state.backpressured = False
+            should_pause = self.held or state.backpressured or state.gated_until is not None
+            if should_pause != state.paused:
+                tp = [TopicPartition(topic, partition)]
+                consumer.pause(tp) if should_pause else consumer.resume(tp)
+                state.paused = should_pause
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise FatalKafkaError(f"consumer: {error.str()}")
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        log.warning("consumer: %s", error.str())
+
+    def _store(self, consumer: Consumer, offsets: dict[TP, int], epochs: dict[TP, int]) -> None:
+        current = [
+            TopicPartition(t, p, o)
+            for (t, p), o in offsets.items()
+            if (state := self._parts.get((t, p))) is not None and state.epoch == epochs.get((t, p))
+        ]
+        if not current:
+            return
+        try:
+            consumer.store_offsets(offsets=current)
+        except KafkaException as exc:
+            log.warning("storing offsets: %s", exc)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None and error.code() != KafkaError._NO_OFFSET:
+            log.warning("commit failed: %s", error.str())
+            return
+        for tp in partitions:
+            state = self._parts.get((tp.topic, tp.partition))
+            if state is not None and tp.error is None and tp.offset >= 0:
+                state.committed = tp.offset
+
+    # -- rebalance callbacks (run inside consume(), on this thread) -------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._epoch += 1
+        tps = [(p.topic, p.partition) for p in partitions]
+        for tp in tps:
+            self._parts[tp] = _PartitionState(self._epoch)
+        log.info("assigned %d partitions (epoch %d)", len(tps), self._epoch)
+        self._loop.call_soon_threadsafe(self._hooks.assign, tps, self._epoch)
+        self._loop.call_soon_threadsafe(self._hooks.assignment_changed, len(self._parts))
+        self.joined.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions if (p.topic, p.partition) in self._parts]
+        if not tps:
+            return
+        offsets = self._drain(tps)
+        self._commit(consumer, offsets)
+        for tp in tps:
+            self._parts.pop(tp, None)
+        log.info("revoked %d partitions, committed %d", len(tps), len(offsets))
+        self._loop.call_soon_threadsafe(self._hooks.assignment_changed, len(self._parts))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        for tp in tps:
+            self._parts.pop(tp, None)
+        log.warning(
+            "lost %d partitions; their uncommitted records will be re-read by the new owner", len(tps)
+        )
+        asyncio.run_coroutine_threadsafe(self._hooks.drain(tps, time.monotonic()), self._loop)
+        self._loop.call_soon_threadsafe(self._hooks.assignment_changed, len(self._parts))
+
+    def _drain(self, tps: list[TP] | None) -> dict[TP, int]:
+        deadline = self._settings.dispatcher.drain_timeout
+        future = asyncio.run_coroutine_threadsafe(
+            self._hooks.drain(tps, time.monotonic() + deadline), self._loop
+        )
+        try:
+            return future.result(timeout=deadline + 10)
+        except Exception as exc:
+            log.error("draining failed: %s", exc)
+            return {}
+
+    def _commit(self, consumer: Consumer, offsets: dict[TP, int]) -> None:
+        if not offsets:
+            return
+        try:
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+            )
+        except KafkaException as exc:
+            log.warning("commit on revoke failed (the next owner re-reads from the last commit): %s", exc)
+
+    def _shutdown(self, consumer: Consumer) -> None:
+        """Stop fetching, drain all partitions under the deadline, commit them, then unsubscribe."""
+        assigned = [TopicPartition(t, p) for t, p in self._parts]
+        if assigned:
+            consumer.pause(assigned)
+        offsets = self._drain(None)
+        self._commit(consumer, offsets)
+        self._parts.clear()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -1,0 +1,103 @@
+"""An idempotent, acks=all producer whose ``produce`` returns an asyncio future (a ``RecordSink``).
+
+librdkafka serves delivery reports from ``poll()``; a small thread polls and resolves the futures on
+the event loop with ``call_soon_threadsafe``. ``produce`` itself never blocks the loop: a full local
+queue fails the future at once (callers try again later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from fanout.config import LibrdkafkaConfig, Settings
+from fanout.errors import FatalKafkaError
+from fanout.model import Headers
+
+log = logging.getLogger("fanout.kafka.producer")
+
+
+def producer_config(settings: Settings, **extra: Any) -> LibrdkafkaConfig:
+    return {
+        **settings.kafka.librdkafka(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.max.bytes": settings.kafka.message_max_bytes,
+        "compression.type": "lz4",
+        **extra,
+    }
+
+
+class ProduceFailed(Exception):
+    """The broker did not acknowledge a record (after librdkafka's own retries)."""
+
+
+def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(ProduceFailed(error.str()))
+
+
+class AsyncProducer:
+    def __init__(
+        self,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        on_fatal: Callable[[FatalKafkaError], None] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._on_fatal = on_fatal
+        self._producer = Producer(producer_config(settings, error_cb=self._on_error))
+        self._running = True
+        self._thread = threading.Thread(target=self._poll, name="fanout-producer", daemon=True)
+        self._thread.start()
+
+    def _on_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            log.critical("fatal producer error: %s", error.str())
+            if self._on_fatal is not None:
+                fatal = FatalKafkaError(f"producer: {error.str()}")
+                self._loop.call_soon_threadsafe(self._on_fatal, fatal)
+        else:
+            log.warning("producer: %s", error.str())
+
+    def _poll(self) -> None:
+        while self._running:
+            self._producer.poll(0.1)
+
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
+    ) -> asyncio.Future[None]:
+        loop = self._loop
+        future: asyncio.Future[None] = loop.create_future()
+
+        def delivered(error: KafkaError | None, _msg: Message) -> None:
+            loop.call_soon_threadsafe(_settle, future, error)
+
+        try:
+            self._producer.produce(
+                topic, value=value, key=key, headers=cast(Any, headers), on_delivery=delivered
+            )
+        except (BufferError, KafkaException) as exc:
+            future.set_exception(ProduceFailed(str(exc)))
+        return future
+
+    async def flush(self, seconds: float = 30.0) -> int:
+        """Wait for outstanding records; returns how many are still unacknowledged."""
+        return await self._loop.run_in_executor(None, self._producer.flush, seconds)
+
+    async def close(self, seconds: float = 30.0) -> None:
+        remaining = await self.flush(seconds)
+        if remaining:
+            log.error("%d records were not acknowledged before shutdown", remaining)
+        self._running = False
+        await self._loop.run_in_executor(None, self._thread.join)

@@ -1,0 +1,102 @@
+"""Value objects on the data path: Event (a decoded record), Delivery (one event for one subscription).
+
+They are plain slotted classes rather than pydantic models: one of each is made per record or delivery
+on the hot path. Validation happens where input enters (decode, subscription parsing), not here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+
+if TYPE_CHECKING:
+    from fanout.subscription import Subscription
+
+Headers = list[tuple[str, bytes | None]]
+
+
+class Settlement(Protocol):
+    """What a delivery reports to when it is settled (see ``pipeline.offsets.Ticket``)."""
+
+    def release(self) -> None: ...
+
+    @property
+    def fenced(self) -> bool: ...
+
+
+@dataclass(slots=True, eq=False)
+class Event:
+    """A source record decoded for routing and delivery.
+
+    ``attributes`` holds what attribute filters match on: CloudEvents attributes (``source``,
+    ``subject``, extensions) and the record's Kafka headers decoded as UTF-8. ``data`` is the parsed
+    payload, or ``None`` when the record carried it in binary mode and nobody needed it yet
+    (``payload()`` parses ``value`` lazily then).
+    """
+
+    id: str
+    type: str
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    time: float
+    value: bytes
+    headers: Headers
+    attributes: dict[str, str]
+    data: Any = None
+    data_parsed: bool = False
+    content_type: str = "application/json"
+    _payloads: dict[str, bytes] = field(default_factory=dict)
+
+    def payload(self, mode: str) -> bytes:
+        """The request body for payload ``mode``, serialised once per event and mode."""
+        body = self._payloads.get(mode)
+        if body is None:
+            body = self.value if mode == "raw" else self._envelope()
+            self._payloads[mode] = body
+        return body
+
+    def _envelope(self) -> bytes:
+        if not self.data_parsed:
+            try:
+                self.data = orjson.loads(self.value) if self.value else None
+            except orjson.JSONDecodeError:
+                self.data = self.value.decode("utf-8", "replace")
+            self.data_parsed = True
+        return orjson.dumps(
+            {"id": self.id, "type": self.type, "timestamp": iso_time(self.time), "data": self.data}
+        )
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One event on its way to one subscription.
+
+    ``attempt`` counts the HTTP attempts already made (0 for a fresh delivery; spills do not count).
+    ``first_attempt`` is when the delivery entered fanout (or was replayed): ``max_age`` counts from it.
+    ``ticket.release()`` is called exactly once, when the delivery is settled (delivered, or handed to a
+    retry or dead-letter topic and acknowledged by the broker). A ``fenced`` ticket belongs to a revoked
+    partition: its work is dropped.
+    """
+
+    event: Event
+    subscription: Subscription
+    attempt: int
+    first_attempt: float
+    ticket: Settlement
+    last_error: str = ""
+    traceparent: str | None = None
+    queued_at: float = 0.0
+
+    @property
+    def age(self) -> float:
+        return time.time() - self.first_attempt

@@ -1,0 +1,1 @@
+"""The data path: decode → route → deliver (lanes) → settle. No confluent_kafka or aiohttp imports here."""

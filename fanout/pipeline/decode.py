@@ -1,0 +1,138 @@
+"""decode: a Kafka record → ``Event``, or ``PoisonRecord`` with the reason.
+
+Accepted shapes:
+- CloudEvents Kafka binary mode: ``ce_type`` (and ``ce_id``, ``ce_source``, ``ce_time``, extensions) in
+  the headers, the data in the value. Routing then needs no JSON parse.
+- CloudEvents structured JSON: an object with ``specversion`` and ``type``.
+- The simple shape: ``{"event": "user_registered", "data": {...}, "id"?: "...", "timestamp"?: ...}``.
+
+An event without an id gets a deterministic one from (topic, partition, offset), so re-reads and
+retries carry the same ``webhook-id``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from fanout.errors import PoisonRecord
+from fanout.model import Event, Headers
+
+MAX_TYPE_LENGTH = 256
+CE_PREFIX = "ce_"
+_CE_CORE = frozenset({"specversion", "id", "type", "time", "data", "data_base64", "datacontenttype"})
+
+
+def derived_id(topic: str, partition: int, offset: int) -> str:
+    digest = hashlib.blake2b(f"{topic}\x00{partition}\x00{offset}".encode(), digest_size=12).hexdigest()
+    return f"evt_{digest}"
+
+
+def parse_time(value: Any, fallback: float) -> float:
+    """ISO 8601 text or epoch seconds/milliseconds → epoch seconds; ``fallback`` when absent or bad."""
+    if isinstance(value, bool) or value is None:
+        return fallback
+    if isinstance(value, int | float):
+        return value / 1000 if value > 1e11 else float(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return fallback
+        if parsed.tzinfo is None:
+            return fallback
+        return parsed.timestamp()
+    return fallback
+
+
+def _check_type(event_type: Any, where: str) -> str:
+    if not isinstance(event_type, str) or not event_type:
+        raise PoisonRecord(f"no event type: {where} is missing or not a non-empty string")
+    if len(event_type) > MAX_TYPE_LENGTH:
+        raise PoisonRecord(f"event type longer than {MAX_TYPE_LENGTH} characters")
+    return event_type
+
+
+def _header_attributes(headers: Headers) -> tuple[dict[str, str], dict[str, str]]:
+    """(CloudEvents attributes from ``ce_*`` headers, other headers), values decoded as UTF-8."""
+    ce: dict[str, str] = {}
+    other: dict[str, str] = {}
+    for name, raw in headers:
+        text = raw.decode("utf-8", "replace") if raw is not None else ""
+        if name.startswith(CE_PREFIX):
+            ce[name[len(CE_PREFIX) :]] = text
+        else:
+            other[name.lower()] = text
+    return ce, other
+
+
+def decode(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers | None,
+    timestamp: float,
+    event_id: str | None = None,
+) -> Event:
+    """Decode one record. ``timestamp`` is the record's time (epoch seconds), the fallback event time."""
+    headers = headers or []
+    value = value or b""
+    ce, other = _header_attributes(headers) if headers else ({}, {})
+    if "type" in ce:
+        attributes = {**other, **ce}
+        return Event(
+            id=event_id or ce.get("id") or derived_id(topic, partition, offset),
+            type=_check_type(ce["type"], "header ce_type"),
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            time=parse_time(ce.get("time"), timestamp),
+            value=value,
+            headers=headers,
+            attributes=attributes,
+            content_type=ce.get("datacontenttype") or other.get("content-type") or "application/json",
+        )
+    if not value:
+        raise PoisonRecord("empty record: no value and no ce_type header")
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise PoisonRecord(f"not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise PoisonRecord(f"JSON is a {type(body).__name__}, not an object")
+    if "specversion" in body:
+        event_type = _check_type(body.get("type"), "CloudEvents attribute 'type'")
+        attributes = {**other, **{k: v for k, v in body.items() if k not in _CE_CORE and isinstance(v, str)}}
+        data = body.get("data")
+        if data is None and "data_base64" in body:
+            data = body["data_base64"]
+        given_id = body.get("id")
+    else:
+        event_type = _check_type(body.get("event"), "field 'event'")
+        attributes = other
+        data = body.get("data")
+        given_id = body.get("id")
+    if given_id is not None and not isinstance(given_id, str | int):
+        raise PoisonRecord("field 'id' must be a string")
+    return Event(
+        id=event_id
+        or (str(given_id) if given_id not in (None, "") else derived_id(topic, partition, offset)),
+        type=event_type,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        time=parse_time(body.get("time") if "specversion" in body else body.get("timestamp"), timestamp),
+        value=value,
+        headers=headers,
+        attributes=attributes,
+        data=data,
+        data_parsed=True,
+        content_type=other.get("content-type") or "application/json",
+    )

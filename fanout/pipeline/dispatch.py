@@ -1,0 +1,171 @@
+"""The dispatcher: records in, deliveries out, on the event loop thread.
+
+``on_records`` takes a batch handed over by the consumer thread. Each record is tracked in its
+partition's tracker, then either decoded and routed (source topics) or turned back into the one
+delivery it carries (retry topics). Every delivery is offered to its subscription's lane; a refusal
+spills it to a retry tier. Nothing here blocks or awaits: the loop keeps moving whatever one
+subscriber does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+from fanout import headers as H
+from fanout.errors import PoisonRecord
+from fanout.model import Delivery
+from fanout.pipeline.decode import decode
+from fanout.pipeline.lanes import Lanes
+from fanout.pipeline.offsets import PartitionTracker, Ticket
+from fanout.pipeline.route import RoutingTable
+from fanout.pipeline.settle import DISABLED_REASON, Settler, SourceRecord
+from fanout.subscription import Subscription
+
+log = logging.getLogger("fanout.dispatch")
+
+TopicPartition = tuple[str, int]
+DRAIN_POLL_SECONDS = 0.02
+
+
+class Dispatcher:
+    def __init__(
+        self, table: RoutingTable, lanes: Lanes, settler: Settler, retry_topics: Iterable[str]
+    ) -> None:
+        self.table = table
+        self.lanes = lanes
+        self.settler = settler
+        self.retry_topics = frozenset(retry_topics)
+        self.trackers: dict[TopicPartition, PartitionTracker] = {}
+
+    # -- routing table ---------------------------------------------------------------------------
+
+    def set_table(self, table: RoutingTable) -> None:
+        """Swap in a new table. Lanes of deleted subscriptions drop their queued deliveries (counted)."""
+        old = self.table
+        self.table = table
+        for sub_id in old.subscriptions.keys() - table.subscriptions.keys():
+            for delivery in self.lanes.remove(sub_id):
+                self.settler.stats["dropped_deleted"] += 1
+                delivery.ticket.release()
+        for sub in table.subscriptions.values():
+            lane = self.lanes.by_id.get(sub.id)
+            if lane is not None and lane.sub is not sub:
+                lane.update(sub)
+
+    # -- assignment ------------------------------------------------------------------------------
+
+    def assign(self, partitions: Iterable[TopicPartition], epoch: int) -> None:
+        for tp in partitions:
+            old = self.trackers.get(tp)
+            if old is not None:
+                old.close()
+            self.trackers[tp] = PartitionTracker(tp[0], tp[1], epoch)
+
+    def committable(self, partitions: Iterable[TopicPartition] | None = None) -> dict[TopicPartition, int]:
+        chosen = (
+            self.trackers
+            if partitions is None
+            else {tp: self.trackers[tp] for tp in partitions if tp in self.trackers}
+        )
+        offsets = {}
+        for tp, tracker in chosen.items():
+            offset = tracker.committable()
+            if offset is not None:
+                offsets[tp] = offset
+        return offsets
+
+    async def drain(
+        self, partitions: Iterable[TopicPartition] | None, deadline: float
+    ) -> dict[TopicPartition, int]:
+        """Wait (until ``deadline``, monotonic) for the partitions' records to settle; then close their
+        trackers and return the offsets to commit. ``None`` means every partition."""
+        chosen = list(
+            self.trackers if partitions is None else (tp for tp in partitions if tp in self.trackers)
+        )
+        while any(self.trackers[tp].unsettled for tp in chosen):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                left = sum(self.trackers[tp].unsettled for tp in chosen)
+                log.warning("drain deadline passed with %d records unsettled; they will be re-read", left)
+                break
+            await asyncio.sleep(min(remaining, DRAIN_POLL_SECONDS))
+        offsets = self.committable(chosen)
+        for tp in chosen:
+            self.trackers.pop(tp).close()
+        return offsets
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def on_records(self, records: Sequence[SourceRecord]) -> None:
+        trackers = self.trackers
+        retry_topics = self.retry_topics
+        for record in records:
+            topic = record.topic() or ""
+            tracker = trackers.get((topic, record.partition() or 0))
+            if tracker is None:
+                continue  # revoked meanwhile: the next owner reads it
+            ticket = tracker.track(record.offset() or 0)
+            if topic in retry_topics:
+                self._retry_record(record, ticket)
+            else:
+                self._source_record(record, topic, ticket)
+
+    def _source_record(self, record: SourceRecord, topic: str, ticket: Ticket) -> None:
+        try:
+            event = decode(
+                topic,
+                record.partition() or 0,
+                record.offset() or 0,
+                record.key(),
+                record.value(),
+                record.headers(),
+                record.timestamp()[1] / 1000,
+            )
+        except PoisonRecord as poison:
+            self.settler.poison(record, poison.reason, ticket)
+            return
+        subs = self.table.route(event)
+        if subs:
+            ticket.add(len(subs))
+            now = time.time()
+            for sub in subs:
+                self._deliver(Delivery(event, sub, 0, now, ticket))
+        ticket.release()
+
+    def _retry_record(self, record: SourceRecord, ticket: Ticket) -> None:
+        try:
+            meta = H.RetryMeta.parse(record.headers())
+            event = decode(
+                meta.origin_topic,
+                meta.origin_partition,
+                meta.origin_offset,
+                record.key(),
+                record.value(),
+                H.original(record.headers()),
+                meta.origin_timestamp,
+                event_id=meta.event_id,
+            )
+        except (ValueError, PoisonRecord) as exc:
+            self.settler.poison(record, str(exc), ticket)
+            return
+        sub = self.table.get(meta.subscription)
+        if sub is None:
+            self.settler.stats["dropped_deleted"] += 1
+            ticket.release()
+            return
+        delivery = Delivery(event, sub, meta.attempt, meta.first_attempt, ticket, meta.last_error)
+        self._deliver(delivery)
+
+    def _deliver(self, delivery: Delivery) -> None:
+        sub: Subscription = delivery.subscription
+        if not sub.enabled:
+            self.settler.dead_letter(delivery, DISABLED_REASON)
+            return
+        lane = self.lanes.get(sub)
+        refused = lane.offer(delivery)
+        if refused is not None:
+            delay = lane.breaker.remaining() if refused == "circuit open" else None
+            self.settler.spill(delivery, refused, delay or None)

@@ -1,0 +1,121 @@
+"""route: an immutable routing table, ``RoutingTable.route(event) -> tuple[Subscription, ...]``.
+
+Subscriptions are indexed by topic, then by pattern kind: exact type, ``prefix.*`` (keyed by
+``"prefix."``) and ``*``. Within each bucket, subscriptions with an attribute filter are indexed by
+one of their (attribute, value) pairs, so one topic can serve thousands of tenants and a lookup
+costs O(depth of the type + matches), not O(subscriptions). Tables are built off the hot path and
+swapped whole; a table is never mutated after ``build``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from fanout.model import Event
+from fanout.subscription import Subscription
+
+Filtered = tuple[Subscription, tuple[tuple[str, str], ...]]
+
+
+@dataclass
+class _Bucket:
+    plain: list[Subscription] = field(default_factory=list)
+    by_attribute: dict[tuple[str, str], list[Filtered]] = field(default_factory=dict)
+    attribute_names: set[str] = field(default_factory=set)
+
+    def add(self, sub: Subscription) -> None:
+        if not sub.filter:
+            self.plain.append(sub)
+            return
+        items = sorted(sub.filter.items())
+        first, rest = items[0], tuple(items[1:])
+        self.by_attribute.setdefault(first, []).append((sub, rest))
+        self.attribute_names.add(first[0])
+
+    def collect(self, attributes: dict[str, str], out: list[Subscription]) -> None:
+        out.extend(self.plain)
+        if not self.by_attribute:
+            return
+        for name in self.attribute_names:
+            value = attributes.get(name)
+            if value is None:
+                continue
+            for sub, rest in self.by_attribute.get((name, value), ()):
+                if all(attributes.get(k) == v for k, v in rest):
+                    out.append(sub)
+
+
+@dataclass
+class _TopicIndex:
+    exact: dict[str, _Bucket] = field(default_factory=dict)
+    prefixes: dict[str, _Bucket] = field(default_factory=dict)
+    wildcard: _Bucket | None = None
+    max_prefix_dots: int = 0
+
+    def add(self, pattern: str, sub: Subscription) -> None:
+        if pattern == "*":
+            if self.wildcard is None:
+                self.wildcard = _Bucket()
+            self.wildcard.add(sub)
+        elif pattern.endswith(".*"):
+            prefix = pattern[:-1]
+            self.prefixes.setdefault(prefix, _Bucket()).add(sub)
+            self.max_prefix_dots = max(self.max_prefix_dots, prefix.count("."))
+        else:
+            self.exact.setdefault(pattern, _Bucket()).add(sub)
+
+
+class RoutingTable:
+    """An immutable snapshot of the subscriptions, indexed for routing."""
+
+    __slots__ = ("_index", "subscriptions", "topics")
+
+    def __init__(self, subscriptions: dict[str, Subscription], index: dict[str, _TopicIndex]) -> None:
+        self.subscriptions = subscriptions
+        self._index = index
+        self.topics = frozenset(index)
+
+    @classmethod
+    def build(cls, subscriptions: Iterable[Subscription]) -> RoutingTable:
+        by_id = {s.id: s for s in subscriptions}
+        index: dict[str, _TopicIndex] = {}
+        for sub in by_id.values():
+            for topic in sub.topics:
+                topic_index = index.setdefault(topic, _TopicIndex())
+                for pattern in dict.fromkeys(sub.events):
+                    topic_index.add(pattern, sub)
+        return cls(by_id, index)
+
+    def __len__(self) -> int:
+        return len(self.subscriptions)
+
+    def get(self, sub_id: str) -> Subscription | None:
+        return self.subscriptions.get(sub_id)
+
+    def route(self, event: Event) -> tuple[Subscription, ...]:
+        """Every subscription (enabled or not) whose topic, event pattern and filter match ``event``."""
+        topic_index = self._index.get(event.topic)
+        if topic_index is None:
+            return ()
+        found: list[Subscription] = []
+        attributes = event.attributes
+        event_type = event.type
+        bucket = topic_index.exact.get(event_type)
+        if bucket is not None:
+            bucket.collect(attributes, found)
+        if topic_index.prefixes:
+            start = 0
+            for _ in range(topic_index.max_prefix_dots + 1):
+                dot = event_type.find(".", start)
+                if dot < 0:
+                    break
+                bucket = topic_index.prefixes.get(event_type[: dot + 1])
+                if bucket is not None:
+                    bucket.collect(attributes, found)
+                start = dot + 1
+        if topic_index.wildcard is not None:
+            topic_index.wildcard.collect(attributes, found)
+        if len(found) > 1:
+            return tuple({s.id: s for s in found}.values())
+        return tuple(found)

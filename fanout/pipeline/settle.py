@@ -1,0 +1,222 @@
+"""settle: every delivery ends as success, a retry-tier record, or a dead letter.
+
+A retry or dead-letter hand-off counts as settled only when the broker acknowledged the produce; until
+then the source offset stays uncommitted. A failed produce is tried again (after a pause) rather than
+dropped. Retry delays follow the subscription's schedule with jitter; the record goes to the smallest
+tier whose delay is at least the delay due, carrying its exact not-before time (see README, "How
+delivery works"). A spill (lane full, circuit open) is not an attempt; ``max_age`` still bounds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fanout import headers as H
+from fanout.config import Settings
+from fanout.errors import DeliveryError, EndpointGone, PermanentDelivery, RetryableDelivery
+from fanout.model import Delivery, Headers, Settlement
+from fanout.pipeline.lanes import Spilled
+from fanout.pipeline.ops import OpsEvents
+from fanout.pipeline.sink import RecordSink
+
+log = logging.getLogger("fanout.settle")
+
+HAND_OFF_RETRY_SECONDS = 1.0
+DISABLED_REASON = "subscription disabled"
+
+
+class SourceRecord(Protocol):
+    """The parts of a consumed Kafka record the pipeline reads (``confluent_kafka.Message`` fits)."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> Any: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+class Settler:
+    """Turns outcomes into acknowledged records; counts what happened in ``stats``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: RecordSink,
+        ops: OpsEvents,
+        on_gone: Callable[[Delivery], None],
+        on_failing: Callable[[Delivery, int], None] | None = None,
+    ) -> None:
+        self._topics = settings.topics
+        self._retry = settings.retry
+        self._delivery = settings.delivery
+        self._sink = sink
+        self.ops = ops
+        self._on_gone = on_gone
+        self._on_failing = on_failing
+        self.stats: Counter[str] = Counter()
+        self.dead_letter_reasons: Counter[str] = Counter()
+        self._consecutive: dict[str, int] = {}
+
+    # -- outcomes reported by the lanes ------------------------------------------------------------
+
+    def done(self, delivery: Delivery, error: DeliveryError | None, duration: float) -> None:
+        if delivery.ticket.fenced:
+            self.stats["fenced"] += 1
+            return
+        if error is None:
+            self.stats["delivered"] += 1
+            self._consecutive.pop(delivery.subscription.id, None)
+            delivery.ticket.release()
+            return
+        if isinstance(error, Spilled):
+            self.spill(delivery, error.error, error.retry_after)
+            return
+        delivery.attempt += 1
+        delivery.last_error = error.error
+        self._count_failure(delivery)
+        if isinstance(error, EndpointGone):
+            self._on_gone(delivery)
+            self.dead_letter(delivery, f"endpoint gone ({error.error}): subscription disabled", error.status)
+        elif isinstance(error, PermanentDelivery):
+            self.dead_letter(delivery, f"permanent failure: {error.error}", error.status)
+        else:
+            assert isinstance(error, RetryableDelivery)
+            self._retry_or_give_up(delivery, error)
+
+    def _count_failure(self, delivery: Delivery) -> None:
+        sub_id = delivery.subscription.id
+        n = self._consecutive.get(sub_id, 0) + 1
+        self._consecutive[sub_id] = n
+        if n == self._delivery.failing_after:
+            self.ops.failing(delivery, n)
+            if self._on_failing is not None:
+                self._on_failing(delivery, n)
+
+    def _retry_or_give_up(self, delivery: Delivery, error: RetryableDelivery) -> None:
+        policy = delivery.subscription.retry
+        schedule = policy.schedule or self._retry.schedule
+        max_age = policy.max_age or self._retry.max_age
+        if delivery.attempt > len(schedule):
+            self.dead_letter(delivery, "retries exhausted", error.status)
+            return
+        jitter = self._retry.jitter
+        delay = schedule[delivery.attempt - 1] * (1 + random.uniform(-jitter, jitter))
+        if error.retry_after is not None:
+            delay = max(delay, min(error.retry_after, self._delivery.retry_after_max))
+        if delivery.age + delay > max_age:
+            self.dead_letter(delivery, "max age exceeded", error.status)
+            return
+        self.stats["retried"] += 1
+        self._to_retry_tier(delivery, delay, reason="", status=error.status)
+
+    def spill(self, delivery: Delivery, reason: str, delay: float | None = None) -> None:
+        """The lane could not take the delivery: park it in a retry tier (not an attempt)."""
+        if delivery.ticket.fenced:
+            return
+        max_age = delivery.subscription.retry.max_age or self._retry.max_age
+        if delivery.age >= max_age:
+            self.dead_letter(delivery, reason)
+            return
+        self.stats["spilled"] += 1
+        self._to_retry_tier(delivery, delay if delay is not None else self._retry.tiers[0], reason, None)
+
+    def tier_for(self, delay: float) -> int:
+        """The smallest tier whose delay is at least ``delay`` (the last tier for longer delays)."""
+        return min(bisect.bisect_left(self._retry.tiers, delay), len(self._retry.tiers) - 1)
+
+    def _to_retry_tier(self, delivery: Delivery, delay: float, reason: str, status: int | None) -> None:
+        now_ms = int(time.time() * 1000)
+        extra: dict[str, str | int | None] = {
+            H.NOT_BEFORE: now_ms + int(delay * 1000),
+            H.REASON: reason,
+            H.STATUS: status,
+        }
+        topic = self._topics.retry(self.tier_for(delay))
+        self._hand_off(
+            topic, delivery.event.key, delivery.event.value, self._headers(delivery, extra), delivery.ticket
+        )
+
+    # -- dead letters ----------------------------------------------------------------------------
+
+    def dead_letter(self, delivery: Delivery, reason: str, status: int | None = None) -> None:
+        if delivery.ticket.fenced:
+            return
+        self.stats["dead_lettered"] += 1
+        self.dead_letter_reasons[reason] += 1
+        log.warning(
+            "dead-lettered",
+            extra={"subscription": delivery.subscription.id, "event_id": delivery.event.id, "reason": reason},
+        )
+        headers = self._headers(delivery, {H.REASON: reason, H.STATUS: status})
+        self._hand_off(self._topics.dlq, delivery.event.key, delivery.event.value, headers, delivery.ticket)
+        if reason != DISABLED_REASON:
+            self.ops.dead_lettered(delivery, reason)
+
+    def poison(self, record: SourceRecord, reason: str, ticket: Settlement) -> None:
+        """A record that could not be decoded: dead letter it with the reason, so the offset can move on."""
+        self.stats["poison"] += 1
+        self.dead_letter_reasons["poison: " + reason.split(":")[0]] += 1
+        log.warning(
+            "poison record", extra={"topic": record.topic(), "offset": record.offset(), "reason": reason}
+        )
+        extra = H.encode(
+            {
+                H.REASON: f"poison record: {reason}",
+                H.ORIGIN_TOPIC: record.topic(),
+                H.ORIGIN_PARTITION: record.partition(),
+                H.ORIGIN_OFFSET: record.offset(),
+                H.ORIGIN_TIMESTAMP: record.timestamp()[1],
+            }
+        )
+        self._hand_off(
+            self._topics.dlq, record.key(), record.value(), H.original(record.headers()) + extra, ticket
+        )
+
+    def _headers(self, delivery: Delivery, extra: dict[str, str | int | None]) -> Headers:
+        event = delivery.event
+        values: dict[str, str | int | None] = {
+            H.SUBSCRIPTION: delivery.subscription.id,
+            H.ATTEMPT: delivery.attempt,
+            H.ORIGIN_TOPIC: event.topic,
+            H.ORIGIN_PARTITION: event.partition,
+            H.ORIGIN_OFFSET: event.offset,
+            H.ORIGIN_TIMESTAMP: int(event.time * 1000),
+            H.FIRST_ATTEMPT: int(delivery.first_attempt * 1000),
+            H.EVENT_ID: event.id,
+            H.LAST_ERROR: delivery.last_error,
+            **extra,
+        }
+        return H.original(event.headers) + H.encode(values)
+
+    # -- hand-off --------------------------------------------------------------------------------
+
+    def _hand_off(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, ticket: Settlement
+    ) -> None:
+        future = self._sink.produce(topic, value, key, headers)
+
+        def acked(f: asyncio.Future[None]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is None:
+                ticket.release()
+                return
+            if ticket.fenced:
+                return
+            self.stats["hand_off_errors"] += 1
+            log.error("could not write to %s, trying again: %s", topic, exc)
+            asyncio.get_running_loop().call_later(
+                HAND_OFF_RETRY_SECONDS, self._hand_off, topic, key, value, headers, ticket
+            )
+
+        future.add_done_callback(acked)

@@ -1,0 +1,19 @@
+"""The one boundary the pipeline writes through: ``RecordSink.produce`` (implemented in ``fanout.kafka``).
+
+Contract: ``produce`` never blocks. It returns a future that resolves (on the event loop) once the
+broker acknowledged the record with acks=all, or fails with the producer's error. Callers count a
+hand-off as settled only when the future succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from fanout.model import Headers
+
+
+class RecordSink(Protocol):
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
+    ) -> asyncio.Future[None]: ...

@@ -1,0 +1,179 @@
+"""Subscriptions: who gets which events, how fast, and how failures are retried.
+
+A subscription is validated when it enters fanout (a routes file, the subscriptions topic, the API);
+``parse_subscription`` turns a pydantic error into ``ValidationFailed`` naming the subscription and the
+field, e.g. ``orders-hook.rate_limit.per_second: must be greater than 0``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fanout.errors import ValidationFailed
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+EVENT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*(\.\*)?)$")
+SECRET_PREFIX = "whsec_"
+FORBIDDEN_HEADERS = frozenset(
+    {"webhook-id", "webhook-timestamp", "webhook-signature", "content-length", "host", "transfer-encoding"}
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimit(_Strict):
+    """A token bucket: ``per_second`` sustained (group-wide), ``burst`` tokens at most."""
+
+    per_second: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class RetryPolicy(_Strict):
+    """Overrides of the global retry defaults (``schedule`` and ``max_age`` in seconds)."""
+
+    schedule: list[float] | None = Field(default=None, min_length=1)
+    max_age: float | None = Field(default=None, gt=0)
+    retryable_statuses: list[int] = Field(default_factory=list)
+
+    @field_validator("schedule")
+    @classmethod
+    def _delays(cls, schedule: list[float] | None) -> list[float] | None:
+        if schedule is not None and any(d < 0 for d in schedule):
+            raise ValueError("delays must be non-negative seconds")
+        return schedule
+
+    @field_validator("retryable_statuses")
+    @classmethod
+    def _statuses(cls, statuses: list[int]) -> list[int]:
+        bad = [s for s in statuses if not 400 <= s <= 499 or s == 410]
+        if bad:
+            raise ValueError(f"only 4xx statuses other than 410 can be made retryable, not {bad}")
+        return statuses
+
+
+class ClientCertificate(_Strict):
+    """mTLS: a PEM certificate (chain) and its private key, as file paths."""
+
+    cert_file: str
+    key_file: str
+
+
+class Subscription(_Strict):
+    """One endpoint and what it receives. ``version`` is bumped by every write to the topic."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    version: int = Field(default=0, ge=0)
+    url: str
+    topics: list[str] = Field(min_length=1)
+    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    filter: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+    disabled_reason: str | None = None
+    secrets: list[str] = Field(min_length=1, max_length=10)
+    headers: dict[str, str] = Field(default_factory=dict)
+    rate_limit: RateLimit | None = None
+    max_in_flight: int = Field(default=32, ge=1, le=1024)
+    timeout: float = Field(default=15.0, gt=0, le=300)
+    retry: RetryPolicy = RetryPolicy()
+    payload: Literal["standard", "raw"] = "standard"
+    ordering: Literal["none", "key"] = "none"
+    client_certificate: ClientCertificate | None = None
+    description: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http"):
+            raise ValueError("must be an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; use headers")
+        return url
+
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, topics: list[str]) -> list[str]:
+        for topic in topics:
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
+                raise ValueError(f"{topic!r} is not a valid Kafka topic name")
+        return sorted(set(topics))
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, events: list[str]) -> list[str]:
+        for pattern in events:
+            if not EVENT_PATTERN.match(pattern):
+                raise ValueError(f"{pattern!r} is not an event type, 'prefix.*' or '*'")
+        return events
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, secrets: list[str]) -> list[str]:
+        for i, secret in enumerate(secrets):
+            if not secret.startswith(SECRET_PREFIX):
+                raise ValueError(f"secret {i} must start with {SECRET_PREFIX}")
+            try:
+                key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+            except binascii.Error:
+                raise ValueError(f"secret {i} is not valid base64 after {SECRET_PREFIX}") from None
+            if not 24 <= len(key) <= 64:
+                raise ValueError(f"secret {i} must encode 24 to 64 bytes, not {len(key)}")
+        return secrets
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if name.lower() in FORBIDDEN_HEADERS:
+                raise ValueError(f"{name!r} is set by fanout and cannot be overridden")
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name!r} contains a line break")
+        return headers
+
+    @cached_property
+    def signing_keys(self) -> tuple[bytes, ...]:
+        return tuple(base64.b64decode(s[len(SECRET_PREFIX) :]) for s in self.secrets)
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    def public(self) -> dict[str, Any]:
+        """The subscription as JSON-able data without its secrets."""
+        return self.model_dump(mode="json", exclude={"secrets"})
+
+    def document(self) -> dict[str, Any]:
+        """The subscription as stored in the subscriptions topic."""
+        return self.model_dump(mode="json", exclude_defaults=False)
+
+
+def _where(sub_id: str, loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return f"{sub_id}{path}"
+
+
+def parse_subscription(data: Mapping[str, Any], default_id: str | None = None) -> Subscription:
+    """Validate one subscription; errors name the subscription (or ``default_id``) and the field."""
+    sub_id = str(data.get("id") or default_id or "(subscription without id)")
+    try:
+        return Subscription.model_validate(dict(data))
+    except ValidationError as err:
+        first = err.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        raise ValidationFailed(_where(sub_id, tuple(first["loc"])), message) from None
