@@ -6,7 +6,8 @@ A retry or dead-letter record keeps the source record's key, value and headers, 
 ``fanout-subscription``     subscription id (absent on a poison record's dead letter)
 ``fanout-attempt``          HTTP attempts made so far (spills do not count)
 ``fanout-not-before``       epoch milliseconds before which the record must not be delivered
-``fanout-origin-topic``     source topic, partition, offset and timestamp (epoch ms) of the event
+``fanout-origin-topic``     source topic, partition and offset of the event, and its time (epoch ms:
+                            the event's own time; for a poison record, the record's timestamp)
 ``fanout-origin-partition``
 ``fanout-origin-offset``
 ``fanout-origin-timestamp``
@@ -83,19 +84,29 @@ class RetryMeta:
         try:
             return cls(
                 subscription=h[SUBSCRIPTION],
-                attempt=int(h[ATTEMPT]),
-                first_attempt=int(h[FIRST_ATTEMPT]) / 1000,
+                attempt=_int(h, ATTEMPT),
+                first_attempt=_int(h, FIRST_ATTEMPT) / 1000,
                 origin_topic=h[ORIGIN_TOPIC],
-                origin_partition=int(h[ORIGIN_PARTITION]),
-                origin_offset=int(h[ORIGIN_OFFSET]),
-                origin_timestamp=int(h.get(ORIGIN_TIMESTAMP, "0")) / 1000,
+                origin_partition=_int(h, ORIGIN_PARTITION),
+                origin_offset=_int(h, ORIGIN_OFFSET),
+                origin_timestamp=_int(h, ORIGIN_TIMESTAMP, "0") / 1000,
                 event_id=h[EVENT_ID],
                 last_error=h.get(LAST_ERROR, ""),
             )
         except KeyError as exc:
             raise ValueError(f"retry record without header {exc.args[0]}") from None
-        except ValueError as exc:
-            raise ValueError(f"retry record with a malformed header: {exc}") from None
+
+
+# Epoch milliseconds up to year 9999 fit easily; anything longer is not a time fanout wrote.
+_MAX_DIGITS = 18
+
+
+def _int(h: dict[str, str], name: str, default: str | None = None) -> int:
+    text = h[name] if default is None else h.get(name, default)
+    digits = text.strip().removeprefix("-")
+    if not digits.isascii() or not digits.isdigit() or len(digits) > _MAX_DIGITS:
+        raise ValueError(f"retry record with a malformed header {name}: {text[:40]!r}")
+    return int(text)
 
 
 def encode(values: dict[str, str | int | None]) -> Headers:

@@ -22,6 +22,9 @@ from fanout.errors import ValidationFailed
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 EVENT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*(\.\*)?)$")
 SECRET_PREFIX = "whsec_"
+REDACTED = "[redacted]"
+# Characters RFC 9110 forbids in a field value (aiohttp refuses to send them).
+HEADER_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 FORBIDDEN_HEADERS = frozenset(
     {"webhook-id", "webhook-timestamp", "webhook-signature", "content-length", "host", "transfer-encoding"}
 )
@@ -79,7 +82,7 @@ class Subscription(_Strict):
     filter: dict[str, str] = Field(default_factory=dict)
     enabled: bool = True
     disabled_reason: str | None = None
-    secrets: list[str] = Field(min_length=1, max_length=10)
+    secrets: list[str] = Field(min_length=1, max_length=10, repr=False)
     headers: dict[str, str] = Field(default_factory=dict)
     rate_limit: RateLimit | None = None
     max_in_flight: int = Field(default=32, ge=1, le=1024)
@@ -132,6 +135,15 @@ class Subscription(_Strict):
                 raise ValueError(f"secret {i} must encode 24 to 64 bytes, not {len(key)}")
         return secrets
 
+    @field_validator("filter")
+    @classmethod
+    def _filter(cls, attributes: dict[str, str]) -> dict[str, str]:
+        """Attribute names match case-insensitively: Kafka header names are compared lower-cased."""
+        lowered = {name.lower(): value for name, value in attributes.items()}
+        if len(lowered) != len(attributes):
+            raise ValueError("names an attribute twice (names are case-insensitive)")
+        return lowered
+
     @field_validator("headers")
     @classmethod
     def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
@@ -140,8 +152,8 @@ class Subscription(_Strict):
                 raise ValueError(f"{name!r} is not a valid header name")
             if name.lower() in FORBIDDEN_HEADERS:
                 raise ValueError(f"{name!r} is set by fanout and cannot be overridden")
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"header {name!r} contains a line break")
+            if HEADER_CONTROL_CHARACTERS.search(value):
+                raise ValueError(f"header {name!r} contains a line break or another control character")
         return headers
 
     @cached_property
@@ -153,8 +165,11 @@ class Subscription(_Strict):
         return urlsplit(self.url).hostname or ""
 
     def public(self) -> dict[str, Any]:
-        """The subscription as JSON-able data without its secrets."""
-        return self.model_dump(mode="json", exclude={"secrets"})
+        """The subscription as JSON-able data without its secrets; header values (often credentials) are
+        redacted."""
+        data = self.model_dump(mode="json", exclude={"secrets"})
+        data["headers"] = {name: REDACTED for name in self.headers}
+        return data
 
     def document(self) -> dict[str, Any]:
         """The subscription as stored in the subscriptions topic."""

@@ -21,6 +21,7 @@ class Received:
     at: float
 
 
+POLL_SECONDS = 0.2
 Responder = Callable[[web.Request, int], Awaitable[web.StreamResponse]]
 
 
@@ -47,7 +48,10 @@ class Receiver:
         n = len(self.requests)
         self.requests.append(Received(request.path_qs, dict(request.headers), body, time.time()))
         self._changed.set()
-        return await self.respond(request, n)
+        try:
+            return await self.respond(request, n)
+        finally:
+            self._changed.set()
 
     async def __aenter__(self) -> Receiver:
         app = web.Application(client_max_size=8 * 1024 * 1024)
@@ -74,7 +78,7 @@ class Receiver:
                 raise AssertionError(f"receiver condition not met after {timeout}s; got {len(self.requests)}")
             self._changed.clear()
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                await asyncio.wait_for(self._changed.wait(), min(remaining, POLL_SECONDS))
             except TimeoutError:
                 continue
 

@@ -2,7 +2,8 @@
 
 Only globally routable addresses are allowed by default; loopback, private, link-local (which includes
 the 169.254.169.254 metadata service), shared, reserved and multicast ranges are refused unless a CIDR
-in ``allow`` admits them. IPv4-mapped IPv6 addresses are judged by the IPv4 address they carry.
+in ``allow`` admits them. IPv6 addresses that carry an IPv4 address a gateway may forward to (IPv4-mapped
+``::ffff:0:0/96``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``) are judged by that IPv4 address.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from aiohttp.resolver import DefaultResolver
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 METADATA_ADDRESSES = frozenset(
     {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 )
@@ -31,10 +33,12 @@ class AddressPolicy:
 
     def permits(self, address: str | IPAddress) -> bool:
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         if any(ip in net for net in self.allow):
             return True
+        if isinstance(ip, ipaddress.IPv6Address):
+            ip = _embedded_ipv4(ip) or ip
+            if any(ip in net for net in self.allow):
+                return True
         return ip.is_global and not ip.is_multicast and ip not in METADATA_ADDRESSES
 
     def check_literal(self, host: str) -> None:
@@ -45,6 +49,14 @@ class AddressPolicy:
             return
         if not self.permits(ip):
             raise AddressRefused(f"address {ip} is not allowed (SSRF guard)")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
 
 
 class GuardedResolver(AbstractResolver):

@@ -304,12 +304,14 @@ class ConsumerThread:
             return {}
 
     def _commit(self, consumer: Consumer, offsets: dict[TP, int]) -> None:
+        """Store, then commit synchronously. Storing too keeps a later auto-commit (librdkafka commits the
+        stored offsets on close and on revoke) from moving the committed offset back."""
         if not offsets:
             return
+        partitions = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
-            )
+            consumer.store_offsets(offsets=partitions)
+            consumer.commit(offsets=partitions, asynchronous=False)
         except KafkaException as exc:
             log.warning("commit on revoke failed (the next owner re-reads from the last commit): %s", exc)
 

@@ -13,15 +13,19 @@ retries carry the same ``webhook-id``.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from fanout.errors import PoisonRecord
 from fanout.model import Event, Headers
+from fanout.subscription import HEADER_CONTROL_CHARACTERS
 
 MAX_TYPE_LENGTH = 256
+EARLIEST_TIME = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+LATEST_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 CE_PREFIX = "ce_"
 _CE_CORE = frozenset({"specversion", "id", "type", "time", "data", "data_base64", "datacontenttype"})
 
@@ -32,20 +36,34 @@ def derived_id(topic: str, partition: int, offset: int) -> str:
 
 
 def parse_time(value: Any, fallback: float) -> float:
-    """ISO 8601 text or epoch seconds/milliseconds → epoch seconds; ``fallback`` when absent or bad."""
-    if isinstance(value, bool) or value is None:
+    """ISO 8601 text or epoch seconds/milliseconds → epoch seconds; ``fallback`` when absent or bad.
+
+    Times outside years 1 to 9999 (UTC) are bad: the standard payload renders the time as ISO 8601.
+    """
+    seconds = _epoch_seconds(value)
+    if seconds is None or not EARLIEST_TIME <= seconds <= LATEST_TIME:
         return fallback
+    return seconds
+
+
+def _epoch_seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
     if isinstance(value, int | float):
-        return value / 1000 if value > 1e11 else float(value)
+        seconds = value / 1000 if value > 1e11 else float(value)
+        return seconds if math.isfinite(seconds) else None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            return fallback
+            return None
         if parsed.tzinfo is None:
-            return fallback
-        return parsed.timestamp()
-    return fallback
+            return None
+        try:
+            return parsed.timestamp()
+        except (OverflowError, ValueError, OSError):
+            return None
+    return None
 
 
 def _check_type(event_type: Any, where: str) -> str:
@@ -54,6 +72,13 @@ def _check_type(event_type: Any, where: str) -> str:
     if len(event_type) > MAX_TYPE_LENGTH:
         raise PoisonRecord(f"event type longer than {MAX_TYPE_LENGTH} characters")
     return event_type
+
+
+def _check_id(event_id: str) -> str:
+    """The id becomes the ``webhook-id`` header: control characters could never be sent."""
+    if HEADER_CONTROL_CHARACTERS.search(event_id):
+        raise PoisonRecord("event id contains a control character")
+    return event_id
 
 
 def _header_attributes(headers: Headers) -> tuple[dict[str, str], dict[str, str]]:
@@ -86,7 +111,7 @@ def decode(
     if "type" in ce:
         attributes = {**other, **ce}
         return Event(
-            id=event_id or ce.get("id") or derived_id(topic, partition, offset),
+            id=event_id or _check_id(ce.get("id") or derived_id(topic, partition, offset)),
             type=_check_type(ce["type"], "header ce_type"),
             topic=topic,
             partition=partition,
@@ -118,11 +143,11 @@ def decode(
         attributes = other
         data = body.get("data")
         given_id = body.get("id")
-    if given_id is not None and not isinstance(given_id, str | int):
+    if given_id is not None and (isinstance(given_id, bool) or not isinstance(given_id, str | int)):
         raise PoisonRecord("field 'id' must be a string")
     return Event(
         id=event_id
-        or (str(given_id) if given_id not in (None, "") else derived_id(topic, partition, offset)),
+        or _check_id(str(given_id) if given_id not in (None, "") else derived_id(topic, partition, offset)),
         type=event_type,
         topic=topic,
         partition=partition,

@@ -58,7 +58,10 @@ class TokenBucket:
 
 
 class Breaker:
-    """Closed until ``threshold`` consecutive failures; then open for ``cooldown`` seconds; then one probe."""
+    """Closed until ``threshold`` consecutive failures; then open for ``cooldown`` seconds; then half-open,
+    when exactly one probe may be sent. The probe is reserved when it is *sent* (``sending``), so a
+    delivery that is queued and then spilled never holds the probe. Every sent probe ends in
+    ``success``, ``failure`` or ``release`` (no verdict), so the breaker cannot wedge."""
 
     __slots__ = ("_open_until", "_probing", "cooldown", "failures", "threshold")
 
@@ -75,8 +78,12 @@ class Breaker:
             return "closed"
         return "open" if time.monotonic() < self._open_until or self._probing else "half-open"
 
-    def admit(self) -> bool:
-        """May a new delivery be attempted now? In half-open state, admits exactly one probe."""
+    def accepting(self) -> bool:
+        """May the lane take new deliveries? Not while open, nor while a probe is out."""
+        return self.failures < self.threshold or (not self._probing and time.monotonic() >= self._open_until)
+
+    def sending(self) -> bool:
+        """About to send: True if allowed (when half-open this reserves the one probe)."""
         if self.failures < self.threshold:
             return True
         if self._probing or time.monotonic() < self._open_until:
@@ -89,6 +96,10 @@ class Breaker:
 
     def success(self) -> None:
         self.failures = 0
+        self._probing = False
+
+    def release(self) -> None:
+        """The attempt ended without telling anything about the endpoint."""
         self._probing = False
 
     def failure(self) -> bool:
@@ -161,7 +172,7 @@ class Lane:
     def offer(self, delivery: Delivery) -> str | None:
         if self._closed:
             return "lane closed"
-        if not self.breaker.admit():
+        if not self.breaker.accepting():
             return "circuit open"
         if len(self.queue) >= self._limits.queue_size:
             return self.full_reason
@@ -175,20 +186,28 @@ class Lane:
         self._owner.dequeued()
         return self.queue.popleft()
 
-    def _pump(self) -> None:
+    def _on_timer(self) -> None:
         self._timer = None
+        self._pump()
+
+    def _pump(self) -> None:
         queue = self.queue
+        breaker = self.breaker
         while queue and self.in_flight < self.sub.max_in_flight:
             if queue[0].ticket.fenced:
                 self._pop()
                 continue
+            if breaker.failures >= breaker.threshold and not breaker.accepting():
+                return
             if self.bucket is not None:
                 wait = self.bucket.take()
                 if wait > 0:
                     self.rate_waits += 1
                     if self._timer is None:
-                        self._timer = asyncio.get_running_loop().call_later(wait, self._pump)
+                        self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
                     return
+            if not breaker.sending():
+                return
             self.in_flight += 1
             task = asyncio.ensure_future(self._run(self._pop()))
             self._tasks.add(task)
@@ -197,14 +216,22 @@ class Lane:
     async def _run(self, delivery: Delivery) -> None:
         started = time.monotonic()
         error: DeliveryError | None = None
+        breaker = self.breaker
         try:
             await self._owner.send(delivery)
-            self.breaker.success()
+            breaker.success()
+        except RetryableDelivery as exc:
+            error = exc
+            if breaker.failure():
+                self._spill_all(Spilled("circuit open", retry_after=breaker.remaining()))
         except DeliveryError as exc:
             error = exc
-            if isinstance(exc, RetryableDelivery) and self.breaker.failure():
-                self._spill_all(Spilled("circuit open", retry_after=self.breaker.remaining()))
+            if exc.status is not None:
+                breaker.success()  # the endpoint answered: it is up
+            else:
+                breaker.release()
         except Exception as exc:  # a bug in a sender must not strand the offset
+            breaker.release()
             error = RetryableDelivery(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.in_flight -= 1
@@ -291,7 +318,7 @@ class Lanes:
         return lane
 
     def set_share(self, share: float) -> None:
-        self._share = share
+        self._share = max(share, 1e-6)
         for lane in self.by_id.values():
             lane.set_share(share)
 

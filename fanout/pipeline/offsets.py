@@ -63,7 +63,10 @@ class PartitionTracker:
             self._open.discard(offset)
 
     def committable(self) -> int | None:
-        """The offset to commit (next to read after a restart), or None if nothing was tracked."""
+        """The offset to commit (next to read after a restart), or None if nothing was tracked (or the
+        tracker is closed: a revoked partition's offsets are no longer this member's to commit)."""
+        if self.closed:
+            return None
         order, still_open = self._order, self._open
         while order and order[0] not in still_open:
             order.popleft()

@@ -2,13 +2,15 @@
 
 Subscriptions are indexed by topic, then by pattern kind: exact type, ``prefix.*`` (keyed by
 ``"prefix."``) and ``*``. Within each bucket, subscriptions with an attribute filter are indexed by
-one of their (attribute, value) pairs, so one topic can serve thousands of tenants and a lookup
-costs O(depth of the type + matches), not O(subscriptions). Tables are built off the hot path and
+their rarest (attribute, value) pair in that bucket (so ``tenant=t1`` rather than a ``region=eu``
+every tenant shares), so one topic can serve thousands of tenants and a lookup costs
+O(depth of the type + matches), not O(subscriptions). Tables are built off the hot path and
 swapped whole; a table is never mutated after ``build``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -23,15 +25,24 @@ class _Bucket:
     plain: list[Subscription] = field(default_factory=list)
     by_attribute: dict[tuple[str, str], list[Filtered]] = field(default_factory=dict)
     attribute_names: set[str] = field(default_factory=set)
+    filtered: list[Subscription] = field(default_factory=list)
 
     def add(self, sub: Subscription) -> None:
         if not sub.filter:
             self.plain.append(sub)
             return
-        items = sorted(sub.filter.items())
-        first, rest = items[0], tuple(items[1:])
-        self.by_attribute.setdefault(first, []).append((sub, rest))
-        self.attribute_names.add(first[0])
+        self.filtered.append(sub)
+
+    def seal(self) -> None:
+        """Index each filtered subscription by its rarest (attribute, value) pair in this bucket."""
+        counts = Counter(pair for sub in self.filtered for pair in sub.filter.items())
+        for sub in self.filtered:
+            items = sorted(sub.filter.items())
+            first = min(items, key=counts.__getitem__)
+            rest = tuple(pair for pair in items if pair != first)
+            self.by_attribute.setdefault(first, []).append((sub, rest))
+            self.attribute_names.add(first[0])
+        self.filtered.clear()
 
     def collect(self, attributes: dict[str, str], out: list[Subscription]) -> None:
         out.extend(self.plain)
@@ -65,6 +76,11 @@ class _TopicIndex:
         else:
             self.exact.setdefault(pattern, _Bucket()).add(sub)
 
+    def seal(self) -> None:
+        for bucket in (*self.exact.values(), *self.prefixes.values(), self.wildcard):
+            if bucket is not None:
+                bucket.seal()
+
 
 class RoutingTable:
     """An immutable snapshot of the subscriptions, indexed for routing."""
@@ -85,6 +101,8 @@ class RoutingTable:
                 topic_index = index.setdefault(topic, _TopicIndex())
                 for pattern in dict.fromkeys(sub.events):
                     topic_index.add(pattern, sub)
+        for topic_index in index.values():
+            topic_index.seal()
         return cls(by_id, index)
 
     def __len__(self) -> int:

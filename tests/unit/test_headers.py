@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import pytest
+
+from fanout import headers as H
+from fanout.model import Headers
+
+
+def retry_headers(**overrides: str | int | None) -> Headers:
+    values: dict[str, str | int | None] = {
+        H.SUBSCRIPTION: "hook-1",
+        H.ATTEMPT: 2,
+        H.FIRST_ATTEMPT: 1_714_564_800_250,
+        H.ORIGIN_TOPIC: "orders",
+        H.ORIGIN_PARTITION: 3,
+        H.ORIGIN_OFFSET: 1234,
+        H.ORIGIN_TIMESTAMP: 1_714_564_799_000,
+        H.EVENT_ID: "evt_1",
+        H.LAST_ERROR: "HTTP 503",
+        H.NOT_BEFORE: 1_714_564_805_000,
+    }
+    values.update(overrides)
+    return [("traceparent", b"00-abc-def-01"), ("tenant", b"acme"), *H.encode(values)]
+
+
+def test_encode_renders_text_and_skips_empty_values() -> None:
+    encoded = H.encode({H.ATTEMPT: 0, H.STATUS: None, H.LAST_ERROR: "", H.REASON: "circuit open"})
+    assert encoded == [(H.ATTEMPT, b"0"), (H.REASON, b"circuit open")]
+
+
+def test_encode_utf8() -> None:
+    assert H.encode({H.LAST_ERROR: "délai dépassé"}) == [(H.LAST_ERROR, "délai dépassé".encode())]
+
+
+def test_as_dict_keeps_only_fanout_headers() -> None:
+    d = H.as_dict([*retry_headers(), ("fanout-status", None), ("fanout-reason", b"\xff")])
+    assert d[H.SUBSCRIPTION] == "hook-1"
+    assert d[H.ATTEMPT] == "2"
+    assert "traceparent" not in d and "tenant" not in d
+    assert H.STATUS not in d  # a header without a value
+    assert d[H.REASON] == "\ufffd"
+    assert H.as_dict(None) == {}
+
+
+def test_original_strips_fanout_headers_and_keeps_order() -> None:
+    mixed: Headers = [("a", b"1"), (H.ATTEMPT, b"3"), ("b", None), (H.REASON, b"x"), ("a", b"2")]
+    assert H.original(mixed) == [("a", b"1"), ("b", None), ("a", b"2")]
+    assert H.original(None) == []
+    assert H.original(retry_headers()) == [("traceparent", b"00-abc-def-01"), ("tenant", b"acme")]
+
+
+def test_not_before_ms() -> None:
+    assert H.not_before_ms(retry_headers()) == 1_714_564_805_000
+    assert H.not_before_ms([("x", b"1")]) is None
+    assert H.not_before_ms(None) is None
+    assert H.not_before_ms([(H.NOT_BEFORE, b"soon")]) is None
+    assert H.not_before_ms([(H.NOT_BEFORE, None)]) is None
+    assert H.not_before_ms([(H.NOT_BEFORE, b"")]) is None
+
+
+def test_retry_meta_round_trip() -> None:
+    meta = H.RetryMeta.parse(retry_headers())
+    assert meta == H.RetryMeta(
+        subscription="hook-1",
+        attempt=2,
+        first_attempt=1_714_564_800.25,
+        origin_topic="orders",
+        origin_partition=3,
+        origin_offset=1234,
+        origin_timestamp=1_714_564_799.0,
+        event_id="evt_1",
+        last_error="HTTP 503",
+    )
+
+
+def test_retry_meta_optional_headers() -> None:
+    headers = [
+        (k, v) for k, v in retry_headers() if k not in (H.LAST_ERROR, H.ORIGIN_TIMESTAMP, H.NOT_BEFORE)
+    ]
+    meta = H.RetryMeta.parse(headers)
+    assert meta.last_error == ""
+    assert meta.origin_timestamp == 0.0
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        H.SUBSCRIPTION,
+        H.ATTEMPT,
+        H.FIRST_ATTEMPT,
+        H.ORIGIN_TOPIC,
+        H.ORIGIN_PARTITION,
+        H.ORIGIN_OFFSET,
+        H.EVENT_ID,
+    ],
+)
+def test_retry_meta_names_the_missing_header(missing: str) -> None:
+    headers = [(k, v) for k, v in retry_headers() if k != missing]
+    with pytest.raises(ValueError, match=f"without header {missing}$"):
+        H.RetryMeta.parse(headers)
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        (H.ATTEMPT, "two"),
+        (H.ORIGIN_PARTITION, "3.5"),
+        (H.FIRST_ATTEMPT, "9" * 400),  # too large for a float: still a ValueError
+        (H.ORIGIN_TIMESTAMP, "9" * 400),
+    ],
+)
+def test_retry_meta_malformed_header(header: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"malformed header {header}:"):
+        H.RetryMeta.parse(retry_headers(**{header: value}))
+
+
+def test_retry_meta_ignores_a_source_header_posing_as_fanout_ones() -> None:
+    """Only fanout's own keys count: a source header 'Fanout-Attempt' is not 'fanout-attempt'."""
+    headers = [("Fanout-Attempt", b"99"), *retry_headers()]
+    assert H.RetryMeta.parse(headers).attempt == 2

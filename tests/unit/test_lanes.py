@@ -1,0 +1,609 @@
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fanout.errors import DeliveryError, PermanentDelivery, RetryableDelivery
+from fanout.model import Delivery
+from fanout.pipeline import lanes as lanes_module
+from fanout.pipeline.lanes import Breaker, Lane, LaneLimits, Lanes, Spilled, TokenBucket
+from fanout.pipeline.offsets import PartitionTracker
+from fanout.subscription import Subscription
+from tests.unit.factories import make_delivery, make_event, make_sub
+
+
+class FakeClock:
+    """Stands in for the ``time`` module inside ``fanout.pipeline.lanes`` only (asyncio keeps its clock)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(lanes_module, "time", fake)
+    return fake
+
+
+class Gate:
+    """A fake ``send``: every call waits until the test finishes it, and the gate counts concurrency."""
+
+    def __init__(self) -> None:
+        self.calls: list[Delivery] = []
+        self._waiting: dict[Delivery, asyncio.Future[None]] = {}
+        self.active = 0
+        self.peak = 0
+
+    async def __call__(self, delivery: Delivery) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.calls.append(delivery)
+        self._waiting[delivery] = future
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        try:
+            await future
+        finally:
+            self.active -= 1
+
+    def finish(self, delivery: Delivery, error: BaseException | None = None) -> None:
+        future = self._waiting.pop(delivery)
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    @property
+    def waiting(self) -> list[Delivery]:
+        return list(self._waiting)
+
+    async def sending(self, delivery: Delivery) -> None:
+        """Wait until ``delivery`` is the one send in progress."""
+        await until(lambda: self.waiting == [delivery])
+
+
+class Outcomes:
+    """A recording ``on_done``."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Delivery, DeliveryError | None]] = []
+
+    def __call__(self, delivery: Delivery, error: DeliveryError | None, duration: float) -> None:
+        assert duration >= 0
+        self.items.append((delivery, error))
+
+    def of(self, delivery: Delivery) -> list[DeliveryError | None]:
+        return [e for d, e in self.items if d is delivery]
+
+    async def reach(self, n: int) -> None:
+        await until(lambda: len(self.items) == n)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Let the event loop run until ``predicate`` holds (a failure after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        await asyncio.sleep(0.001)
+
+
+def limits(**overrides: Any) -> LaneLimits:
+    values: dict[str, Any] = {
+        "queue_size": 100,
+        "max_wait": 60.0,
+        "breaker_failures": 3,
+        "breaker_cooldown": 30.0,
+    }
+    values.update(overrides)
+    return LaneLimits(**values)
+
+
+def deliveries(sub: Subscription, n: int, tracker: PartitionTracker | None = None) -> list[Delivery]:
+    tracker = tracker or PartitionTracker("orders", 0, epoch=1)
+    return [make_delivery(sub, make_event(offset=i), tracker.track(i)) for i in range(n)]
+
+
+def setup(
+    sub: Subscription | None = None, send: Any = None, **limit_overrides: Any
+) -> tuple[Lanes, Lane, Gate, Outcomes, Subscription]:
+    sub = sub or make_sub()
+    gate, outcomes = Gate(), Outcomes()
+    lanes = Lanes(send or gate, outcomes, limits(**limit_overrides))
+    return lanes, lanes.get(sub), gate, outcomes, sub
+
+
+# -- TokenBucket ---------------------------------------------------------------------------------
+
+
+def test_token_bucket_spends_its_capacity_then_reports_the_wait(clock: FakeClock) -> None:
+    bucket = TokenBucket(rate=10, capacity=3)
+    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take() == pytest.approx(0.1)
+    assert bucket.take() == pytest.approx(0.1)  # asking again does not spend anything
+
+
+def test_token_bucket_refills_at_its_rate(clock: FakeClock) -> None:
+    bucket = TokenBucket(rate=4, capacity=1)
+    assert bucket.take() == 0.0
+    clock.advance(0.125)  # half a token
+    assert bucket.take() == pytest.approx(0.125)
+    clock.advance(0.125)
+    assert bucket.take() == 0.0
+    assert bucket.take() == pytest.approx(0.25)
+
+
+def test_token_bucket_capacity_caps_the_refill(clock: FakeClock) -> None:
+    bucket = TokenBucket(rate=100, capacity=2)
+    bucket.take()
+    bucket.take()
+    clock.advance(3600)
+    assert [bucket.take() for _ in range(2)] == [0.0, 0.0]
+    assert bucket.take() > 0
+
+
+def test_token_bucket_reconfigure_keeps_at_most_the_new_capacity(clock: FakeClock) -> None:
+    bucket = TokenBucket(rate=10, capacity=5)
+    bucket.reconfigure(rate=1, capacity=1)
+    assert bucket.take() == 0.0
+    assert bucket.take() == pytest.approx(1.0)
+
+
+# -- Breaker -------------------------------------------------------------------------------------
+
+
+def test_breaker_opens_after_threshold_consecutive_failures(clock: FakeClock) -> None:
+    breaker = Breaker(threshold=3, cooldown=10)
+    assert breaker.failure() is False
+    assert breaker.failure() is False
+    assert breaker.state == "closed" and breaker.sending()
+    assert breaker.failure() is True
+    assert breaker.state == "open"
+    assert not breaker.sending()
+    assert breaker.remaining() == pytest.approx(10)
+
+
+def test_breaker_success_resets_the_count(clock: FakeClock) -> None:
+    breaker = Breaker(threshold=3, cooldown=10)
+    breaker.failure()
+    breaker.failure()
+    breaker.success()
+    breaker.failure()
+    breaker.failure()
+    assert breaker.state == "closed"
+
+
+def test_breaker_half_open_admits_exactly_one_probe(clock: FakeClock) -> None:
+    breaker = Breaker(threshold=1, cooldown=10)
+    breaker.failure()
+    clock.advance(9.9)
+    assert not breaker.sending()
+    clock.advance(0.1)
+    assert breaker.state == "half-open"
+    assert breaker.remaining() == 0
+    assert breaker.sending() is True
+    assert breaker.state == "open"  # while the probe is out
+    assert [breaker.sending() for _ in range(5)] == [False] * 5
+
+
+def test_breaker_probe_success_closes(clock: FakeClock) -> None:
+    breaker = Breaker(threshold=2, cooldown=10)
+    breaker.failure()
+    breaker.failure()
+    clock.advance(10)
+    assert breaker.sending()
+    breaker.success()
+    assert breaker.state == "closed"
+    assert all(breaker.sending() for _ in range(3))
+
+
+def test_breaker_probe_failure_reopens_for_a_full_cooldown(clock: FakeClock) -> None:
+    breaker = Breaker(threshold=2, cooldown=10)
+    breaker.failure()
+    breaker.failure()
+    clock.advance(10)
+    assert breaker.sending()
+    assert breaker.failure() is True
+    assert breaker.state == "open"
+    assert not breaker.sending()
+    assert breaker.remaining() == pytest.approx(10)
+    clock.advance(10)
+    assert breaker.sending()
+
+
+def test_breaker_accepting_does_not_reserve_the_probe_and_release_frees_it(clock: FakeClock) -> None:
+    breaker = Breaker(threshold=1, cooldown=10)
+    breaker.failure()
+    assert not breaker.accepting()
+    clock.advance(10)
+    assert breaker.accepting() and breaker.accepting()  # asking twice reserves nothing
+    assert breaker.sending()
+    assert not breaker.accepting() and not breaker.sending()
+    breaker.release()  # the probe ended without a verdict (e.g. refused before connecting)
+    assert breaker.state == "half-open" and breaker.sending()
+
+
+# -- Lane: in-flight cap -------------------------------------------------------------------------
+
+
+async def test_in_flight_cap_is_never_exceeded() -> None:
+    lanes, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=3))
+    batch = deliveries(sub, 10)
+    assert all(lane.offer(d) is None for d in batch)
+    await until(lambda: len(gate.calls) == 3)
+    assert lane.in_flight == 3 and len(lane.queue) == 7 and lanes.queued == 7
+    for finished in range(1, 11):
+        gate.finish(gate.waiting[0])
+        expected = min(3, 10 - finished)
+        await outcomes.reach(finished)
+        await until(lambda: gate.active == lane.in_flight)
+        assert lane.in_flight == expected
+    assert gate.peak == 3
+    assert gate.calls == batch  # in order
+    assert [d for d, _ in outcomes.items] == batch  # each reported exactly once
+    assert all(error is None for _, error in outcomes.items)
+    assert lane.idle and lanes.queued == 0 and lanes.in_flight() == 0
+
+
+async def test_send_errors_are_reported_and_a_crashing_sender_does_not_strand_the_delivery() -> None:
+    async def send(delivery: Delivery) -> None:
+        if delivery.event.offset == 0:
+            raise PermanentDelivery("HTTP 400", 400)
+        raise KeyError("bug")
+
+    _, lane, _, outcomes, sub = setup(send=send)
+    first, second = deliveries(sub, 2)
+    lane.offer(first)
+    lane.offer(second)
+    await outcomes.reach(2)
+    assert isinstance(outcomes.of(first)[0], PermanentDelivery)
+    crashed = outcomes.of(second)[0]
+    assert type(crashed) is RetryableDelivery and "internal error: KeyError" in crashed.error
+    assert lane.in_flight == 0
+
+
+# -- Lane: rate limit ----------------------------------------------------------------------------
+
+
+async def test_rate_limit_configures_the_bucket_from_the_subscription_and_share() -> None:
+    lanes, lane, _, _, _ = setup(make_sub(rate_limit={"per_second": 50, "burst": 4}))
+    assert lane.bucket is not None
+    assert (lane.bucket.rate, lane.bucket.capacity) == (50, 4)
+    lanes.set_share(0.5)
+    assert (lane.bucket.rate, lane.bucket.capacity) == (25, 2)
+    lanes.set_share(0.1)
+    assert (lane.bucket.rate, lane.bucket.capacity) == pytest.approx((5, 1))  # at least one token
+    other = lanes.get(make_sub(id="late", rate_limit={"per_second": 10}))
+    assert other.bucket is not None and other.bucket.rate == pytest.approx(1)  # joins at the current share
+
+
+async def test_lane_without_rate_limit_has_no_bucket() -> None:
+    _, lane, _, _, _ = setup()
+    assert lane.bucket is None
+
+
+async def test_updating_the_subscription_reconfigures_the_lane() -> None:
+    lanes, lane, _, _, _ = setup(make_sub(rate_limit={"per_second": 50}))
+    newer = make_sub(version=1, rate_limit={"per_second": 5, "burst": 2})
+    assert lanes.get(newer) is lane
+    assert lane.sub is newer
+    assert lane.bucket is not None and (lane.bucket.rate, lane.bucket.capacity) == (5, 2)
+    unlimited = make_sub(version=2)
+    lanes.get(unlimited)
+    assert lane.bucket is None
+
+
+async def test_rate_limit_spaces_sends() -> None:
+    sent_at: list[float] = []
+
+    async def send(delivery: Delivery) -> None:
+        sent_at.append(time.monotonic())
+
+    _, lane, _, outcomes, sub = setup(make_sub(rate_limit={"per_second": 50, "burst": 1}), send=send)
+    for d in deliveries(sub, 5):
+        assert lane.offer(d) is None
+    await outcomes.reach(5)
+    gaps = [b - a for a, b in itertools.pairwise(sent_at)]
+    assert all(gap >= 0.019 for gap in gaps), gaps  # 1/50 s per token, never faster
+    assert lane.rate_waits >= 4
+
+
+async def test_offer_reports_rate_limited_when_the_queue_is_full_waiting_for_tokens() -> None:
+    lanes, lane, gate, outcomes, sub = setup(
+        make_sub(rate_limit={"per_second": 0.001, "burst": 1}), queue_size=2
+    )
+    first, second, third, fourth = deliveries(sub, 4)
+    assert lane.offer(first) is None  # the one token
+    assert lane.offer(second) is None
+    assert lane.offer(third) is None
+    assert lane.offer(fourth) == "rate limited"
+    assert len(lane.queue) == 2 and lanes.queued == 2
+    await until(lambda: len(gate.calls) == 1)
+    assert gate.calls == [first]
+    assert lane.close() == [second, third]
+    assert lanes.queued == 0
+    assert lane.offer(fourth) == "lane closed"
+    gate.finish(first)
+    await outcomes.reach(1)
+
+
+# -- Lane: full queue, breaker -------------------------------------------------------------------
+
+
+async def test_offer_reports_lane_full_when_in_flight_and_queue_are_full() -> None:
+    lanes, lane, gate, _, sub = setup(make_sub(max_in_flight=1), queue_size=2)
+    batch = deliveries(sub, 4)
+    assert [lane.offer(d) for d in batch] == [None, None, None, "lane full"]
+    await until(lambda: len(gate.calls) == 1)
+    assert lanes.queued == 2 and list(lane.queue) == batch[1:3]
+    lanes.remove(sub.id)
+
+
+async def test_breaker_opens_spills_the_queue_and_refuses_offers(clock: FakeClock) -> None:
+    lanes, lane, gate, outcomes, sub = setup(
+        make_sub(max_in_flight=1), breaker_failures=2, breaker_cooldown=30
+    )
+    d1, d2, d3, d4, d5 = deliveries(sub, 5)
+    for d in (d1, d2, d3, d4):
+        assert lane.offer(d) is None
+    await gate.sending(d1)
+    gate.finish(d1, RetryableDelivery("HTTP 503", 503))
+    await gate.sending(d2)
+    gate.finish(d2, RetryableDelivery("HTTP 503", 503))
+    await outcomes.reach(4)
+    assert [d for d, _ in outcomes.items] == [d1, d3, d4, d2]
+    for spilled in (d3, d4):
+        error = outcomes.of(spilled)[0]
+        assert isinstance(error, Spilled)
+        assert error.error == "circuit open"
+        assert error.retry_after == pytest.approx(30)
+    assert lane.breaker.state == "open"
+    assert lane.offer(d5) == "circuit open"
+    assert lanes.queued == 0 and gate.calls == [d1, d2]
+
+
+async def test_permanent_failures_do_not_open_the_breaker() -> None:
+    _, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=1), breaker_failures=2)
+    batch = deliveries(sub, 4)
+    for d in batch[:3]:
+        lane.offer(d)
+    for d in batch[:3]:
+        await gate.sending(d)
+        gate.finish(d, PermanentDelivery("HTTP 400", 400))
+    await outcomes.reach(3)
+    assert lane.breaker.state == "closed"
+    assert lane.offer(batch[3]) is None
+    await gate.sending(batch[3])
+    gate.finish(batch[3])
+
+
+async def open_breaker(lane: Lane, gate: Gate, sub: Subscription) -> PartitionTracker:
+    tracker = PartitionTracker("orders", 1, epoch=1)
+    for i in range(lane.breaker.threshold):
+        d = make_delivery(sub, make_event(offset=i), tracker.track(i))
+        assert lane.offer(d) is None
+        await gate.sending(d)
+        gate.finish(d, RetryableDelivery("HTTP 503", 503))
+        await until(lambda: lane.in_flight == 0)
+    assert lane.breaker.state == "open"
+    return tracker
+
+
+async def test_half_open_lane_sends_one_probe_and_closes_on_success(clock: FakeClock) -> None:
+    _, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=4), breaker_failures=2, breaker_cooldown=30)
+    tracker = await open_breaker(lane, gate, sub)
+    probe, refused = (make_delivery(sub, make_event(offset=o), tracker.track(o)) for o in (10, 11))
+    clock.advance(30)
+    assert lane.offer(probe) is None
+    assert lane.offer(refused) == "circuit open"  # only one probe while half-open
+    await gate.sending(probe)
+    gate.finish(probe)
+    await until(lambda: outcomes.of(probe) == [None])
+    assert lane.breaker.state == "closed"
+    assert lane.offer(refused) is None
+    await gate.sending(refused)
+    gate.finish(refused)
+
+
+async def test_half_open_probe_failure_reopens(clock: FakeClock) -> None:
+    _, lane, gate, outcomes, sub = setup(breaker_failures=2, breaker_cooldown=30)
+    tracker = await open_breaker(lane, gate, sub)
+    clock.advance(30)
+    probe = make_delivery(sub, make_event(offset=10), tracker.track(10))
+    assert lane.offer(probe) is None
+    await gate.sending(probe)
+    gate.finish(probe, RetryableDelivery("HTTP 502", 502))
+    await until(lambda: len(outcomes.of(probe)) == 1)
+    assert lane.breaker.state == "open"
+    assert lane.breaker.remaining() == pytest.approx(30)
+    assert lane.offer(make_delivery(sub, make_event(offset=11), tracker.track(11))) == "circuit open"
+
+
+async def test_half_open_probe_answered_with_a_permanent_error_does_not_wedge_the_breaker(
+    clock: FakeClock,
+) -> None:
+    _, lane, gate, outcomes, sub = setup(breaker_failures=2, breaker_cooldown=30)
+    tracker = await open_breaker(lane, gate, sub)
+    clock.advance(30)
+    probe = make_delivery(sub, make_event(offset=10), tracker.track(10))
+    assert lane.offer(probe) is None
+    await gate.sending(probe)
+    gate.finish(probe, PermanentDelivery("HTTP 400", 400))  # the endpoint answered: it is up
+    await until(lambda: len(outcomes.of(probe)) == 1)
+    clock.advance(3600)
+    assert lane.offer(make_delivery(sub, make_event(offset=11), tracker.track(11))) is None
+
+
+async def test_half_open_probe_that_crashes_the_sender_does_not_wedge_the_breaker(clock: FakeClock) -> None:
+    _, lane, gate, outcomes, sub = setup(breaker_failures=2, breaker_cooldown=30)
+    tracker = await open_breaker(lane, gate, sub)
+    clock.advance(30)
+    probe = make_delivery(sub, make_event(offset=10), tracker.track(10))
+    assert lane.offer(probe) is None
+    await gate.sending(probe)
+    gate.finish(probe, RuntimeError("sender bug"))
+    await until(lambda: len(outcomes.of(probe)) == 1)
+    clock.advance(3600)
+    assert lane.offer(make_delivery(sub, make_event(offset=11), tracker.track(11))) is None
+
+
+async def test_half_open_probe_that_is_never_sent_does_not_wedge_the_breaker(clock: FakeClock) -> None:
+    _, lane, gate, outcomes, sub = setup(
+        make_sub(rate_limit={"per_second": 0.001, "burst": 1}),
+        breaker_failures=1,
+        breaker_cooldown=30,
+        max_wait=5,
+    )
+    failing, probe, later = deliveries(sub, 3)
+    try:
+        assert lane.offer(failing) is None  # spends the only token
+        await gate.sending(failing)
+        gate.finish(failing, RetryableDelivery("HTTP 503", 503))
+        await until(lambda: lane.in_flight == 0 and lane.breaker.state == "open")
+        clock.advance(30)
+        assert lane.offer(probe) is None  # admitted as the probe, queued until a token is due
+        clock.advance(10)
+        lane.expire(clock.now)  # waited longer than max_wait: spilled, never sent
+        assert isinstance(outcomes.of(probe)[0], Spilled)
+        assert gate.calls == [failing]
+        clock.advance(3600)  # tokens and cooldown are long back
+        assert lane.offer(later) is None
+    finally:
+        lane.close()
+
+
+# -- Lane: expiry and fencing --------------------------------------------------------------------
+
+
+async def test_expire_spills_deliveries_older_than_max_wait() -> None:
+    lanes, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=1), max_wait=1.0)
+    d1, d2, d3 = deliveries(sub, 3)
+    for d in (d1, d2, d3):
+        lane.offer(d)
+    await gate.sending(d1)
+    now = time.monotonic()
+    lane.expire(now)
+    assert outcomes.items == []
+    d3.queued_at = d2.queued_at + 1.0  # d3 arrived a second after d2
+    lane.expire(d2.queued_at + 1.5)
+    assert [d for d, _ in outcomes.items] == [d2]
+    error = outcomes.of(d2)[0]
+    assert isinstance(error, Spilled) and error.error == "lane full"
+    assert list(lane.queue) == [d3] and lanes.queued == 1
+    d3.queued_at -= 10
+    lanes.expire()
+    assert [d for d, _ in outcomes.items] == [d2, d3]
+    assert lanes.queued == 0
+    gate.finish(d1)
+    await outcomes.reach(3)
+    assert gate.calls == [d1]
+
+
+async def test_expire_says_rate_limited_when_tokens_are_what_is_missing() -> None:
+    _, lane, gate, outcomes, sub = setup(make_sub(rate_limit={"per_second": 0.001}), max_wait=1.0)
+    d1, d2 = deliveries(sub, 2)
+    lane.offer(d1)
+    lane.offer(d2)
+    lane.expire(time.monotonic() + 2)
+    error = outcomes.of(d2)[0]
+    assert isinstance(error, Spilled) and error.error == "rate limited"
+    await gate.sending(d1)
+    gate.finish(d1)
+    lane.close()
+
+
+async def test_fenced_deliveries_are_dropped_not_sent() -> None:
+    lanes, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=1))
+    revoked = PartitionTracker("orders", 0, epoch=1)
+    d1, d2, d3 = deliveries(sub, 3, revoked)
+    for d in (d1, d2, d3):
+        lane.offer(d)
+    await gate.sending(d1)
+    revoked.close()
+    gate.finish(d1)
+    await until(lambda: lane.idle)
+    assert gate.calls == [d1]
+    assert [d for d, _ in outcomes.items] == [d1]  # d2 and d3 were dropped silently
+    assert lanes.queued == 0
+
+
+async def test_remove_returns_queued_deliveries_and_closes_the_lane() -> None:
+    lanes, lane, gate, _, sub = setup(make_sub(max_in_flight=1))
+    d1, d2, d3 = deliveries(sub, 3)
+    for d in (d1, d2, d3):
+        lane.offer(d)
+    assert lanes.remove(sub.id) == [d2, d3]
+    assert lanes.remove(sub.id) == []
+    assert lane.offer(d2) == "lane closed"
+    assert lanes.get(sub) is not lane  # a fresh lane
+    await gate.sending(d1)
+    gate.finish(d1)
+
+
+# -- Lanes: back-pressure ------------------------------------------------------------------------
+
+
+async def test_pressure_is_signalled_at_high_water_and_released_below_half() -> None:
+    pressure: list[bool] = []
+    gate, outcomes = Gate(), Outcomes()
+    lanes = Lanes(gate, outcomes, limits(), high_water=4, on_pressure=pressure.append)
+    sub = make_sub(max_in_flight=1)
+    lane = lanes.get(sub)
+    batch = deliveries(sub, 6)
+    for d in batch[:4]:
+        lane.offer(d)  # the first is sent at once, three wait
+    assert lanes.queued == 3 and pressure == []
+    lane.offer(batch[4])
+    assert lanes.queued == 4 and pressure == [True] and lanes.held
+    lane.offer(batch[5])
+    assert lanes.queued == 5 and pressure == [True]  # signalled once
+    seen: list[tuple[int, list[bool]]] = []
+    for d in batch:
+        await gate.sending(d)
+        seen.append((lanes.queued, list(pressure)))
+        gate.finish(d)
+    assert seen[:5] == [(5, [True]), (4, [True]), (3, [True]), (2, [True, False]), (1, [True, False])]
+    assert pressure == [True, False] and not lanes.held
+
+
+async def test_pressure_counts_every_lane() -> None:
+    pressure: list[bool] = []
+    gate = Gate()
+    lanes = Lanes(gate, Outcomes(), limits(), high_water=4, on_pressure=pressure.append)
+    a, b = lanes.get(make_sub(id="a", max_in_flight=1)), lanes.get(make_sub(id="b", max_in_flight=1))
+    for lane in (a, b):
+        for d in deliveries(lane.sub, 3):
+            assert lane.offer(d) is None
+    assert lanes.queued == 4 and pressure == [True]
+    assert lanes.in_flight() == 2
+    assert len(a.close()) == 2
+    assert lanes.queued == 2 and pressure == [True, False]
+    await until(lambda: len(gate.waiting) == 2)
+    for d in gate.waiting:
+        gate.finish(d)
+    b.close()
+
+
+async def test_a_lane_created_while_the_share_is_zero_does_not_crash_offer() -> None:
+    gate = Gate()
+    lanes = Lanes(gate, Outcomes(), limits())
+    lanes.set_share(0.0)  # a member that owns no source partitions right now
+    sub = make_sub(rate_limit={"per_second": 10})
+    lane = lanes.get(sub)
+    try:
+        first, second = deliveries(sub, 2)
+        assert lane.offer(first) is None
+        assert lane.offer(second) is None  # must queue (or refuse), not raise
+    finally:
+        lane.close()

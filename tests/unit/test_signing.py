@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import base64
+import re
+import time
+
+import pytest
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
+
+from fanout.http.signing import SECRET_PREFIX, new_secret, sign
+from tests.unit.factories import KEY, OTHER_KEY, OTHER_SECRET, SECRET
+
+BODY = b'{"id":"evt_1","type":"user.created","timestamp":"2024-05-01T12:00:00.000Z","data":{"n":"\xc3\xa9"}}'
+
+
+def headers(signature: str, msg_id: str = "evt_1", timestamp: int | None = None) -> dict[str, str]:
+    ts = int(time.time()) if timestamp is None else timestamp
+    return {"webhook-id": msg_id, "webhook-timestamp": str(ts), "webhook-signature": signature}
+
+
+def test_one_key_verifies_with_the_reference_library() -> None:
+    now = int(time.time())
+    signature = sign((KEY,), "evt_1", now, BODY)
+    assert re.fullmatch(r"v1,[A-Za-z0-9+/]{43}=", signature)
+    assert Webhook(SECRET).verify(BODY, headers(signature, timestamp=now)) == {
+        "id": "evt_1",
+        "type": "user.created",
+        "timestamp": "2024-05-01T12:00:00.000Z",
+        "data": {"n": "é"},
+    }
+
+
+def test_rotation_signs_with_every_key_and_each_secret_verifies_alone() -> None:
+    now = int(time.time())
+    signature = sign((KEY, OTHER_KEY), "evt_1", now, BODY)
+    assert len(signature.split(" ")) == 2
+    for secret in (SECRET, OTHER_SECRET):
+        Webhook(secret).verify(BODY, headers(signature, timestamp=now), json_parse=False)
+
+
+def test_a_wrong_secret_does_not_verify() -> None:
+    now = int(time.time())
+    signature = sign((OTHER_KEY,), "evt_1", now, BODY)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(BODY, headers(signature, timestamp=now))
+
+
+@pytest.mark.parametrize("tamper", ["body", "id", "timestamp"])
+def test_signature_covers_id_timestamp_and_body(tamper: str) -> None:
+    now = int(time.time())
+    signature = sign((KEY,), "evt_1", now, BODY)
+    body, msg_id, ts = BODY, "evt_1", now
+    if tamper == "body":
+        body = BODY.replace(b"user.created", b"user.deleted")
+    elif tamper == "id":
+        msg_id = "evt_2"
+    else:
+        ts = now - 1
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body, headers(signature, msg_id=msg_id, timestamp=ts))
+
+
+def test_signature_is_deterministic_for_the_same_attempt() -> None:
+    assert sign((KEY,), "a", 1, b"x") == sign((KEY,), "a", 1, b"x")
+    assert sign((KEY,), "a", 1, b"x") != sign((KEY,), "a", 2, b"x")
+
+
+@pytest.mark.parametrize("size", [24, 32, 64])
+def test_new_secret_is_whsec_and_base64_of_size_bytes(size: int) -> None:
+    secret = new_secret(size)
+    assert secret.startswith(SECRET_PREFIX)
+    key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    assert len(key) == size
+    Webhook(secret)  # the reference library accepts it
+
+
+def test_new_secrets_are_random_and_default_to_32_bytes() -> None:
+    a, b = new_secret(), new_secret()
+    assert a != b
+    assert len(base64.b64decode(a[len(SECRET_PREFIX) :])) == 32
+
+
+def test_new_secret_signs_verifiably() -> None:
+    secret = new_secret()
+    key = base64.b64decode(secret[len(SECRET_PREFIX) :])
+    now = int(time.time())
+    Webhook(secret).verify(BODY, headers(sign((key,), "evt_1", now, BODY), timestamp=now), json_parse=False)
+
+
+@pytest.mark.parametrize("size", [0, 23, 65])
+def test_new_secret_refuses_sizes_outside_24_to_64(size: int) -> None:
+    with pytest.raises(ValueError, match="24 to 64"):
+        new_secret(size)
