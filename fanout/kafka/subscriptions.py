@@ -14,7 +14,9 @@ the commit fails as fenced, and the write starts over from the read. Stale versi
 from __future__ import annotations
 
 import logging
+import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,7 +30,8 @@ from fanout.subscription import Subscription, parse_subscription
 
 log = logging.getLogger("fanout.kafka.subscriptions")
 
-WRITE_ATTEMPTS = 6
+WRITE_ATTEMPTS = 12
+COMMIT_ATTEMPTS = 3
 TIMEOUT = 30.0
 
 
@@ -104,6 +107,18 @@ def _apply(state: dict[str, Subscription], decoded: tuple[str, Subscription | No
     return True
 
 
+def _commit(producer: Producer) -> None:
+    """Commit, retrying the commit itself on a retriable error (the transaction may already be done)."""
+    for _ in range(COMMIT_ATTEMPTS - 1):
+        try:
+            producer.commit_transaction(TIMEOUT)
+            return
+        except KafkaException as exc:
+            if not exc.args[0].retriable():
+                raise
+    producer.commit_transaction(TIMEOUT)
+
+
 class SubscriptionStore:
     """Reads and compare-and-set writes of the subscriptions topic (blocking; call from a thread)."""
 
@@ -131,35 +146,40 @@ class SubscriptionStore:
 
     def transact(self, plan: Callable[[dict[str, Subscription]], list[Change]]) -> list[Change]:
         """Read the current state, let ``plan`` decide the changes (it may raise VersionConflict), write
-        them in one transaction. Starts over when another writer fenced this one."""
+        them in one transaction. Starts over, after a random pause, when another writer fenced this one."""
         with self._lock:
             last: Exception | None = None
-            for _ in range(WRITE_ATTEMPTS):
-                if self._producer is None:
-                    self._producer = self._fresh_producer()
-                producer = self._producer
-                changes = plan(self.read())
-                if not changes:
-                    return []
+            for attempt in range(WRITE_ATTEMPTS):
+                producer = None
                 try:
+                    if self._producer is None:
+                        self._producer = self._fresh_producer()
+                    producer = self._producer
+                    changes = plan(self.read())
+                    if not changes:
+                        return []
                     producer.begin_transaction()
                     for change in changes:
                         value = None if change.sub is None else orjson.dumps(change.sub.document())
                         producer.produce(self._topic, key=change.key.encode(), value=value)
-                    producer.commit_transaction(TIMEOUT)
+                    _commit(producer)
                     return changes
                 except KafkaException as exc:
                     last = exc
                     error: KafkaError = exc.args[0]
-                    if error.txn_requires_abort():
-                        try:
-                            producer.abort_transaction(TIMEOUT)
-                        except KafkaException:
-                            self._producer = None
-                    else:
-                        self._producer = None
+                    self._abandon(producer, error)
                     log.info("subscriptions write interrupted (%s); starting over", error.str())
+                    time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
             raise FanoutError(f"could not write the subscriptions topic: {last}")
+
+    def _abandon(self, producer: Producer | None, error: KafkaError) -> None:
+        if producer is not None and error.txn_requires_abort():
+            try:
+                producer.abort_transaction(TIMEOUT)
+                return
+            except KafkaException:
+                pass
+        self._producer = None
 
     def put(
         self, sub: Subscription, expected_version: int | None = None, create: bool = False
