@@ -8,6 +8,7 @@ import click
 
 from fanout import __version__
 from fanout.commands.context import CliState
+from fanout.commands.listen import listen
 from fanout.commands.run import run
 from fanout.commands.subscriptions import subscriptions
 from fanout.commands.topics import topics
@@ -31,3 +32,4 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
 main.add_command(topics)
 main.add_command(subscriptions)
 main.add_command(run)
+main.add_command(listen)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hmac
 import os
+import time
+from collections.abc import Mapping
 
 SECRET_PREFIX = "whsec_"
 
@@ -24,3 +26,22 @@ def new_secret(size: int = 32) -> str:
     if not 24 <= size <= 64:
         raise ValueError("secret size must be 24 to 64 bytes")
     return SECRET_PREFIX + base64.b64encode(os.urandom(size)).decode()
+
+
+def verify(secrets: list[str], headers: Mapping[str, str], body: bytes, tolerance: float = 300.0) -> bool:
+    """True if ``webhook-signature`` holds a valid ``v1`` signature by any of ``secrets`` and the
+    timestamp is within ``tolerance`` seconds of now. Constant-time comparison."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    msg_id, stamp, given = (
+        lowered.get("webhook-id"),
+        lowered.get("webhook-timestamp"),
+        lowered.get("webhook-signature"),
+    )
+    if not (msg_id and stamp and given and stamp.isascii() and stamp.isdigit()):
+        return False
+    if abs(time.time() - int(stamp)) > tolerance:
+        return False
+    keys = tuple(base64.b64decode(s.removeprefix(SECRET_PREFIX)) for s in secrets)
+    expected = [part.removeprefix("v1,") for part in sign(keys, msg_id, int(stamp), body).split(" ")]
+    offered = [part[3:] for part in given.split(" ") if part.startswith("v1,")]
+    return any(hmac.compare_digest(e, o) for e in expected for o in offered)

@@ -107,3 +107,19 @@ def test_version() -> None:
 
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0 and __version__ in result.output
+
+
+def test_the_readme_routes_example_is_valid() -> None:
+    import re
+
+    import yaml
+
+    from fanout.config import DeliverySettings
+    from fanout.routes import parse_routes
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"## Subscriptions: a routes file\n\n```yaml\n(.*?)```", readme, re.S)
+    assert block is not None
+    subs = parse_routes(yaml.safe_load(block.group(1)), DeliverySettings())
+    assert [s.id for s in subs] == ["crm-users"]
+    assert subs[0].rate_limit is not None and subs[0].rate_limit.per_second == 20

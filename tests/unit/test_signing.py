@@ -92,3 +92,30 @@ def test_new_secret_signs_verifiably() -> None:
 def test_new_secret_refuses_sizes_outside_24_to_64(size: int) -> None:
     with pytest.raises(ValueError, match="24 to 64"):
         new_secret(size)
+
+
+def test_verify_accepts_reference_signatures_and_refuses_tampering() -> None:
+    import time as _time
+    from datetime import UTC, datetime
+
+    import standardwebhooks
+
+    from fanout.http.signing import new_secret, verify
+
+    secret, other = new_secret(), new_secret()
+    body = b'{"type":"user.created","data":{}}'
+    now = datetime.now(tz=UTC)
+    signature = standardwebhooks.Webhook(secret).sign("msg_1", now, body.decode())
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
+    assert verify([secret], headers, body)
+    assert verify([other, secret], headers, body)  # rotation: any active secret
+    assert not verify([other], headers, body)
+    assert not verify([secret], headers, body + b" ")
+    assert not verify([secret], {**headers, "webhook-id": "msg_2"}, body)
+    stale = {**headers, "webhook-timestamp": str(int(_time.time()) - 600)}
+    assert not verify([secret], stale, body)
+    assert not verify([secret], {k: v for k, v in headers.items() if k != "webhook-signature"}, body)
