@@ -6,8 +6,9 @@ due retry partitions resumed, one ``consume()`` call, and the batch handed over.
 
 - **Retry tiers.** A retry record that is not due yet is not handed over: its partition is paused and
   rewound to it, and resumed when it is due. The loop never sleeps; ``consume()`` keeps polling.
-- **Backpressure.** Per partition, records read but not committed are bounded by ``max_uncommitted``:
-  above it the partition is paused, and resumed when commits bring it under half.
+- **Backpressure.** Per partition, records read but not committed are bounded by ``max_uncommitted``,
+  exactly: a record beyond the bound is not handed over (the partition is paused and rewound to it),
+  and the partition resumes when commits bring it under half. A crash re-delivers at most that many.
 - **Rebalances** run inside ``consume()`` on this thread (librdkafka calls the callbacks there). A
   revoke blocks this thread while the loop drains the partitions' deliveries under the drain deadline;
   then their offsets are committed synchronously. Each assignment gets a new local epoch, and stores
@@ -173,27 +174,49 @@ class ConsumerThread:
         self.joined.set()
         out: list[Message] = []
         now_ms = time.time() * 1000
+        limit = self._settings.dispatcher.max_uncommitted
+        rewound: set[TP] = set()
         for msg in messages:
             error = msg.error()
             if error is not None:
                 self._on_error(error)
                 continue
-            topic, partition = msg.topic() or "", msg.partition() or 0
-            state = self._parts.get((topic, partition))
-            if state is None or state.gated_until is not None:
+            tp = (msg.topic() or "", msg.partition() or 0)
+            state = self._parts.get(tp)
+            if state is None or tp in rewound:
+                continue  # not ours any more / behind a rewind already made in this batch
+            offset = msg.offset() or 0
+            if state.paused:
+                self._rewind(consumer, tp, offset, state, rewound)
                 continue
-            if topic in self._retry_topics:
+            if tp[0] in self._retry_topics:
                 due = not_before_ms(cast(Headers, msg.headers()))
                 if due is not None and due > now_ms:
-                    self._gate(consumer, topic, partition, msg.offset() or 0, due / 1000, state)
+                    state.gated_until = due / 1000
+                    self._rewind(consumer, tp, offset, state, rewound)
                     continue
-            offset = msg.offset() or 0
             if state.committed is None:
                 state.committed = offset
+            if offset + 1 - state.committed > limit:
+                state.backpressured = True
+                self._rewind(consumer, tp, offset, state, rewound)
+                continue
             state.last = offset
             out.append(msg)
         if out:
             self._loop.call_soon_threadsafe(self._hooks.records, out)
+
+    def _rewind(
+        self, consumer: Consumer, tp: TP, offset: int, state: _PartitionState, rewound: set[TP]
+    ) -> None:
+        """Hand nothing from ``offset`` on: pause the partition and seek back to it, so that every record
+        not handed over is fetched again when it resumes (a skipped record is never lost)."""
+        partition = TopicPartition(tp[0], tp[1], offset)
+        if not state.paused:
+            consumer.pause([partition])
+            state.paused = True
+        consumer.seek(partition)
+        rewound.add(tp)
 
     def _poll_timeout(self) -> float:
         if self.held:
@@ -202,15 +225,6 @@ class ConsumerThread:
         if not gates:
             return POLL_SECONDS
         return max(0.0, min(POLL_SECONDS, min(gates) - time.time()))
-
-    def _gate(
-        self, consumer: Consumer, topic: str, partition: int, offset: int, due: float, state: _PartitionState
-    ) -> None:
-        tp = TopicPartition(topic, partition, offset)
-        consumer.pause([tp])
-        state.paused = True
-        consumer.seek(tp)
-        state.gated_until = due
 
     def _update_pauses(self, consumer: Consumer) -> None:
         limit = self._settings.dispatcher.max_uncommitted
