@@ -115,7 +115,7 @@ class DispatcherApp:
         self.started.set()
         log.info("dispatcher started: %d subscriptions, group %s", len(table), settings.dispatcher.group_id)
         try:
-            await self._serve(tables, consumer, dispatcher)
+            await self._serve(tables, consumer, dispatcher, watcher)
         finally:
             consumer.stop()
             await consumer.finished
@@ -130,7 +130,11 @@ class DispatcherApp:
         return 0
 
     async def _serve(
-        self, tables: asyncio.Queue[RoutingTable], consumer: ConsumerThread, dispatcher: Dispatcher
+        self,
+        tables: asyncio.Queue[RoutingTable],
+        consumer: ConsumerThread,
+        dispatcher: Dispatcher,
+        watcher: TableWatcher,
     ) -> None:
         stored: dict[tuple[str, int], int] = {}
         while not self._stop.is_set():
@@ -139,6 +143,10 @@ class DispatcherApp:
             while not tables.empty():
                 self._swap(tables.get_nowait(), consumer, dispatcher)
             dispatcher.lanes.expire()
+            if watcher.error is not None:
+                self._fail(
+                    FatalKafkaError(f"following {self.settings.topics.subscriptions}: {watcher.error}")
+                )
             offsets = dispatcher.committable()
             changed = {tp: o for tp, o in offsets.items() if stored.get(tp) != o}
             if changed:

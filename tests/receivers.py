@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    client_cert: str | None = None  # the TLS client certificate's subject CN, when one was presented
 
 
 POLL_SECONDS = 0.2
@@ -32,8 +34,9 @@ async def answer_204(request: web.Request, n: int) -> web.StreamResponse:
 class Receiver:
     """Records requests; ``respond(request, n)`` (n counts from 0) decides each answer."""
 
-    def __init__(self, respond: Responder = answer_204) -> None:
+    def __init__(self, respond: Responder = answer_204, ssl_context: ssl.SSLContext | None = None) -> None:
         self.respond = respond
+        self.ssl_context = ssl_context
         self.requests: list[Received] = []
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -41,12 +44,16 @@ class Receiver:
 
     @property
     def url(self) -> str:
+        if self.ssl_context is not None:
+            return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         n = len(self.requests)
-        self.requests.append(Received(request.path_qs, dict(request.headers), body, time.time()))
+        self.requests.append(
+            Received(request.path_qs, dict(request.headers), body, time.time(), _client_cn(request))
+        )
         self._changed.set()
         try:
             return await self.respond(request, n)
@@ -58,7 +65,7 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
@@ -84,3 +91,15 @@ class Receiver:
 
     async def wait_count(self, n: int, timeout: float = 30.0) -> None:
         await self.wait_for(lambda reqs: len(reqs) >= n, timeout)
+
+
+def _client_cn(request: web.Request) -> str | None:
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None

@@ -142,6 +142,10 @@ class HttpSender:
             if isinstance(exc.os_error, AddressRefused):
                 raise PermanentDelivery(str(exc.os_error)) from None
             raise RetryableDelivery(f"DNS error: {exc.os_error}") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise RetryableDelivery(f"TLS certificate error: {exc.certificate_error}") from None
+        except aiohttp.ClientSSLError as exc:
+            raise RetryableDelivery(f"TLS error: {exc.os_error}") from None
         except aiohttp.ClientConnectorError as exc:
             raise RetryableDelivery(f"connection error: {exc.os_error.strerror or exc.os_error}") from None
         except TimeoutError:
