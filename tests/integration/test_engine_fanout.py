@@ -36,7 +36,7 @@ async def test_fan_out_to_matching_filtered_and_non_matching(bootstrap: str, uni
         Receiver() as tenant,
     ):
         subs = [
-            subscription("exact", exact.url, [topic], events=["user.created"]),
+            subscription("exact", exact.url, [topic], events=["user.created"], headers={"X-Team": "crm"}),
             subscription("prefix", prefix.url, [topic], events=["user.*"]),
             subscription("star", star.url, [topic], events=["*"]),
             subscription("other", other.url, [topic], events=["order.*", "user.deleted"]),
@@ -61,6 +61,9 @@ async def test_fan_out_to_matching_filtered_and_non_matching(bootstrap: str, uni
             assert sorted(ids(receiver.requests)) == sorted(expected)
         assert sorted(ids(tenant.requests)) == sorted(f"e{i}" for i in acme)
         assert other.requests == []
+        assert {r.headers.get("X-Team") for r in exact.requests} == {"crm"}
+        assert {r.headers.get("X-Team") for r in star.requests} == {None}
+        assert {r.headers["Content-Type"] for r in star.requests} == {"application/json"}
 
         secrets = {s.id: s.secrets[0] for s in subs}
         for sub_id, receiver in (("exact", exact), ("prefix", prefix), ("star", star), ("acme", tenant)):

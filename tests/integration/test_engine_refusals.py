@@ -106,3 +106,23 @@ async def test_resolution_changed_to_a_private_address_is_refused_without_connec
     assert address in reason and "SSRF guard" in reason
     assert header(letters[0], "fanout-event-id") == "e1"
     assert resolver.lookups.count("hooks.test") >= 2
+
+
+async def test_redirects_are_not_followed(bootstrap: str, unique: str) -> None:
+    settings = engine_settings(bootstrap, unique)
+    topic = f"{unique}.events"
+    create_engine_topics(settings, [topic])
+    async with Receiver() as target:
+
+        async def redirect(request: web.Request, n: int) -> web.StreamResponse:
+            return web.Response(status=302, headers={"Location": target.url + "/elsewhere"})
+
+        async with Receiver(redirect) as moved:
+            await apply(settings, [subscription("moved", moved.url, [topic], retry={"schedule": [0.1]})])
+            async with running(settings):
+                produce(settings, topic, events(1))
+                letters = await asyncio.to_thread(read_topic, settings, settings.topics.dlq, 1)
+    assert target.requests == []
+    assert len(moved.requests) == 2  # the first attempt and one retry, never the Location
+    assert header(letters[0], "fanout-last-error") == "HTTP 302 (redirects are not followed)"
+    assert header(letters[0], "fanout-reason") == "retries exhausted"
