@@ -1,11 +1,13 @@
 """Composition root of ``fanout run``: builds the pipeline from Settings and owns its lifecycle.
 
 Start: read the subscriptions topic to its end, build the routing table, start the producer, the
-HTTP sender and the consumer thread. Run: records flow through the dispatcher; every
-``STORE_INTERVAL`` the committable offsets are stored (librdkafka commits them every
-``dispatcher.commit_interval_ms``). Stop (SIGTERM/SIGINT or ``stop()``): stop fetching, drain
-in-flight work under ``dispatcher.drain_timeout``, commit, exit 0. A fatal Kafka error stops the
-process with a clear message (exit 1); a restart replays from the committed offsets.
+HTTP sender and the group members: one for the shared group (every unordered subscription and the
+retry tiers), one per key-ordered subscription. Run: records flow through the dispatchers; every
+``TICK`` the committable offsets are stored (librdkafka commits them every
+``dispatcher.commit_interval_ms``) and the routing table is swapped when the topic changed. Stop
+(SIGTERM/SIGINT or ``stop()``): stop fetching, drain in-flight work under
+``dispatcher.drain_timeout``, commit, exit 0. A fatal Kafka error stops the process with a clear
+message (exit 1); a restart replays from the committed offsets.
 """
 
 from __future__ import annotations
@@ -21,50 +23,61 @@ from aiohttp.abc import AbstractResolver
 from fanout.config import Settings
 from fanout.errors import FanoutError, FatalKafkaError
 from fanout.http.sender import HttpSender
-from fanout.kafka.consumer import ConsumerHooks, ConsumerThread
 from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.subscriptions import SubscriptionStore, TableWatcher
+from fanout.member import GroupMember
 from fanout.model import Delivery
 from fanout.pipeline.dispatch import Dispatcher
 from fanout.pipeline.lanes import LaneLimits, Lanes
 from fanout.pipeline.ops import OpsEvents
+from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
 from fanout.pipeline.settle import Settler
 from fanout.subscription import Subscription
 
 log = logging.getLogger("fanout.app")
 
-STORE_INTERVAL = 0.1
+TICK = 0.1
 STARTUP_TIMEOUT = 60.0
 
 
 class DispatcherApp:
-    """One member of the dispatcher consumer group."""
+    """One dispatcher process (one worker): a member of the shared group and of each ordered group."""
 
     def __init__(
-        self, settings: Settings, resolver: AbstractResolver | None = None, handle_signals: bool = True
+        self,
+        settings: Settings,
+        resolver: AbstractResolver | None = None,
+        handle_signals: bool = True,
+        worker: int | None = None,
     ) -> None:
         self.settings = settings
         self._handle_signals = handle_signals
         self._resolver = resolver
+        self._worker = worker
         self._stop = asyncio.Event()
         self._fatal: FatalKafkaError | None = None
         self._disabled: dict[str, int] = {}
-        self.dispatcher: Dispatcher | None = None
-        self.consumer: ConsumerThread | None = None
+        self.table = RoutingTable.build([])
+        self.main: GroupMember | None = None
+        self.ordered: dict[str, GroupMember] = {}
+        self._stopping: set[asyncio.Future[None]] = set()
         self.store = SubscriptionStore(settings)
         self.started = asyncio.Event()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _hold(self, held: bool) -> None:
-        if self.consumer is not None:
-            self.consumer.hold(held)
-
     def _fail(self, error: FatalKafkaError) -> None:
         self._fatal = error
         self._stop.set()
+
+    def _instance_id(self, suffix: str = "") -> str | None:
+        base = self.settings.dispatcher.instance_id
+        if base is None:
+            return None
+        worker = f"-{self._worker}" if self._worker is not None else ""
+        return f"{base}{worker}{suffix}"
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -86,39 +99,39 @@ class DispatcherApp:
             raise FanoutError(
                 f"could not read {settings.topics.subscriptions}: {watcher.error or 'timed out'}"
             )
-        table = await tables.get()
+        self.table = await tables.get()
 
         producer = AsyncProducer(settings, loop, on_fatal=self._fail)
         sender = HttpSender(settings.delivery, self._resolver)
         await sender.start()
-        ops = OpsEvents(producer, settings.topics.ops)
-        settler = Settler(settings, producer, ops, on_gone=self._disable)
+        self._sender = sender
+        self.settler = Settler(
+            settings, producer, OpsEvents(producer, settings.topics.ops), on_gone=self._disable
+        )
         d = settings.delivery
         limits = LaneLimits(d.lane_queue, d.lane_max_wait, d.breaker_failures, d.breaker_cooldown)
-        lanes = Lanes(sender.send, settler.done, limits, settings.dispatcher.max_queued, self._hold)
+        lanes = Lanes(sender.send, self.settler.done, limits, settings.dispatcher.max_queued, self._hold)
         retry_topics = [settings.topics.retry(i) for i in range(len(settings.retry.tiers))]
-        dispatcher = self.dispatcher = Dispatcher(table, lanes, settler, retry_topics)
-        self._warn_unsupported(table)
-        consumer = self.consumer = ConsumerThread(
+        unordered = self._unordered(self.table)
+        self.main = GroupMember(
             settings,
-            self._source_topics(table),
-            retry_topics,
             loop,
-            ConsumerHooks(
-                assign=dispatcher.assign,
-                records=dispatcher.on_records,
-                drain=dispatcher.drain,
-                fatal=self._fail,
-            ),
+            Dispatcher(unordered, lanes, self.settler, retry_topics),
+            self._source_topics(unordered),
+            settings.dispatcher.group_id,
+            self._fail,
+            self._instance_id(),
         )
-        consumer.start()
+        self.main.start()
+        self._sync_ordered(self.table)
         self.started.set()
-        log.info("dispatcher started: %d subscriptions, group %s", len(table), settings.dispatcher.group_id)
+        log.info(
+            "dispatcher started: %d subscriptions, group %s", len(self.table), settings.dispatcher.group_id
+        )
         try:
-            await self._serve(tables, consumer, dispatcher, watcher)
+            await self._serve(tables, watcher)
         finally:
-            consumer.stop()
-            await consumer.finished
+            await asyncio.gather(*(m.stop() for m in self.members()), *self._stopping)
             await producer.close()
             await sender.close()
             await loop.run_in_executor(None, watcher.stop)
@@ -126,49 +139,76 @@ class DispatcherApp:
         if self._fatal is not None:
             log.critical("stopping: %s", self._fatal)
             return 1
-        log.info("dispatcher stopped: %s", dict(settler.stats))
+        log.info("dispatcher stopped: %s", dict(self.settler.stats))
         return 0
 
-    async def _serve(
-        self,
-        tables: asyncio.Queue[RoutingTable],
-        consumer: ConsumerThread,
-        dispatcher: Dispatcher,
-        watcher: TableWatcher,
-    ) -> None:
-        stored: dict[tuple[str, int], int] = {}
+    async def _serve(self, tables: asyncio.Queue[RoutingTable], watcher: TableWatcher) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), STORE_INTERVAL)
+                await asyncio.wait_for(self._stop.wait(), TICK)
             while not tables.empty():
-                self._swap(tables.get_nowait(), consumer, dispatcher)
-            dispatcher.lanes.expire()
+                self._swap(tables.get_nowait())
+            for member in self.members():
+                member.tick()
             if watcher.error is not None:
                 self._fail(
                     FatalKafkaError(f"following {self.settings.topics.subscriptions}: {watcher.error}")
                 )
-            offsets = dispatcher.committable()
-            changed = {tp: o for tp, o in offsets.items() if stored.get(tp) != o}
-            if changed:
-                consumer.store(changed, {tp: dispatcher.trackers[tp].epoch for tp in changed})
-                stored.update(changed)
+
+    def members(self) -> list[GroupMember]:
+        return ([self.main] if self.main is not None else []) + list(self.ordered.values())
+
+    def _hold(self, held: bool) -> None:
+        if self.main is not None:
+            self.main.consumer.hold(held)
+
+    # -- routing tables ------------------------------------------------------------------------
 
     def _source_topics(self, table: RoutingTable) -> set[str]:
         return set(table.topics) | set(self.settings.dispatcher.topics)
 
-    def _swap(self, table: RoutingTable, consumer: ConsumerThread, dispatcher: Dispatcher) -> None:
-        table = self._with_local_disables(table)
-        old_topics = self._source_topics(dispatcher.table)
-        dispatcher.set_table(table)
-        self._warn_unsupported(table)
-        if self._source_topics(table) != old_topics:
-            consumer.subscribe(self._source_topics(table))
+    @staticmethod
+    def _unordered(table: RoutingTable) -> RoutingTable:
+        return RoutingTable.build(s for s in table.subscriptions.values() if s.ordering != "key")
+
+    def _swap(self, table: RoutingTable) -> None:
+        assert self.main is not None
+        self.table = table = self._with_local_disables(table)
+        unordered = self._unordered(table)
+        self.main.dispatcher.set_table(unordered)
+        self.main.subscribe(self._source_topics(unordered))
+        self._sync_ordered(table)
         log.info("routing table updated: %d subscriptions", len(table))
 
-    def _warn_unsupported(self, table: RoutingTable) -> None:
-        for sub in table.subscriptions.values():
-            if sub.ordering == "key":
-                log.warning("subscription %s asks for key ordering, which is not implemented yet", sub.id)
+    def _sync_ordered(self, table: RoutingTable) -> None:
+        """One member (own consumer group, keyed lane) per key-ordered subscription."""
+        wanted = {s.id: s for s in table.subscriptions.values() if s.ordering == "key"}
+        for sub_id in self.ordered.keys() - wanted.keys():
+            stopping = asyncio.ensure_future(self.ordered.pop(sub_id).stop())
+            self._stopping.add(stopping)
+            stopping.add_done_callback(self._stopping.discard)
+        for sub_id, sub in wanted.items():
+            existing = self.ordered.get(sub_id)
+            if existing is None:
+                self.ordered[sub_id] = self._ordered_member(sub)
+                self.ordered[sub_id].start()
+            else:
+                existing.dispatcher.set_table(RoutingTable.build([sub]))
+                existing.subscribe(sub.topics)
+
+    def _ordered_member(self, sub: Subscription) -> GroupMember:
+        lanes = KeyedLanes(self._sender.send, self.settler)
+        dispatcher = Dispatcher(RoutingTable.build([sub]), lanes, self.settler, [])
+        group = f"{self.settings.dispatcher.group_id}.ordered.{sub.id}"
+        return GroupMember(
+            self.settings,
+            asyncio.get_running_loop(),
+            dispatcher,
+            sub.topics,
+            group,
+            self._fail,
+            self._instance_id(f".ordered.{sub.id}"),
+        )
 
     # -- 410 Gone: disable now, persist in the topic, tell the ops topic ---------------------------
 
@@ -187,13 +227,12 @@ class DispatcherApp:
 
     def _disable(self, delivery: Delivery) -> None:
         sub = delivery.subscription
-        dispatcher = self.dispatcher
-        if sub.id in self._disabled or dispatcher is None:
+        if sub.id in self._disabled or self.main is None:
             return
         reason = f"endpoint answered 410 Gone at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
         self._disabled[sub.id] = sub.version
-        dispatcher.set_table(self._with_local_disables(dispatcher.table))
-        dispatcher.settler.ops.disabled(delivery, reason)
+        self._swap(self.table)
+        self.settler.ops.disabled(delivery, reason)
         log.warning("disabling subscription %s: %s", sub.id, reason)
         future = asyncio.get_running_loop().run_in_executor(
             None, lambda: self.store.update(sub.id, lambda s: _disabled(s, reason))
@@ -210,10 +249,11 @@ def _disabled(sub: Subscription, reason: str) -> Subscription:
     return sub.model_copy(update={"enabled": False, "disabled_reason": reason})
 
 
-def run_dispatcher(settings: Settings) -> int:
+def run_dispatcher(settings: Settings, worker: int | None = None) -> int:
     """Run one dispatcher until SIGTERM/SIGINT; the process exit code."""
+    app = DispatcherApp(settings, worker=worker)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - non-Linux
-        return asyncio.run(DispatcherApp(settings).run())
-    return uvloop.run(DispatcherApp(settings).run())
+        return asyncio.run(app.run())
+    return uvloop.run(app.run())

@@ -205,6 +205,12 @@ class DispatcherSettings(_Section):
     """The consumer-group member that runs the delivery pipeline (``fanout run``)."""
 
     group_id: str = Field(default="fanout-dispatcher", min_length=1)
+    instance_id: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Static group membership (group.instance.id) for rolling deploys; workers add -<index>.",
+    )
+    workers: int = Field(default=1, ge=1, le=64, description="Consumer processes `fanout run` supervises.")
     topics: list[str] = Field(default_factory=list, description="Source topics beyond the subscriptions'.")
     batch_size: int = Field(default=500, ge=1, le=100_000)
     max_uncommitted: int = Field(

@@ -1,4 +1,4 @@
-"""``fanout run``: one member of the dispatcher consumer group."""
+"""``fanout run``: one member of the dispatcher consumer group, or ``--workers N`` of them."""
 
 from __future__ import annotations
 
@@ -20,24 +20,37 @@ from fanout.errors import FanoutError, ValidationFailed
 )
 @click.option("--group-id", help="Consumer group (default: dispatcher.group_id).")
 @click.option(
+    "--workers", type=click.IntRange(1, 64), help="Supervised worker processes (dispatcher.workers)."
+)
+@click.option("--worker-index", type=int, hidden=True)
+@click.option(
     "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
 )
 @pass_state
-def run(state: CliState, routes: Path | None, group_id: str | None, log_level: str) -> None:
+def run(
+    state: CliState,
+    routes: Path | None,
+    group_id: str | None,
+    workers: int | None,
+    worker_index: int | None,
+    log_level: str,
+) -> None:
     """Consume events and deliver them to every matching subscription until SIGTERM."""
     from fanout.app import run_dispatcher
     from fanout.kafka.subscriptions import SubscriptionStore
     from fanout.routes import load_routes
+    from fanout.supervisor import Supervisor
 
+    prefix = f"[worker {worker_index}] " if worker_index is not None else ""
     logging.basicConfig(
-        level=log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=log_level, stream=sys.stderr, format=f"%(asctime)s %(levelname)s {prefix}%(name)s %(message)s"
     )
     settings = state.settings
     if group_id:
         settings = settings.model_copy(
             update={"dispatcher": settings.dispatcher.model_copy(update={"group_id": group_id})}
         )
-    if routes is not None:
+    if routes is not None and worker_index is None:
         try:
             subs = load_routes(routes, settings.delivery)
         except ValidationFailed as exc:
@@ -47,8 +60,19 @@ def run(state: CliState, routes: Path | None, group_id: str | None, log_level: s
         except FanoutError as exc:
             raise click.ClickException(str(exc)) from None
         click.echo(f"applied {routes}: {len(changes)} change(s)", err=True)
+    count = workers or settings.dispatcher.workers
+    if count > 1 and worker_index is None:
+        args = [*_config_args(state), "run", "--log-level", log_level]
+        if group_id:
+            args += ["--group-id", group_id]
+        stop_timeout = settings.dispatcher.drain_timeout + 15
+        sys.exit(Supervisor(count, args, stop_timeout).run())
     try:
-        code = run_dispatcher(settings)
+        code = run_dispatcher(settings, worker=worker_index)
     except FanoutError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+def _config_args(state: CliState) -> list[str]:
+    return ["--config", str(state.config_file)] if state.config_file is not None else []

@@ -32,6 +32,7 @@ from fanout.config import Settings
 from fanout.errors import FatalKafkaError
 from fanout.headers import not_before_ms
 from fanout.model import Headers
+from fanout.pipeline.share import Ownership
 
 log = logging.getLogger("fanout.kafka.consumer")
 
@@ -59,12 +60,16 @@ class ConsumerHooks:
     records: Callable[[list[Message]], None]
     drain: Drain
     fatal: Callable[[FatalKafkaError], None]
-    assignment_changed: Callable[[int], None] = field(default=lambda n: None)
+    assignment_changed: Callable[[Ownership], None] = field(default=lambda ownership: None)
 
 
-def consumer_config(settings: Settings, group_id: str, on_commit: Callable[..., None]) -> dict[str, Any]:
+def consumer_config(
+    settings: Settings, group_id: str, on_commit: Callable[..., None], instance_id: str | None = None
+) -> dict[str, Any]:
     d = settings.dispatcher
+    static = {"group.instance.id": instance_id} if instance_id else {}
     return {
+        **static,
         **settings.kafka.librdkafka(),
         "group.id": group_id,
         "partition.assignment.strategy": "cooperative-sticky",
@@ -89,6 +94,7 @@ class ConsumerThread:
         loop: asyncio.AbstractEventLoop,
         hooks: ConsumerHooks,
         group_id: str | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self._settings = settings
         self._topics = sorted(set(topics) | set(retry_topics))
@@ -96,6 +102,7 @@ class ConsumerThread:
         self._loop = loop
         self._hooks = hooks
         self._group_id = group_id or settings.dispatcher.group_id
+        self._instance_id = instance_id
         self._commands: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
         self._parts: dict[TP, _PartitionState] = {}
         self._epoch = 0
@@ -135,7 +142,9 @@ class ConsumerThread:
     def _run(self) -> None:
         consumer: Consumer | None = None
         try:
-            consumer = Consumer(consumer_config(self._settings, self._group_id, self._on_commit))
+            consumer = Consumer(
+                consumer_config(self._settings, self._group_id, self._on_commit, self._instance_id)
+            )
             self._subscribe(consumer, self._topics)
             batch = self._settings.dispatcher.batch_size
             while not self._stop.is_set():
@@ -282,7 +291,7 @@ class ConsumerThread:
             self._parts[tp] = _PartitionState(self._epoch)
         log.info("assigned %d partitions (epoch %d)", len(tps), self._epoch)
         self._loop.call_soon_threadsafe(self._hooks.assign, tps, self._epoch)
-        self._loop.call_soon_threadsafe(self._hooks.assignment_changed, len(self._parts))
+        self._announce(consumer)
         self.joined.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -294,7 +303,20 @@ class ConsumerThread:
         for tp in tps:
             self._parts.pop(tp, None)
         log.info("revoked %d partitions, committed %d", len(tps), len(offsets))
-        self._loop.call_soon_threadsafe(self._hooks.assignment_changed, len(self._parts))
+        self._announce(consumer)
+
+    def _announce(self, consumer: Consumer) -> None:
+        """Tell the loop which partitions this member owns now (for its share of the rate limits)."""
+        owned: dict[str, int] = {}
+        for topic, _ in self._parts:
+            owned[topic] = owned.get(topic, 0) + 1
+        try:
+            metadata = consumer.list_topics(timeout=10)
+            totals = {t: len(m.partitions) for t, m in metadata.topics.items() if t in self._topics}
+        except KafkaException as exc:
+            log.warning("could not read partition counts (rate shares unchanged): %s", exc)
+            return
+        self._loop.call_soon_threadsafe(self._hooks.assignment_changed, Ownership(owned, totals))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
@@ -304,7 +326,7 @@ class ConsumerThread:
             "lost %d partitions; their uncommitted records will be re-read by the new owner", len(tps)
         )
         asyncio.run_coroutine_threadsafe(self._hooks.drain(tps, time.monotonic()), self._loop)
-        self._loop.call_soon_threadsafe(self._hooks.assignment_changed, len(self._parts))
+        self._announce(consumer)
 
     def _drain(self, tps: list[TP] | None) -> dict[TP, int]:
         deadline = self._settings.dispatcher.drain_timeout

@@ -20,6 +20,7 @@ from fanout.model import Delivery
 from fanout.pipeline.decode import decode
 from fanout.pipeline.lanes import Lanes
 from fanout.pipeline.offsets import PartitionTracker, Ticket
+from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
 from fanout.pipeline.settle import DISABLED_REASON, Settler, SourceRecord
 from fanout.subscription import Subscription
@@ -32,7 +33,7 @@ DRAIN_POLL_SECONDS = 0.02
 
 class Dispatcher:
     def __init__(
-        self, table: RoutingTable, lanes: Lanes, settler: Settler, retry_topics: Iterable[str]
+        self, table: RoutingTable, lanes: Lanes | KeyedLanes, settler: Settler, retry_topics: Iterable[str]
     ) -> None:
         self.table = table
         self.lanes = lanes
@@ -167,5 +168,4 @@ class Dispatcher:
         lane = self.lanes.get(sub)
         refused = lane.offer(delivery)
         if refused is not None:
-            delay = lane.breaker.remaining() if refused == "circuit open" else None
-            self.settler.spill(delivery, refused, delay or None)
+            self.settler.spill(delivery, refused, lane.spill_delay(refused))

@@ -23,6 +23,7 @@ from fanout.errors import DeliveryError, RetryableDelivery
 from fanout.model import Delivery
 from fanout.subscription import Subscription
 
+MIN_SHARE = 1e-6
 Send = Callable[[Delivery], Awaitable[None]]
 Done = Callable[[Delivery, DeliveryError | None, float], None]
 
@@ -127,7 +128,7 @@ class Lane:
         self.sub = sub
         self._owner = owner
         self._limits = owner.limits
-        self._share = share
+        self._share = max(share, MIN_SHARE)
         self.queue: deque[Delivery] = deque()
         self.in_flight = 0
         self.breaker = Breaker(self._limits.breaker_failures, self._limits.breaker_cooldown)
@@ -158,7 +159,7 @@ class Lane:
 
     def set_share(self, share: float) -> None:
         """This member's share of the group-wide rate (its fraction of the source partitions)."""
-        self._share = max(share, 1e-6)
+        self._share = max(share, MIN_SHARE)
         self._configure_bucket()
 
     @property
@@ -181,6 +182,10 @@ class Lane:
         self._owner.enqueued()
         self._pump()
         return None
+
+    def spill_delay(self, reason: str) -> float | None:
+        """How long a delivery refused for ``reason`` should wait: the breaker's cool-down, or the default."""
+        return self.breaker.remaining() or None if reason == "circuit open" else None
 
     def _pop(self) -> Delivery:
         self._owner.dequeued()
@@ -290,7 +295,7 @@ class Lanes:
         self.send = send
         self.on_done = on_done
         self.limits = limits
-        self._share = 1.0
+        self._share_of: Callable[[Subscription], float] = lambda sub: 1.0
         self.queued = 0
         self.high_water = high_water
         self.held = False
@@ -312,15 +317,17 @@ class Lanes:
     def get(self, sub: Subscription) -> Lane:
         lane = self.by_id.get(sub.id)
         if lane is None:
-            lane = self.by_id[sub.id] = Lane(sub, self, self._share)
+            lane = self.by_id[sub.id] = Lane(sub, self, self._share_of(sub))
         elif lane.sub is not sub:
+            lane.set_share(self._share_of(sub))
             lane.update(sub)
         return lane
 
-    def set_share(self, share: float) -> None:
-        self._share = max(share, 1e-6)
+    def set_shares(self, share_of: Callable[[Subscription], float]) -> None:
+        """Each subscription's share of its rate on this member (see ``fanout.pipeline.share``)."""
+        self._share_of = share_of
         for lane in self.by_id.values():
-            lane.set_share(share)
+            lane.set_share(share_of(lane.sub))
 
     def remove(self, sub_id: str) -> list[Delivery]:
         lane = self.by_id.pop(sub_id, None)

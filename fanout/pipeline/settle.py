@@ -69,28 +69,45 @@ class Settler:
     # -- outcomes reported by the lanes ------------------------------------------------------------
 
     def done(self, delivery: Delivery, error: DeliveryError | None, duration: float) -> None:
+        """The outcome of an attempt (or a spill) from a lane: settle it."""
         if delivery.ticket.fenced:
             self.stats["fenced"] += 1
             return
         if error is None:
-            self.stats["delivered"] += 1
-            self._consecutive.pop(delivery.subscription.id, None)
-            delivery.ticket.release()
+            self.delivered(delivery)
             return
         if isinstance(error, Spilled):
             self.spill(delivery, error.error, error.retry_after)
             return
+        if self.give_up(delivery, error):
+            return
+        assert isinstance(error, RetryableDelivery)
+        delay, reason = self.next_delay(delivery, error)
+        if delay is None:
+            self.dead_letter(delivery, reason, error.status)
+            return
+        self.stats["retried"] += 1
+        self._to_retry_tier(delivery, delay, reason="", status=error.status)
+
+    def delivered(self, delivery: Delivery) -> None:
+        self.stats["delivered"] += 1
+        self._consecutive.pop(delivery.subscription.id, None)
+        delivery.ticket.release()
+
+    def give_up(self, delivery: Delivery, error: DeliveryError) -> bool:
+        """Count the failed attempt. Dead-letter it if it is permanent (410 also disables the subscription)
+        and return True; return False if it is worth another attempt."""
         delivery.attempt += 1
         delivery.last_error = error.error
         self._count_failure(delivery)
         if isinstance(error, EndpointGone):
             self._on_gone(delivery)
             self.dead_letter(delivery, f"endpoint gone ({error.error}): subscription disabled", error.status)
-        elif isinstance(error, PermanentDelivery):
+            return True
+        if isinstance(error, PermanentDelivery):
             self.dead_letter(delivery, f"permanent failure: {error.error}", error.status)
-        else:
-            assert isinstance(error, RetryableDelivery)
-            self._retry_or_give_up(delivery, error)
+            return True
+        return False
 
     def _count_failure(self, delivery: Delivery) -> None:
         sub_id = delivery.subscription.id
@@ -101,22 +118,21 @@ class Settler:
             if self._on_failing is not None:
                 self._on_failing(delivery, n)
 
-    def _retry_or_give_up(self, delivery: Delivery, error: RetryableDelivery) -> None:
+    def next_delay(self, delivery: Delivery, error: RetryableDelivery) -> tuple[float | None, str]:
+        """Seconds until the next attempt (schedule step with jitter, at least a clamped Retry-After), or
+        None and the reason when the schedule or ``max_age`` has run out."""
         policy = delivery.subscription.retry
         schedule = policy.schedule or self._retry.schedule
         max_age = policy.max_age or self._retry.max_age
         if delivery.attempt > len(schedule):
-            self.dead_letter(delivery, "retries exhausted", error.status)
-            return
+            return None, "retries exhausted"
         jitter = self._retry.jitter
         delay = schedule[delivery.attempt - 1] * (1 + random.uniform(-jitter, jitter))
         if error.retry_after is not None:
             delay = max(delay, min(error.retry_after, self._delivery.retry_after_max))
         if delivery.age + delay > max_age:
-            self.dead_letter(delivery, "max age exceeded", error.status)
-            return
-        self.stats["retried"] += 1
-        self._to_retry_tier(delivery, delay, reason="", status=error.status)
+            return None, "max age exceeded"
+        return delay, ""
 
     def spill(self, delivery: Delivery, reason: str, delay: float | None = None) -> None:
         """The lane could not take the delivery: park it in a retry tier (not an attempt)."""

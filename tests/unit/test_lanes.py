@@ -280,9 +280,9 @@ async def test_rate_limit_configures_the_bucket_from_the_subscription_and_share(
     lanes, lane, _, _, _ = setup(make_sub(rate_limit={"per_second": 50, "burst": 4}))
     assert lane.bucket is not None
     assert (lane.bucket.rate, lane.bucket.capacity) == (50, 4)
-    lanes.set_share(0.5)
+    lanes.set_shares(lambda s: 0.5)
     assert (lane.bucket.rate, lane.bucket.capacity) == (25, 2)
-    lanes.set_share(0.1)
+    lanes.set_shares(lambda s: 0.1)
     assert (lane.bucket.rate, lane.bucket.capacity) == pytest.approx((5, 1))  # at least one token
     other = lanes.get(make_sub(id="late", rate_limit={"per_second": 10}))
     assert other.bucket is not None and other.bucket.rate == pytest.approx(1)  # joins at the current share
@@ -598,7 +598,7 @@ async def test_pressure_counts_every_lane() -> None:
 async def test_a_lane_created_while_the_share_is_zero_does_not_crash_offer() -> None:
     gate = Gate()
     lanes = Lanes(gate, Outcomes(), limits())
-    lanes.set_share(0.0)  # a member that owns no source partitions right now
+    lanes.set_shares(lambda s: 0.0)  # a member that owns no source partitions right now
     sub = make_sub(rate_limit={"per_second": 10})
     lane = lanes.get(sub)
     try:

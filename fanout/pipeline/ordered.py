@@ -1,0 +1,208 @@
+"""Key-ordered delivery (``ordering: key``): per Kafka key, one delivery at a time, in offset order.
+
+Each ordered subscription is consumed by its own consumer group and has one ``KeyedLane``. Deliveries
+queue per key; at most ``max_in_flight`` keys are being delivered at once, under the subscription's
+token bucket. A failing delivery retries *in place* (a timer, not a retry topic) on the subscription's
+schedule until it succeeds or the schedule or ``max_age`` runs out; then it is dead-lettered and the key
+moves on. A failing key holds back only itself: other keys keep flowing (until the partition's
+``max_uncommitted`` bound, because the failing record pins the partition's committed offset).
+
+Records without a key have no order to keep: each is delivered on its own.
+
+``offer`` never refuses (ordering forbids spilling) and never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+
+from fanout.errors import DeliveryError, RetryableDelivery
+from fanout.model import Delivery
+from fanout.pipeline.lanes import MIN_SHARE, Send, TokenBucket
+from fanout.pipeline.settle import Settler
+from fanout.subscription import Subscription
+
+
+def _key(delivery: Delivery) -> Hashable:
+    event = delivery.event
+    return event.key if event.key is not None else (event.partition, event.offset)
+
+
+class KeyedLane:
+    def __init__(self, sub: Subscription, send: Send, settler: Settler, share: float) -> None:
+        self.sub = sub
+        self._send = send
+        self._settler = settler
+        self._share = max(share, MIN_SHARE)
+        self.keys: dict[Hashable, deque[Delivery]] = {}
+        self._ready: deque[Hashable] = deque()
+        self.in_flight = 0
+        self.bucket: TokenBucket | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._retry_timers: set[asyncio.TimerHandle] = set()
+        self._closed = False
+        self._configure_bucket()
+
+    def _configure_bucket(self) -> None:
+        limit = self.sub.rate_limit
+        if limit is None:
+            self.bucket = None
+            return
+        rate, capacity = limit.per_second * self._share, max(1.0, limit.burst * self._share)
+        if self.bucket is None:
+            self.bucket = TokenBucket(rate, capacity)
+        else:
+            self.bucket.reconfigure(rate, capacity)
+
+    def update(self, sub: Subscription) -> None:
+        self.sub = sub
+        self._configure_bucket()
+        self._pump()
+
+    def set_share(self, share: float) -> None:
+        self._share = max(share, MIN_SHARE)
+        self._configure_bucket()
+
+    def offer(self, delivery: Delivery) -> str | None:
+        if self._closed:
+            return "lane closed"
+        key = _key(delivery)
+        queue = self.keys.get(key)
+        if queue is None:
+            self.keys[key] = deque([delivery])
+            self._ready.append(key)
+            self._pump()
+        else:
+            queue.append(delivery)
+        return None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    def _pump(self) -> None:
+        while self._ready and self.in_flight < self.sub.max_in_flight and not self._closed:
+            key = self._ready[0]
+            queue = self.keys[key]
+            while queue and queue[0].ticket.fenced:
+                queue.popleft()
+            if not queue:
+                self._ready.popleft()
+                del self.keys[key]
+                continue
+            if self.bucket is not None:
+                wait = self.bucket.take()
+                if wait > 0:
+                    if self._timer is None:
+                        self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
+                    return
+            self._ready.popleft()
+            self.in_flight += 1
+            task = asyncio.ensure_future(self._attempt(key, queue[0]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _attempt(self, key: Hashable, delivery: Delivery) -> None:
+        error: DeliveryError | None = None
+        try:
+            await self._send(delivery)
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:  # a sender bug must not wedge the key
+            error = RetryableDelivery(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self.in_flight -= 1
+        self._settle(key, delivery, error)
+        self._pump()
+
+    def _settle(self, key: Hashable, delivery: Delivery, error: DeliveryError | None) -> None:
+        settler = self._settler
+        if delivery.ticket.fenced:
+            self._next(key)
+            return
+        if error is None:
+            settler.delivered(delivery)
+        elif not settler.give_up(delivery, error):
+            assert isinstance(error, RetryableDelivery)
+            delay, reason = settler.next_delay(delivery, error)
+            if delay is not None:
+                settler.stats["retried_in_place"] += 1
+                self._retry_later(key, delay)
+                return
+            settler.dead_letter(delivery, reason, error.status)
+        self._next(key)
+
+    def _retry_later(self, key: Hashable, delay: float) -> None:
+        def due() -> None:
+            self._retry_timers.discard(handle)
+            if not self._closed:
+                self._ready.appendleft(key)
+                self._pump()
+
+        handle = asyncio.get_running_loop().call_later(delay, due)
+        self._retry_timers.add(handle)
+
+    def _next(self, key: Hashable) -> None:
+        queue = self.keys[key]
+        queue.popleft()
+        if queue:
+            self._ready.append(key)
+        else:
+            del self.keys[key]
+
+    def expire(self, now: float) -> None:
+        """Ordered deliveries never spill."""
+
+    def spill_delay(self, reason: str) -> float | None:
+        return None
+
+    def close(self) -> list[Delivery]:
+        self._closed = True
+        for handle in (self._timer, *self._retry_timers):
+            if handle is not None:
+                handle.cancel()
+        queued = [d for queue in self.keys.values() for d in queue]
+        self.keys.clear()
+        self._ready.clear()
+        return queued
+
+
+class KeyedLanes:
+    """The lanes registry for one ordered subscription (same interface as ``Lanes``)."""
+
+    def __init__(self, send: Send, settler: Settler) -> None:
+        self._send = send
+        self._settler = settler
+        self._share_of: Callable[[Subscription], float] = lambda sub: 1.0
+        self.by_id: dict[str, KeyedLane] = {}
+        self.queued = 0
+
+    def get(self, sub: Subscription) -> KeyedLane:
+        lane = self.by_id.get(sub.id)
+        if lane is None:
+            lane = self.by_id[sub.id] = KeyedLane(sub, self._send, self._settler, self._share_of(sub))
+        elif lane.sub is not sub:
+            lane.set_share(self._share_of(sub))
+            lane.update(sub)
+        return lane
+
+    def set_shares(self, share_of: Callable[[Subscription], float]) -> None:
+        self._share_of = share_of
+        for lane in self.by_id.values():
+            lane.set_share(share_of(lane.sub))
+
+    def remove(self, sub_id: str) -> list[Delivery]:
+        lane = self.by_id.pop(sub_id, None)
+        return lane.close() if lane is not None else []
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for lane in self.by_id.values():
+            lane.expire(now)
+
+    def in_flight(self) -> int:
+        return sum(lane.in_flight for lane in self.by_id.values())
