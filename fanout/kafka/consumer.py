@@ -9,6 +9,8 @@ due retry partitions resumed, one ``consume()`` call, and the batch handed over.
 - **Backpressure.** Per partition, records read but not committed are bounded by ``max_uncommitted``,
   exactly: a record beyond the bound is not handed over (the partition is paused and rewound to it),
   and the partition resumes when commits bring it under half. A crash re-delivers at most that many.
+- **Callbacks** must not call client methods that set up a call state (``list_topics``, ``poll``...):
+  confluent-kafka keeps one per thread, and the nested call clears the outer one.
 - **Rebalances** run inside ``consume()`` on this thread (librdkafka calls the callbacks there). A
   revoke blocks this thread while the loop drains the partitions' deliveries under the drain deadline;
   then their offsets are committed synchronously. Each assignment gets a new local epoch, and stores
@@ -109,6 +111,7 @@ class ConsumerThread:
         self._stop = threading.Event()
         self.joined = threading.Event()
         self.held = False
+        self._ownership_changed = False
         self.last_cycle = time.monotonic()
         self.finished: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(target=self._run, name="fanout-consumer", daemon=True)
@@ -178,6 +181,8 @@ class ConsumerThread:
                 break
         self._update_pauses(consumer)
         messages = consumer.consume(batch, self._poll_timeout())
+        if self._ownership_changed:
+            self._announce(consumer)
         if not messages:
             return
         self.joined.set()
@@ -291,7 +296,7 @@ class ConsumerThread:
             self._parts[tp] = _PartitionState(self._epoch)
         log.info("assigned %d partitions (epoch %d)", len(tps), self._epoch)
         self._loop.call_soon_threadsafe(self._hooks.assign, tps, self._epoch)
-        self._announce(consumer)
+        self._ownership_changed = True
         self.joined.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -303,10 +308,14 @@ class ConsumerThread:
         for tp in tps:
             self._parts.pop(tp, None)
         log.info("revoked %d partitions, committed %d", len(tps), len(offsets))
-        self._announce(consumer)
+        self._ownership_changed = True
 
     def _announce(self, consumer: Consumer) -> None:
-        """Tell the loop which partitions this member owns now (for its share of the rate limits)."""
+        """Tell the loop which partitions this member owns now (for its share of the rate limits).
+
+        Called after ``consume()`` returned, never inside a rebalance callback: ``list_topics`` ends the
+        client's call state, and a callback later in the same ``consume()`` would then abort."""
+        self._ownership_changed = False
         owned: dict[str, int] = {}
         for topic, _ in self._parts:
             owned[topic] = owned.get(topic, 0) + 1
@@ -326,7 +335,7 @@ class ConsumerThread:
             "lost %d partitions; their uncommitted records will be re-read by the new owner", len(tps)
         )
         asyncio.run_coroutine_threadsafe(self._hooks.drain(tps, time.monotonic()), self._loop)
-        self._announce(consumer)
+        self._ownership_changed = True
 
     def _drain(self, tps: list[TP] | None) -> dict[TP, int]:
         deadline = self._settings.dispatcher.drain_timeout

@@ -215,3 +215,32 @@ def committed_total(settings: Settings, topics: Iterable[str]) -> int:
         return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
     finally:
         consumer.close()
+
+
+def group_members(settings: Settings, group_id: str | None = None) -> int:
+    """How many members of the group currently hold at least one partition."""
+    from confluent_kafka.admin import AdminClient
+
+    group = group_id or settings.dispatcher.group_id
+    admin = AdminClient(settings.kafka.librdkafka())
+    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return sum(1 for m in description.members if m.assignment and m.assignment.topic_partitions)
+
+
+async def wait_for_members(
+    settings: Settings, n: int, timeout: float = 60, group_id: str | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        count = await asyncio.to_thread(group_members, settings, group_id)
+        if count == n:
+            return
+        assert time.monotonic() < deadline, f"group has {count} members with partitions, not {n}"
+        await asyncio.sleep(0.5)  # polling the broker with a deadline
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
