@@ -109,7 +109,9 @@ class DispatcherApp:
             settings, producer, OpsEvents(producer, settings.topics.ops), on_gone=self._disable
         )
         d = settings.delivery
-        limits = LaneLimits(d.lane_queue, d.lane_max_wait, d.breaker_failures, d.breaker_cooldown)
+        limits = LaneLimits(
+            d.lane_queue, d.lane_max_wait, d.breaker_failures, d.breaker_cooldown, d.breaker_max_cooldown
+        )
         lanes = Lanes(sender.send, self.settler.done, limits, settings.dispatcher.max_queued, self._hold)
         retry_topics = [settings.topics.retry(i) for i in range(len(settings.retry.tiers))]
         unordered = self._unordered(self.table)

@@ -190,6 +190,9 @@ class DeliverySettings(_Section):
     )
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=30, gt=0)
+    breaker_max_cooldown: float = Field(
+        default=600, gt=0, description="Each failed probe doubles the cool-down, up to this many seconds."
+    )
     failing_after: int = Field(default=4, ge=1, description="Consecutive failures that emit an ops event.")
     retry_after_max: float = Field(default=3600, gt=0)
     user_agent: str = "fanout-webhooks"

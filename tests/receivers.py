@@ -34,13 +34,15 @@ async def answer_204(request: web.Request, n: int) -> web.StreamResponse:
 class Receiver:
     """Records requests; ``respond(request, n)`` (n counts from 0) decides each answer."""
 
-    def __init__(self, respond: Responder = answer_204, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, respond: Responder = answer_204, ssl_context: ssl.SSLContext | None = None, port: int = 0
+    ) -> None:
         self.respond = respond
         self.ssl_context = ssl_context
         self.requests: list[Received] = []
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self.port = 0
+        self.port = port
 
     @property
     def url(self) -> str:

@@ -82,7 +82,8 @@ def consumer_config(
         "session.timeout.ms": d.session_timeout_ms,
         "max.poll.interval.ms": d.max_poll_interval_ms,
         "isolation.level": "read_committed",
-        "fetch.max.bytes": 64 * 1024 * 1024,
+        "fetch.max.bytes": 16 * 1024 * 1024,
+        "queued.max.messages.kbytes": 16 * 1024,  # bounded prefetch: memory stays flat under backlog
         "on_commit": on_commit,
     }
 

@@ -30,6 +30,7 @@ def producer_config(settings: Settings, **extra: Any) -> LibrdkafkaConfig:
         "linger.ms": 5,
         "message.max.bytes": settings.kafka.message_max_bytes,
         "compression.type": "lz4",
+        "queue.buffering.max.kbytes": 64 * 1024,  # bounded: a full queue fails the produce, callers retry
         **extra,
     }
 

@@ -60,15 +60,27 @@ class TokenBucket:
 
 class Breaker:
     """Closed until ``threshold`` consecutive failures; then open for ``cooldown`` seconds; then half-open,
-    when exactly one probe may be sent. The probe is reserved when it is *sent* (``sending``), so a
-    delivery that is queued and then spilled never holds the probe. Every sent probe ends in
-    ``success``, ``failure`` or ``release`` (no verdict), so the breaker cannot wedge."""
+    when exactly one probe may be sent. Each failed probe doubles the cool-down up to ``max_cooldown``
+    (so deliveries spilled while it is open circulate less and less often); a success resets it.
 
-    __slots__ = ("_open_until", "_probing", "cooldown", "failures", "threshold")
+    The probe is reserved when it is *sent* (``sending``), so a delivery that is queued and then spilled
+    never holds the probe. Every sent probe ends in ``success``, ``failure`` or ``release`` (no
+    verdict), so the breaker cannot wedge."""
 
-    def __init__(self, threshold: int, cooldown: float) -> None:
+    __slots__ = (
+        "_open_until",
+        "_probing",
+        "base_cooldown",
+        "cooldown",
+        "failures",
+        "max_cooldown",
+        "threshold",
+    )
+
+    def __init__(self, threshold: int, cooldown: float, max_cooldown: float | None = None) -> None:
         self.threshold = threshold
-        self.cooldown = cooldown
+        self.base_cooldown = self.cooldown = cooldown
+        self.max_cooldown = max(cooldown, max_cooldown or cooldown)
         self.failures = 0
         self._open_until = 0.0
         self._probing = False
@@ -98,6 +110,7 @@ class Breaker:
     def success(self) -> None:
         self.failures = 0
         self._probing = False
+        self.cooldown = self.base_cooldown
 
     def release(self) -> None:
         """The attempt ended without telling anything about the endpoint."""
@@ -106,8 +119,10 @@ class Breaker:
     def failure(self) -> bool:
         """Record a failure; True when this failure opened (or re-opened) the breaker."""
         self.failures += 1
-        self._probing = False
+        was_probing, self._probing = self._probing, False
         if self.failures >= self.threshold:
+            if was_probing:  # the endpoint is still down: wait longer before the next probe
+                self.cooldown = min(self.cooldown * 2, self.max_cooldown)
             self._open_until = time.monotonic() + self.cooldown
             return True
         return False
@@ -119,6 +134,7 @@ class LaneLimits:
     max_wait: float
     breaker_failures: int
     breaker_cooldown: float
+    breaker_max_cooldown: float | None = None
 
 
 class Lane:
@@ -131,7 +147,8 @@ class Lane:
         self._share = max(share, MIN_SHARE)
         self.queue: deque[Delivery] = deque()
         self.in_flight = 0
-        self.breaker = Breaker(self._limits.breaker_failures, self._limits.breaker_cooldown)
+        limits = self._limits
+        self.breaker = Breaker(limits.breaker_failures, limits.breaker_cooldown, limits.breaker_max_cooldown)
         self.bucket: TokenBucket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False

@@ -607,3 +607,21 @@ async def test_a_lane_created_while_the_share_is_zero_does_not_crash_offer() -> 
         assert lane.offer(second) is None  # must queue (or refuse), not raise
     finally:
         lane.close()
+
+
+def test_failed_probes_double_the_cooldown_up_to_the_maximum_and_success_resets_it(clock: FakeClock) -> None:
+    breaker = Breaker(threshold=1, cooldown=2, max_cooldown=10)
+    breaker.failure()
+    assert breaker.remaining() == pytest.approx(2)
+    waits = []
+    for _ in range(4):
+        clock.advance(breaker.remaining())
+        assert breaker.sending()
+        breaker.failure()
+        waits.append(breaker.remaining())
+    assert waits == pytest.approx([4, 8, 10, 10])
+    clock.advance(10)
+    assert breaker.sending()
+    breaker.success()
+    breaker.failure()
+    assert breaker.remaining() == pytest.approx(2)
