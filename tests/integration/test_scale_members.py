@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,59 @@ async def test_two_workers_share_one_rate_limit(bootstrap: str, unique: str, tmp
     assert times[-1] - times[0] >= (n - 6) / 20 * 0.95, "300 events at 20/s take ~15s"
     log = supervisor.log()
     assert "[worker 0]" in log and "[worker 1]" in log
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def instance_ids(settings, group: str) -> set[str]:  # type: ignore[no-untyped-def]
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka.librdkafka())
+    description = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return {m.group_instance_id for m in description.members}
+
+
+async def test_a_dead_worker_is_restarted_and_static_membership_is_used(
+    bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    settings = engine_settings(bootstrap, unique, dispatcher={"workers": 2, "instance_id": "pod-a"})
+    topic = f"{unique}.events"
+    create_engine_topics(settings, [topic])
+    async with Receiver() as receiver:
+        await apply(settings, [subscription("all", receiver.url, [topic])])
+        supervisor = DispatcherProcess(settings, tmp_path / "workers.log")
+        try:
+            supervisor.start()
+            assert supervisor.proc is not None
+            await wait_for_members(settings, 2)
+            assert await asyncio.to_thread(instance_ids, settings, settings.dispatcher.group_id) == {
+                "pod-a-0",
+                "pod-a-1",
+            }
+            workers = children_of(supervisor.proc.pid)
+            assert len(workers) == 2
+            os.kill(workers[0], signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while "restarted as pid" not in supervisor.log():
+                assert time.monotonic() < deadline, "the dead worker was not restarted"
+                await asyncio.sleep(0.2)  # polling the supervisor's log with a deadline
+            replaced = children_of(supervisor.proc.pid)
+            assert len(replaced) == 2 and workers[0] not in replaced and workers[1] in replaced
+            await asyncio.to_thread(produce, settings, topic, events(200))
+            await receiver.wait_for(lambda reqs: len({r.headers["webhook-id"] for r in reqs}) == 200, 60)
+            assert await asyncio.to_thread(supervisor.terminate, 60) == 0
+        except BaseException:
+            print(supervisor.log()[-5000:])
+            raise
+        finally:
+            supervisor.close()
