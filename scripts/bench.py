@@ -1,0 +1,377 @@
+"""fanout's benchmark: the dispatcher against the fastest plain aiohttp client, on the same machine.
+
+Scenarios (each with 1 worker process, then 2): (a) one subscription; (b) fan-out to 10 subscriptions
+per event; (c) 10,000 subscriptions in the routing table, one match per event; (d) 5% of deliveries
+answered 500 (the retry path). Then produce-to-receipt latency at 50% of (a)'s measured maximum.
+Events are produced in advance; each run is a fresh consumer group reading from the beginning.
+
+Results: a table on stdout, JSON in bench-results/, and a PNG chart next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_proc import ProcessMonitor
+from bench_sink import Receipt, Sink
+
+from fanout.config import load_settings
+from fanout.http.signing import new_secret
+from fanout.kafka.subscriptions import SubscriptionStore
+from fanout.kafka.topics import admin_client, create_topics, internal_topics, source_topics
+from fanout.subscription import parse_subscription
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench-results"
+CONCURRENCY = 64
+SINK_PORT = int(os.environ.get("FANOUT_BENCH_SINK_PORT", "18089"))
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    events: int
+    fanout: int = 1
+    subscriptions: int = 1
+    path: str = "/ok"
+    tenants: int = 0
+
+    @property
+    def deliveries(self) -> int:
+        return self.events * self.fanout
+
+
+@dataclass
+class Run:
+    scenario: str
+    workers: int
+    deliveries: int
+    per_second: float
+    cpu_per_1000: float
+    peak_rss_mib: float
+    failed_responses: int = 0
+    ratio_throughput: float = 0.0
+    ratio_cpu: float = 0.0
+
+
+@dataclass
+class Report:
+    machine: dict[str, Any]
+    cores: str
+    ceiling: dict[str, float] = field(default_factory=dict)
+    sink_capacity: float = 0.0
+    runs: list[Run] = field(default_factory=list)
+    latency: dict[str, float] = field(default_factory=dict)
+
+
+def body(size: int) -> bytes:
+    pad = max(0, size - 80)
+    return orjson.dumps({"event": "bench.created", "data": {"blob": "x" * pad}})
+
+
+def env_for(prefix: str, group: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("FANOUT_") or k == "FANOUT_KAFKA__BOOTSTRAP_SERVERS"
+    }
+    env.update(
+        {
+            "FANOUT_TOPICS__PREFIX": prefix,
+            "FANOUT_TOPICS__PARTITIONS": "6",
+            "FANOUT_DISPATCHER__GROUP_ID": group,
+            "FANOUT_DELIVERY__ALLOW_HTTP": "true",
+            "FANOUT_DELIVERY__ALLOW_CIDRS": '["127.0.0.0/8"]',
+            "FANOUT_DELIVERY__CONNECTIONS_PER_HOST": str(CONCURRENCY),
+            "FANOUT_RETRY__TIERS": "[1, 2, 5, 10]",
+            "FANOUT_RETRY__SCHEDULE": "[1, 1, 2, 2, 5, 5, 10, 10]",
+        }
+    )
+    return env
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.run_id = uuid.uuid4().hex[:6]
+        self.settings = load_settings()
+        self.body = body(args.size)
+        self.workdir = RESULTS / f"work-{self.run_id}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    # -- setup -----------------------------------------------------------------------------------
+
+    def prepare(self, scenario: Scenario, sink_url: str) -> tuple[str, str]:
+        """Topics, subscriptions and the pre-produced events of one scenario; (prefix, topic)."""
+        prefix = f"bench{self.run_id}{scenario.key}"
+        topic = f"{prefix}-events"
+        env = env_for(prefix, "unused")
+        settings = load_settings_from(env)
+        create_topics(admin_client(settings), internal_topics(settings) + source_topics(settings, [topic]))
+        subs = []
+        for i in range(max(scenario.fanout, scenario.subscriptions)):
+            doc: dict[str, Any] = {
+                "id": f"s{i}",
+                "url": f"{sink_url}{scenario.path}/{i}",
+                "topics": [topic],
+                "secrets": [new_secret()],
+                "max_in_flight": CONCURRENCY,
+            }
+            if scenario.tenants:
+                doc["filter"] = {"tenant": f"t{i}"}
+            subs.append(parse_subscription(doc))
+        store = SubscriptionStore(settings)
+        store.apply(subs)
+        store.close()
+        producer = Producer(
+            {**settings.kafka.librdkafka(), "linger.ms": 20, "batch.size": 1_000_000, "acks": 1}
+        )
+        for i in range(scenario.events):
+            headers = [("tenant", f"t{i % scenario.tenants}".encode())] if scenario.tenants else None
+            producer.produce(topic, self.body, headers=headers)
+            if i % 20_000 == 0:
+                producer.poll(0)
+        producer.flush(60)
+        return prefix, topic
+
+    # -- one dispatcher run ----------------------------------------------------------------------
+
+    def dispatch(self, scenario: Scenario, prefix: str, workers: int, sink: Sink) -> Run:
+        group = f"{prefix}-g{workers}-{uuid.uuid4().hex[:4]}"
+        env = env_for(prefix, group)
+        sink.reset()
+        log = (self.workdir / f"{scenario.key}-{workers}.log").open("wb")
+        args = [sys.executable, "-m", "fanout", "run", "--log-level", "WARNING"]
+        if workers > 1:
+            args += ["--workers", str(workers)]
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        monitor = ProcessMonitor(proc.pid)
+        monitor.start()
+        deadline = time.monotonic() + self.args.run_timeout
+        try:
+            while sink.count(204) < scenario.deliveries:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the dispatcher exited with {proc.returncode}; see {log.name}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{scenario.key}: only {sink.count(204)} of {scenario.deliveries} arrived"
+                    )
+                time.sleep(0.2)
+        finally:
+            monitor.stop()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        time.sleep(1.2)  # nginx flushes its access log buffer every second
+        receipts = [r for r in sink.receipts() if r.path.startswith(scenario.path)]
+        return summarise(scenario, workers, receipts, monitor)
+
+    # -- latency at a fixed offered load -----------------------------------------------------------
+
+    def latency(self, rate: float, sink: Sink) -> dict[str, float]:
+        scenario = Scenario("lat", "latency", events=0)
+        prefix, topic = self.prepare(scenario, sink.url)
+        env = env_for(prefix, f"{prefix}-lat")
+        sink.reset()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fanout", "run", "--log-level", "INFO"],
+            env=env,
+            stdout=(log := (self.workdir / "latency.log").open("wb")),
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        try:
+            wait_for_text(Path(log.name), "assigned", 60)
+            time.sleep(2)  # let the assignment settle before the clock starts
+            sent = paced_produce(load_settings_from(env), topic, self.body, rate, self.args.latency_seconds)
+            deadline = time.monotonic() + 60
+            while sink.count(204) < len(sent) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+        time.sleep(1.2)
+        latencies = sorted(
+            (r.at - sent[r.webhook_id]) * 1000
+            for r in sink.receipts()
+            if r.webhook_id in sent and r.status == 204
+        )
+        if not latencies:
+            raise RuntimeError("no latency samples")
+        pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+        return {
+            "offered_per_second": rate,
+            "samples": len(latencies),
+            "p50_ms": pick(0.50),
+            "p95_ms": pick(0.95),
+            "p99_ms": pick(0.99),
+            "max_ms": latencies[-1],
+        }
+
+    # -- the ceiling and the sink's headroom --------------------------------------------------------
+
+    def ceiling(self, sink: Sink) -> dict[str, float]:
+        body_file = self.workdir / "body.json"
+        body_file.write_bytes(self.body)
+        sink.reset()
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "bench_ceiling.py"), "--url", sink.url + "/ceiling",
+             "--body-file", str(body_file), "--count", str(self.args.events), "--concurrency", str(CONCURRENCY)],
+            capture_output=True, check=True,
+        )  # fmt: skip
+        result: dict[str, float] = orjson.loads(out.stdout)
+        result["cpu_per_1000"] = result["cpu_seconds"] / result["requests"] * 1000
+        return result
+
+    def sink_capacity(self, sink: Sink) -> float:
+        script = self.workdir / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(self.body.decode())}\n"
+        )
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{CONCURRENCY}", "-d5s", "-s", str(script), sink.url + "/wrk"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        for line in out.stdout.splitlines():
+            if line.startswith("Requests/sec:"):
+                return float(line.split()[1])
+        raise RuntimeError(f"could not read wrk's output:\n{out.stdout}")
+
+
+def load_settings_from(env: dict[str, str]) -> Any:
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        return load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def wait_for_text(path: Path, needle: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while needle not in path.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{needle!r} did not appear in {path}")
+        time.sleep(0.1)
+
+
+def paced_produce(settings: Any, topic: str, value: bytes, rate: float, seconds: float) -> dict[str, float]:
+    """Produce at ``rate`` events/s for ``seconds``; the send time of each event id."""
+    producer = Producer({**settings.kafka.librdkafka(), "linger.ms": 0, "acks": 1})
+    sent: dict[str, float] = {}
+    start = time.time()
+    total = int(rate * seconds)
+    template = orjson.loads(value)
+    for i in range(total):
+        due = start + i / rate
+        delay = due - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        event_id = f"lat{i}"
+        sent[event_id] = time.time()
+        producer.produce(topic, orjson.dumps({**template, "id": event_id}))
+        producer.poll(0)
+    producer.flush(30)
+    return sent
+
+
+def summarise(scenario: Scenario, workers: int, receipts: list[Receipt], monitor: ProcessMonitor) -> Run:
+    ok = sorted(r.at for r in receipts if r.status == 204)
+    failed = sum(1 for r in receipts if r.status != 204)
+    lo, hi = ok[len(ok) // 10], ok[(len(ok) * 9) // 10]
+    counted = (len(ok) * 9) // 10 - len(ok) // 10
+    cpu = monitor.cpu_at(hi) - monitor.cpu_at(lo)
+    return Run(
+        scenario=scenario.key,
+        workers=workers,
+        deliveries=len(ok),
+        per_second=counted / (hi - lo),
+        cpu_per_1000=cpu / counted * 1000,
+        peak_rss_mib=monitor.peak_rss_kib / 1024,
+        failed_responses=failed,
+    )
+
+
+SCENARIOS = {
+    "a": lambda n: Scenario("a", "one subscription", n),
+    "b": lambda n: Scenario("b", "fan-out to 10 subscriptions", n // 10, fanout=10),
+    "c": lambda n: Scenario(
+        "c", "10,000 subscriptions, 1 match each", n, subscriptions=10_000, tenants=10_000
+    ),
+    "d": lambda n: Scenario("d", "5% answered 500 (retry path)", n, path="/flaky"),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=60_000, help="deliveries per scenario run")
+    parser.add_argument("--size", type=int, default=1024, help="event size in bytes")
+    parser.add_argument("--scenarios", default="abcd")
+    parser.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1,2")
+    parser.add_argument("--latency-seconds", type=float, default=15)
+    parser.add_argument("--run-timeout", type=float, default=180)
+    args = parser.parse_args()
+    bench = Bench(args)
+    report = Report(
+        machine={
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        cores=(
+            "unpinned: the Kafka broker, nginx (1 worker), the producer-free dispatcher (or the ceiling "
+            f"client) all share the machine's {os.cpu_count()} cores, in every measurement"
+        ),
+    )
+    started = time.time()
+    with Sink(bench.workdir / "sink", SINK_PORT) as sink:
+        report.sink_capacity = bench.sink_capacity(sink)
+        report.ceiling = bench.ceiling(sink)
+        print(
+            f"ceiling: {report.ceiling['per_second']:.0f} requests/s; sink alone: {report.sink_capacity:.0f}/s"
+        )
+        for key in args.scenarios:
+            scenario = SCENARIOS[key](args.events)
+            prefix, _ = bench.prepare(scenario, sink.url)
+            for workers in (int(w) for w in args.workers.split(",")):
+                run = bench.dispatch(scenario, prefix, workers, sink)
+                run.ratio_throughput = run.per_second / report.ceiling["per_second"]
+                run.ratio_cpu = run.cpu_per_1000 / report.ceiling["cpu_per_1000"]
+                report.runs.append(run)
+                print(f"  ({key}) {scenario.title}, {workers} worker(s): {run.per_second:.0f}/s", flush=True)
+        a_runs = [r for r in report.runs if r.scenario == "a" and r.workers == 1]
+        if a_runs and args.latency_seconds > 0:
+            report.latency = bench.latency(a_runs[0].per_second * 0.5, sink)
+    report.machine["seconds"] = round(time.time() - started, 1)
+    from bench_report import write_report
+
+    write_report(report, RESULTS, asdict)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
