@@ -184,7 +184,7 @@ class DeliverySettings(_Section):
     connections_per_host: int = Field(default=256, ge=1)
     max_connections: int = Field(default=4096, ge=1)
     dns_cache_seconds: float = Field(default=10, ge=0)
-    lane_queue: int = Field(default=1000, ge=1, description="Deliveries a lane buffers before spilling.")
+    lane_queue: int = Field(default=2000, ge=4, description="Deliveries a lane buffers before spilling.")
     lane_max_wait: float = Field(
         default=2.0, gt=0, description="Seconds a queued delivery waits before spilling."
     )

@@ -41,6 +41,7 @@ log = logging.getLogger("fanout.kafka.consumer")
 TP = tuple[str, int]
 POLL_SECONDS = 0.1
 HELD_POLL_SECONDS = 0.01
+HOLD_WITHOUT_PAUSE = 1.0
 Drain = Callable[[list[TP] | None, float], Coroutine[Any, Any, dict[TP, int]]]
 
 
@@ -112,6 +113,11 @@ class ConsumerThread:
         self._stop = threading.Event()
         self.joined = threading.Event()
         self.held = False
+        self._held_since: float | None = None
+        self._wake = threading.Event()
+        self._handed = 0  # batches handed to the loop (written by this thread only)
+        self._processed = 0  # batches the loop has taken (written by the loop only)
+        self._taken = threading.Event()
         self._ownership_changed = False
         self.last_cycle = time.monotonic()
         self.finished: asyncio.Future[None] = loop.create_future()
@@ -127,8 +133,14 @@ class ConsumerThread:
         self._stop.set()
 
     def hold(self, held: bool) -> None:
-        """Pause (True) or resume (False) fetching from every partition: the lanes are saturated."""
+        """Stop (True) or resume (False) handing over records: the lanes are saturated.
+
+        A short hold just skips ``consume()`` (librdkafka keeps its prefetched records, so resuming is
+        immediate); a hold longer than ``HOLD_WITHOUT_PAUSE`` pauses every partition and polls again, so
+        that rebalances are still served."""
         self.held = held
+        if not held:
+            self._wake.set()
 
     def store(self, offsets: dict[TP, int], epochs: dict[TP, int]) -> None:
         self._commands.put(lambda c: self._store(c, offsets, epochs))
@@ -174,14 +186,30 @@ class ConsumerThread:
         )
 
     def _cycle(self, consumer: Consumer, batch: int) -> None:
-        self.last_cycle = time.monotonic()
+        now = self.last_cycle = time.monotonic()
         while True:
             try:
                 self._commands.get_nowait()(consumer)
             except queue.Empty:
                 break
+        if not self.held:
+            self._held_since = None
+        elif self._held_since is None:
+            self._held_since = now
+        if self._held_since is not None and now - self._held_since < HOLD_WITHOUT_PAUSE:
+            self._wake.wait(HELD_POLL_SECONDS)
+            self._wake.clear()
+            return
+        if self._handed > self._processed:
+            # The loop has not taken the last batch yet: fetching ahead of it would outrun its flow control.
+            self._taken.wait(HELD_POLL_SECONDS)
+            self._taken.clear()
+            return
         self._update_pauses(consumer)
-        messages = consumer.consume(batch, self._poll_timeout())
+        # Block for the first record only, then take what is already fetched: a batch never waits to
+        # fill up, so latency stays low at low rates and batches grow with the rate.
+        first = consumer.poll(self._poll_timeout())
+        messages = [first, *consumer.consume(batch - 1, 0)] if first is not None else []
         if self._ownership_changed:
             self._announce(consumer)
         if not messages:
@@ -219,7 +247,16 @@ class ConsumerThread:
             state.last = offset
             out.append(msg)
         if out:
-            self._loop.call_soon_threadsafe(self._hooks.records, out)
+            self._handed += 1
+            self._loop.call_soon_threadsafe(self._hand_over, out)
+
+    def _hand_over(self, records: list[Message]) -> None:
+        """On the loop: give a batch to the dispatcher, then let the consumer thread fetch the next."""
+        try:
+            self._hooks.records(records)
+        finally:
+            self._processed += 1
+            self._taken.set()
 
     def _rewind(
         self, consumer: Consumer, tp: TP, offset: int, state: _PartitionState, rewound: set[TP]

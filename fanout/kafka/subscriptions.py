@@ -30,6 +30,7 @@ from fanout.subscription import Subscription, parse_subscription
 
 log = logging.getLogger("fanout.kafka.subscriptions")
 
+NEW_TOPIC_GRACE = 5.0
 WRITE_ATTEMPTS = 12
 COMMIT_ATTEMPTS = 3
 TIMEOUT = 30.0
@@ -57,10 +58,14 @@ def _reader(settings: Settings) -> Consumer:
 
 
 def _assign_all(consumer: Consumer, topic: str) -> set[int]:
-    metadata = consumer.list_topics(topic, timeout=TIMEOUT)
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None:
-        raise FanoutError(f"topic {topic} is missing; run `fanout topics create` first")
+    deadline = time.monotonic() + NEW_TOPIC_GRACE
+    while True:
+        info = consumer.list_topics(topic, timeout=TIMEOUT).topics.get(topic)
+        if info is not None and info.error is None and info.partitions:
+            break
+        if time.monotonic() > deadline:  # a topic created a moment ago may not be in every broker's metadata
+            raise FanoutError(f"topic {topic} is missing; run `fanout topics create` first")
+        time.sleep(0.1)
     partitions = set(info.partitions)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     return partitions

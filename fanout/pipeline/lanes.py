@@ -196,7 +196,7 @@ class Lane:
             return self.full_reason
         delivery.queued_at = time.monotonic()
         self.queue.append(delivery)
-        self._owner.enqueued()
+        self._owner.enqueued(self)
         self._pump()
         return None
 
@@ -205,8 +205,12 @@ class Lane:
         return self.breaker.remaining() or None if reason == "circuit open" else None
 
     def _pop(self) -> Delivery:
-        self._owner.dequeued()
-        return self.queue.popleft()
+        delivery = self.queue.popleft()
+        self._owner.dequeued(self)
+        return delivery
+
+    def head_age(self, now: float) -> float:
+        return now - self.queue[0].queued_at if self.queue else 0.0
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -296,9 +300,13 @@ class Spilled(RetryableDelivery):
 class Lanes:
     """Lanes by subscription id, created on first use and updated when a subscription changes.
 
-    ``queued`` counts deliveries waiting in every lane's queue. ``on_pressure(True)`` is called when it
-    reaches ``high_water`` (the dispatcher stops fetching) and ``on_pressure(False)`` when it is back
-    under half, so under plain saturation queues stay short and nothing spills.
+    Flow control. A lane is *congested* when its queue is half full while its oldest delivery is still
+    young (under half of ``max_wait``): the lane is busy but keeping up, so fetching more would only
+    overflow it. While any lane is congested, or all lanes together queue ``high_water`` deliveries,
+    ``on_pressure(True)`` asks the consumer to stop fetching; ``on_pressure(False)`` resumes it once the
+    congested lanes are down to a quarter (or turned out to be slow: their heads aged). So plain
+    saturation gives backpressure, not spills, while a slow or stuck lane never holds the others back:
+    its deliveries age past ``max_wait`` and spill.
     """
 
     def __init__(
@@ -316,20 +324,39 @@ class Lanes:
         self.queued = 0
         self.high_water = high_water
         self.held = False
+        self.congested: set[Lane] = set()
+        self._congested_at = max(1, limits.queue_size // 2)
+        self._relieved_at = limits.queue_size // 4
+        self._young = limits.max_wait / 2
         self._on_pressure = on_pressure
         self.by_id: dict[str, Lane] = {}
 
-    def enqueued(self) -> None:
+    def enqueued(self, lane: Lane) -> None:
         self.queued += 1
-        if not self.held and self.queued >= self.high_water:
-            self.held = True
-            self._on_pressure(True)
+        if (
+            len(lane.queue) >= self._congested_at
+            and lane not in self.congested
+            and lane.head_age(time.monotonic()) < self._young
+        ):
+            self.congested.add(lane)
+            self._update()
+        elif not self.held and self.queued >= self.high_water:
+            self._update()
 
-    def dequeued(self) -> None:
+    def dequeued(self, lane: Lane) -> None:
         self.queued -= 1
-        if self.held and self.queued <= self.high_water // 2:
-            self.held = False
-            self._on_pressure(False)
+        if lane in self.congested and len(lane.queue) <= self._relieved_at:
+            self.congested.discard(lane)
+            self._update()
+        elif self.held and not self.congested and self.queued <= self.high_water // 2:
+            self._update()
+
+    def _update(self) -> None:
+        backlog = self.queued > self.high_water // 2 if self.held else self.queued >= self.high_water
+        held = bool(self.congested) or backlog
+        if held != self.held:
+            self.held = held
+            self._on_pressure(held)
 
     def get(self, sub: Subscription) -> Lane:
         lane = self.by_id.get(sub.id)
@@ -348,13 +375,24 @@ class Lanes:
 
     def remove(self, sub_id: str) -> list[Delivery]:
         lane = self.by_id.pop(sub_id, None)
-        return lane.close() if lane is not None else []
+        if lane is None:
+            return []
+        queued = lane.close()
+        if lane in self.congested:
+            self.congested.discard(lane)
+            self._update()
+        return queued
 
     def expire(self) -> None:
+        """Spill what waited too long; a congested lane whose head aged is slow, not congested."""
         now = time.monotonic()
         for lane in list(self.by_id.values()):
             if lane.queue:
                 lane.expire(now)
+        aged = {lane for lane in self.congested if lane.head_age(now) >= self._young or lane._closed}
+        if aged:
+            self.congested -= aged
+            self._update()
 
     def in_flight(self) -> int:
         return sum(lane.in_flight for lane in self.by_id.values())

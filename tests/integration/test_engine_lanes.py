@@ -20,6 +20,9 @@ from tests.integration.engine import (
 from tests.receivers import Receiver
 
 
+JITTER = 0.1
+
+
 def max_in_window(times: list[float], window: float) -> int:
     times = sorted(times)
     best, start = 0, 0
@@ -52,8 +55,10 @@ async def test_rate_limited_subscription_and_an_unlimited_one(bootstrap: str, un
             limited_done = time.time() - start
 
     times = [r.at for r in limited.requests]
+    # Measured at the receiver, so sends that the event loop delayed a little can arrive bunched with
+    # later ones: JITTER seconds of tokens are allowed on top of the rate and the burst.
     for window in (0.5, 1.0, 2.0, 5.0):
-        allowed = 20 * window + 5
+        allowed = 20 * (window + JITTER) + 5
         assert max_in_window(times, window) <= allowed, f"more than {allowed} requests in {window}s"
     assert limited_done >= (n - 5) / 20 * 0.9, "200 events at 20/s cannot arrive faster than ~10s"
     assert free_done < 5, f"the unlimited subscription was slowed: {free_done:.1f}s for {n} events"

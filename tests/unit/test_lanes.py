@@ -625,3 +625,42 @@ def test_failed_probes_double_the_cooldown_up_to_the_maximum_and_success_resets_
     breaker.success()
     breaker.failure()
     assert breaker.remaining() == pytest.approx(2)
+
+
+async def test_a_busy_but_young_lane_is_congested_and_holds_fetching_until_a_quarter() -> None:
+    pressure: list[bool] = []
+    gate = Gate()
+    lanes = Lanes(gate, Outcomes(), limits(queue_size=8, max_wait=60.0), on_pressure=pressure.append)
+    sub = make_sub(max_in_flight=1)
+    lane = lanes.get(sub)
+    batch = deliveries(sub, 6)
+    for d in batch:
+        assert lane.offer(d) is None  # one in flight, five queued
+    assert pressure == [True] and lanes.congested == {lane}  # half of 8 reached while young
+    for d in batch[:3]:
+        await gate.sending(d)
+        gate.finish(d)
+    await until(lambda: len(lane.queue) == 2)
+    assert pressure == [True, False] and not lanes.congested  # down to a quarter
+    for d in batch[3:]:
+        await gate.sending(d)
+        gate.finish(d)
+
+
+async def test_a_congested_lane_whose_head_ages_is_slow_not_congested() -> None:
+    pressure: list[bool] = []
+    gate = Gate()
+    lanes = Lanes(gate, Outcomes(), limits(queue_size=8, max_wait=60.0), on_pressure=pressure.append)
+    sub = make_sub(max_in_flight=1)
+    lane = lanes.get(sub)
+    batch = deliveries(sub, 6)
+    for d in batch:
+        lane.offer(d)
+    assert pressure == [True]
+    for d in lane.queue:
+        d.queued_at -= 31  # older than half of max_wait: the endpoint is slow, its backlog will spill
+    lanes.expire()
+    assert pressure == [True, False] and not lanes.congested
+    lane.close()
+    await gate.sending(batch[0])
+    gate.finish(batch[0])
