@@ -19,7 +19,6 @@ from tests.integration.engine import (
 )
 from tests.receivers import Receiver
 
-
 JITTER = 0.1
 
 
