@@ -1,13 +1,14 @@
 """Standard Webhooks signatures: ``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``, space-separated.
 
 Signing is per attempt (the timestamp is the send time) with every active key, so a receiver that
-rotates its secret verifies with either. ``hmac.digest`` is OpenSSL's one-shot HMAC: no Python-level
-object per signature.
+rotates its secret verifies with either. Signatures are never cached; ``Signer`` makes each one cheap
+instead, by keeping one keyed HMAC state per key and copying it (the key schedule is not redone).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import os
 import time
@@ -19,6 +20,26 @@ SECRET_PREFIX = "whsec_"
 def sign(keys: tuple[bytes, ...], msg_id: str, timestamp: int, body: bytes) -> str:
     signed = f"{msg_id}.{timestamp}.".encode() + body
     return " ".join("v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode() for key in keys)
+
+
+class Signer:
+    """``sign`` with a keyed HMAC-SHA256 state per key, reused across signatures."""
+
+    def __init__(self) -> None:
+        self._keyed: dict[bytes, hmac.HMAC] = {}
+
+    def sign(self, keys: tuple[bytes, ...], msg_id: str, timestamp: int, body: bytes) -> str:
+        prefix = f"{msg_id}.{timestamp}.".encode()
+        parts = []
+        for key in keys:
+            keyed = self._keyed.get(key)
+            if keyed is None:
+                keyed = self._keyed[key] = hmac.new(key, digestmod=hashlib.sha256)
+            mac = keyed.copy()
+            mac.update(prefix)
+            mac.update(body)
+            parts.append("v1," + base64.b64encode(mac.digest()).decode())
+        return " ".join(parts)
 
 
 def new_secret(size: int = 32) -> str:

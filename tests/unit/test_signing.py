@@ -119,3 +119,20 @@ def test_verify_accepts_reference_signatures_and_refuses_tampering() -> None:
     stale = {**headers, "webhook-timestamp": str(int(_time.time()) - 600)}
     assert not verify([secret], stale, body)
     assert not verify([secret], {k: v for k, v in headers.items() if k != "webhook-signature"}, body)
+
+
+def test_the_signer_gives_the_same_signatures_as_sign() -> None:
+    from fanout.http.signing import Signer, new_secret, sign
+    from fanout.subscription import parse_subscription
+
+    sub = parse_subscription(
+        {"id": "s", "url": "https://x.example/h", "topics": ["t"], "secrets": [new_secret(), new_secret(64)]}
+    )
+    signer = Signer()
+    for body in (b"", b"{}", b"x" * 5000):
+        assert signer.sign(sub.signing_keys, "msg_1", 1700000000, body) == sign(
+            sub.signing_keys, "msg_1", 1700000000, body
+        )
+    assert signer.sign(sub.signing_keys, "msg_2", 1700000000, b"{}") != signer.sign(
+        sub.signing_keys, "msg_1", 1700000000, b"{}"
+    )
