@@ -4,12 +4,19 @@ One ``ClientSession`` for the process. Its connector limits connections per host
 that one slow lane, capped by its own ``max_in_flight``, cannot take every connection. Timeouts are
 explicit per subscription, redirects are never followed, and every connection goes through the SSRF
 guard (``GuardedResolver`` for names, ``AddressPolicy.check_literal`` for IP literals).
+
+Each attempt is signed with the subscription's current secrets and its previous secrets that have not
+expired (a rotation's grace period), and carries the subscription's outbound auth (``fanout.http.auth``):
+an OAuth endpoint that answers 401 gets one more try with a fresh token within the same attempt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ssl
+import tempfile
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -18,11 +25,12 @@ from aiohttp.abc import AbstractResolver
 from fanout import __version__
 from fanout.config import DeliverySettings
 from fanout.errors import DeliveryError, PermanentDelivery, RetryableDelivery
+from fanout.http.auth import OutboundAuth
 from fanout.http.classify import classify
 from fanout.http.signing import sign
 from fanout.http.ssrf import AddressPolicy, AddressRefused, GuardedResolver
 from fanout.model import Delivery
-from fanout.subscription import Subscription
+from fanout.subscription import ClientCertificate, Subscription
 
 MAX_RESPONSE_READ = 64 * 1024
 
@@ -39,6 +47,11 @@ class HttpSender:
         self._client_tls: dict[tuple[str, str], ssl.SSLContext] = {}
         self._checked: dict[str, str | None] = {}
         self._user_agent = f"{settings.user_agent}/{__version__}"
+        self.auth = OutboundAuth(self._live_session, self.policy, settings.allow_http)
+
+    def _live_session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "HttpSender.start() was not called"
+        return self._session
 
     async def start(self) -> None:
         tls = ssl.create_default_context(
@@ -94,45 +107,75 @@ class HttpSender:
         cert = sub.client_certificate
         if cert is None:
             return True
-        key = (cert.cert_file, cert.key_file)
+        key = (
+            cert.cert_file or _digest(cert.cert_pem),
+            cert.key_file or _digest(cert.key_pem),
+        )
         context = self._client_tls.get(key)
         if context is None:
             ca = str(self.settings.ca_bundle) if self.settings.ca_bundle else None
             context = ssl.create_default_context(cafile=ca)
-            context.load_cert_chain(cert.cert_file, cert.key_file)
+            try:
+                _load_client_certificate(context, cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise PermanentDelivery(
+                    f"client certificate cannot be loaded: {type(exc).__name__}"
+                ) from None
             self._client_tls[key] = context
         return context
 
-    def headers(self, delivery: Delivery, body: bytes) -> dict[str, str]:
+    def headers(self, delivery: Delivery, body: bytes, auth: dict[str, str] | None = None) -> dict[str, str]:
         sub = delivery.subscription
         event = delivery.event
-        timestamp = int(time.time())
+        now = time.time()
+        timestamp = int(now)
         headers = dict(sub.headers) if sub.headers else {}
+        if auth:
+            headers.update(auth)
         headers["content-type"] = event.content_type if sub.payload == "raw" else "application/json"
         headers["user-agent"] = self._user_agent
         headers["webhook-id"] = event.id
         headers["webhook-timestamp"] = str(timestamp)
-        headers["webhook-signature"] = sign(sub.signing_keys, event.id, timestamp, body)
+        headers["webhook-signature"] = sign(sub.signing_keys_at(now), event.id, timestamp, body)
         if delivery.traceparent:
             headers["traceparent"] = delivery.traceparent
         return headers
 
     async def send(self, delivery: Delivery) -> None:
         """One attempt. Returns on 2xx; raises a DeliveryError subclass otherwise."""
+        status, retry_after = await self.attempt(delivery)
+        error: DeliveryError | None = classify(
+            status, retry_after, delivery.subscription.retry.retryable_statuses
+        )
+        if error is not None:
+            raise error
+
+    async def attempt(self, delivery: Delivery, max_seconds: float | None = None) -> tuple[int, str | None]:
+        """One attempt: (status, Retry-After); raises DeliveryError when no response came."""
         sub = delivery.subscription
         refusal = self.refusal(sub)
         if refusal is not None:
             raise PermanentDelivery(refusal)
-        session = self._session
-        assert session is not None, "HttpSender.start() was not called"
+        auth = await self.auth.headers(sub)
+        status, retry_after = await self._post(delivery, auth, max_seconds)
+        if status == 401 and self.auth.invalidate(sub, auth):
+            status, retry_after = await self._post(delivery, await self.auth.headers(sub), max_seconds)
+        return status, retry_after
+
+    async def _post(
+        self, delivery: Delivery, auth: dict[str, str], max_seconds: float | None
+    ) -> tuple[int, str | None]:
+        sub = delivery.subscription
+        session = self._live_session()
         body = delivery.event.payload(sub.payload)
+        seconds = sub.timeout if max_seconds is None else min(max_seconds, sub.timeout)
         try:
             async with session.post(
                 sub.url,
                 data=body,
-                headers=self.headers(delivery, body),
+                headers=self.headers(delivery, body, auth),
                 allow_redirects=False,
-                timeout=self._timeout(sub.timeout),
+                timeout=self._timeout(seconds),
                 ssl=self._tls(sub),
             ) as response:
                 status = response.status
@@ -149,12 +192,31 @@ class HttpSender:
         except aiohttp.ClientConnectorError as exc:
             raise RetryableDelivery(f"connection error: {exc.os_error.strerror or exc.os_error}") from None
         except TimeoutError:
-            raise RetryableDelivery(f"timeout after {sub.timeout:g}s") from None
+            raise RetryableDelivery(f"timeout after {seconds:g}s") from None
         except aiohttp.ClientError as exc:
             raise RetryableDelivery(f"{type(exc).__name__}: {exc}") from None
-        error: DeliveryError | None = classify(status, retry_after, sub.retry.retryable_statuses)
-        if error is not None:
-            raise error
+        return status, retry_after
+
+
+def _digest(text: str | None) -> str:
+    return "pem:" + hashlib.sha256((text or "").encode()).hexdigest()
+
+
+def _load_client_certificate(context: ssl.SSLContext, cert: ClientCertificate) -> None:
+    """Load files as they are; inline PEM through a private temporary directory, removed at once."""
+    if cert.cert_pem is None and cert.key_pem is None:
+        context.load_cert_chain(str(cert.cert_file), str(cert.key_file))
+        return
+    with tempfile.TemporaryDirectory(prefix="fanout-tls-") as tmp:
+        cert_path = cert.cert_file or _write_private(Path(tmp) / "cert.pem", cert.cert_pem or "")
+        key_path = cert.key_file or _write_private(Path(tmp) / "key.pem", cert.key_pem or "")
+        context.load_cert_chain(cert_path, key_path)
+
+
+def _write_private(path: Path, text: str) -> str:
+    path.touch(mode=0o600)
+    path.write_text(text)
+    return str(path)
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:

@@ -9,6 +9,8 @@ transaction can no longer commit. A write therefore reads the topic to its end *
 was initialised, checks the expected version, and commits; if another writer initialised in between,
 the commit fails as fenced, and the write starts over from the read. Stale versions raise
 ``VersionConflict``; no reader ever sees a write that lost.
+
+Secret fields are sealed on the way in and opened on the way out (``fanout.subscription_codec``).
 """
 
 from __future__ import annotations
@@ -19,14 +21,22 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from fanout.config import Settings
-from fanout.errors import FanoutError, ValidationFailed, VersionConflict
-from fanout.subscription import Subscription, parse_subscription
+from fanout.errors import FanoutError, VersionConflict
+from fanout.subscription import Subscription
+from fanout.subscription_codec import Decoded, SubscriptionCodec
 
 log = logging.getLogger("fanout.kafka.subscriptions")
 
@@ -37,10 +47,12 @@ TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class Change:
-    """One record to write: a new subscription document, or a tombstone (``sub`` None)."""
+    """One record to write: a new subscription document, or a tombstone (``sub`` None). ``offset`` is
+    where it was written (-1 until it was)."""
 
     key: str
     sub: Subscription | None
+    offset: int = -1
 
 
 def _reader(settings: Settings) -> Consumer:
@@ -66,19 +78,9 @@ def _assign_all(consumer: Consumer, topic: str) -> set[int]:
     return partitions
 
 
-def _decode(key: bytes | None, value: bytes | None) -> tuple[str, Subscription | None] | None:
-    sub_id = (key or b"").decode("utf-8", "replace")
-    if value is None:
-        return sub_id, None
-    try:
-        return sub_id, parse_subscription(orjson.loads(value), default_id=sub_id)
-    except (orjson.JSONDecodeError, ValidationFailed) as exc:
-        log.error("ignoring an invalid record for subscription %s: %s", sub_id, exc)
-        return None
-
-
 def read_to_end(settings: Settings) -> dict[str, Subscription]:
     """Every live subscription, read from the beginning of the topic to its end."""
+    codec = SubscriptionCodec(settings.secrets)
     consumer = _reader(settings)
     try:
         pending = _assign_all(consumer, settings.topics.subscriptions)
@@ -91,13 +93,13 @@ def read_to_end(settings: Settings) -> dict[str, Subscription]:
                         pending.discard(msg.partition() or 0)
                         continue
                     raise KafkaException(error)
-                _apply(state, _decode(msg.key(), msg.value()))
+                _apply(state, codec.decode(msg.key(), msg.value()))
         return state
     finally:
         consumer.close()
 
 
-def _apply(state: dict[str, Subscription], decoded: tuple[str, Subscription | None] | None) -> bool:
+def _apply(state: dict[str, Subscription], decoded: Decoded | None) -> bool:
     if decoded is None:
         return False
     sub_id, sub = decoded
@@ -125,6 +127,7 @@ class SubscriptionStore:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._topic = settings.topics.subscriptions
+        self._codec = SubscriptionCodec(settings.secrets)
         self._producer: Producer | None = None
         self._lock = threading.Lock()
 
@@ -158,12 +161,18 @@ class SubscriptionStore:
                     changes = plan(self.read())
                     if not changes:
                         return []
+                    offsets: dict[int, int] = {}
                     producer.begin_transaction()
-                    for change in changes:
-                        value = None if change.sub is None else orjson.dumps(change.sub.document())
-                        producer.produce(self._topic, key=change.key.encode(), value=value)
+                    for i, change in enumerate(changes):
+                        value = None if change.sub is None else self._codec.encode(change.sub)
+                        producer.produce(
+                            self._topic,
+                            key=change.key.encode(),
+                            value=value,
+                            on_delivery=_offset_into(offsets, i),
+                        )
                     _commit(producer)
-                    return changes
+                    return [replace(c, offset=offsets.get(i, -1)) for i, c in enumerate(changes)]
                 except KafkaException as exc:
                     last = exc
                     error: KafkaError = exc.args[0]
@@ -247,6 +256,15 @@ class SubscriptionStore:
 
         return self.transact(plan)
 
+    def rewrite_all(self) -> list[Change]:
+        """Write every subscription again as its next version: re-seals its secrets with the first key
+        of ``secrets.keys`` (after a key rotation, before the old key is dropped)."""
+
+        def plan(current: dict[str, Subscription]) -> list[Change]:
+            return [Change(i, s.model_copy(update={"version": s.version + 1})) for i, s in current.items()]
+
+        return self.transact(plan)
+
     @staticmethod
     def _only_sub(changes: list[Change]) -> Subscription:
         assert len(changes) == 1 and changes[0].sub is not None
@@ -258,13 +276,32 @@ class SubscriptionStore:
             self._producer = None
 
 
+def _offset_into(offsets: dict[int, int], index: int) -> Callable[[KafkaError | None, Message], None]:
+    def delivered(error: KafkaError | None, msg: Message) -> None:
+        if error is None and msg.offset() is not None:
+            offsets[index] = msg.offset() or 0
+
+    return delivered
+
+
 class TableWatcher:
     """Follows the subscriptions topic on its own thread; calls ``on_change(state)`` after the initial
-    read to the end (``ready`` is set then) and after every batch that changed something."""
+    read to the end (``ready`` is set then) and after every batch that changed something.
 
-    def __init__(self, settings: Settings, on_change: Callable[[dict[str, Subscription]], None]) -> None:
+    ``position`` is the offset after the last record read; ``on_position(position)``, if given, is
+    called after every batch that moved it (so a writer can wait until its own write was read)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_change: Callable[[dict[str, Subscription]], None],
+        on_position: Callable[[int], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._on_change = on_change
+        self._on_position = on_position
+        self._codec = SubscriptionCodec(settings.secrets)
+        self.position = 0
         self._stop = threading.Event()
         self.ready = threading.Event()
         self.error: Exception | None = None
@@ -289,6 +326,7 @@ class TableWatcher:
             state: dict[str, Subscription] = {}
             changed = False
             while not self._stop.is_set():
+                position = self.position
                 for msg in consumer.consume(1000, 0.2):
                     error = msg.error()
                     if error is not None:
@@ -299,11 +337,14 @@ class TableWatcher:
                         else:
                             log.warning("subscriptions topic: %s", error.str())
                         continue
-                    changed |= _apply(state, _decode(msg.key(), msg.value()))
+                    changed |= _apply(state, self._codec.decode(msg.key(), msg.value()))
+                    self.position = (msg.offset() or 0) + 1
                 if not pending and (changed or not self.ready.is_set()):
                     self._on_change(dict(state))
                     changed = False
                     self.ready.set()
+                if self.ready.is_set() and self._on_position is not None and self.position != position:
+                    self._on_position(self.position)
         except Exception as exc:
             log.exception("the subscriptions watcher failed")
             self.error = exc
