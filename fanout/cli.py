@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from fanout import __version__
+from fanout.commands.api import api
 from fanout.commands.context import CliState
+from fanout.commands.keys import keys
 from fanout.commands.listen import listen
 from fanout.commands.run import run
 from fanout.commands.subscriptions import subscriptions
@@ -33,3 +35,5 @@ main.add_command(topics)
 main.add_command(subscriptions)
 main.add_command(run)
 main.add_command(listen)
+main.add_command(api)
+main.add_command(keys)

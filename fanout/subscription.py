@@ -39,6 +39,9 @@ FORBIDDEN_HEADERS = frozenset(
 )
 
 
+CACHED = ("signing_keys", "previous_keys")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -205,7 +208,8 @@ class Subscription(_Strict):
         return tuple(_key(s) for s in self.secrets)
 
     @cached_property
-    def _previous_keys(self) -> tuple[tuple[bytes, float], ...]:
+    def previous_keys(self) -> tuple[tuple[bytes, float], ...]:
+        """(key, expiry in epoch seconds) of each previous secret."""
         return tuple((_key(p.secret), p.expires_at.timestamp()) for p in self.previous_secrets)
 
     def signing_keys_at(self, now: float) -> tuple[bytes, ...]:
@@ -213,7 +217,15 @@ class Subscription(_Strict):
         secret that has not expired yet (a rotation's grace period)."""
         if not self.previous_secrets:
             return self.signing_keys
-        return self.signing_keys + tuple(key for key, expires in self._previous_keys if expires > now)
+        return self.signing_keys + tuple(key for key, expires in self.previous_keys if expires > now)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Subscription:
+        """A copy with ``update`` applied (not validated); the keys cached from the secrets are dropped so
+        that they are derived again from the copy's secrets."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in CACHED:
+            copied.__dict__.pop(name, None)
+        return copied
 
     @property
     def host(self) -> str:

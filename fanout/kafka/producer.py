@@ -67,11 +67,11 @@ class AsyncProducer:
         settings: Settings,
         loop: asyncio.AbstractEventLoop,
         on_fatal: Callable[[FatalKafkaError], None] | None = None,
-        **extra: Any,
+        extra: LibrdkafkaConfig | None = None,
     ) -> None:
         self._loop = loop
         self._on_fatal = on_fatal
-        self._producer = Producer(producer_config(settings, error_cb=self._on_error, **extra))
+        self._producer = Producer(producer_config(settings, error_cb=self._on_error, **(extra or {})))
         self._running = True
         self._thread = threading.Thread(target=self._poll, name="fanout-producer", daemon=True)
         self._thread.start()

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -34,25 +34,18 @@ from confluent_kafka import (
 )
 
 from fanout.config import Settings
-from fanout.errors import FanoutError, VersionConflict
+from fanout.errors import FanoutError
 from fanout.subscription import Subscription
 from fanout.subscription_codec import Decoded, SubscriptionCodec
+from fanout.subscription_plans import Change, Plan, apply_plan, delete_plan, put_plan, update_plan
+
+__all__ = ["Change", "SubscriptionStore", "TableWatcher", "read_to_end"]
 
 log = logging.getLogger("fanout.kafka.subscriptions")
 
 WRITE_ATTEMPTS = 12
 COMMIT_ATTEMPTS = 3
 TIMEOUT = 30.0
-
-
-@dataclass(frozen=True)
-class Change:
-    """One record to write: a new subscription document, or a tombstone (``sub`` None). ``offset`` is
-    where it was written (-1 until it was)."""
-
-    key: str
-    sub: Subscription | None
-    offset: int = -1
 
 
 def _reader(settings: Settings) -> Consumer:
@@ -147,7 +140,7 @@ class SubscriptionStore:
         producer.init_transactions(TIMEOUT)
         return producer
 
-    def transact(self, plan: Callable[[dict[str, Subscription]], list[Change]]) -> list[Change]:
+    def transact(self, plan: Plan) -> list[Change]:
         """Read the current state, let ``plan`` decide the changes (it may raise VersionConflict), write
         them in one transaction. Starts over, after a random pause, when another writer fenced this one."""
         with self._lock:
@@ -195,66 +188,21 @@ class SubscriptionStore:
     ) -> Subscription:
         """Write ``sub`` as the next version. ``expected_version`` (None: any) must match the current one;
         with ``create`` the subscription must not exist yet."""
-
-        def plan(current: dict[str, Subscription]) -> list[Change]:
-            existing = current.get(sub.id)
-            version = existing.version if existing else None
-            if create and existing is not None:
-                raise VersionConflict(sub.id, None, version)
-            if expected_version is not None and expected_version != (version or 0):
-                raise VersionConflict(sub.id, expected_version, version)
-            return [Change(sub.id, sub.model_copy(update={"version": (version or 0) + 1}))]
-
-        return self._only_sub(self.transact(plan))
+        return self._only_sub(self.transact(put_plan(sub, expected_version, create)))
 
     def update(
         self, sub_id: str, change: Callable[[Subscription], Subscription], expected_version: int | None = None
     ) -> Subscription:
-        """Apply ``change`` to the current version of ``sub_id`` and write the result."""
-
-        def plan(current: dict[str, Subscription]) -> list[Change]:
-            existing = current.get(sub_id)
-            if existing is None:
-                raise KeyError(sub_id)
-            if expected_version is not None and expected_version != existing.version:
-                raise VersionConflict(sub_id, expected_version, existing.version)
-            return [Change(sub_id, change(existing).model_copy(update={"version": existing.version + 1}))]
-
-        return self._only_sub(self.transact(plan))
+        """Apply ``change`` to the current version of ``sub_id`` and write the result (KeyError if it
+        does not exist)."""
+        return self._only_sub(self.transact(update_plan(sub_id, change, expected_version)))
 
     def delete(self, sub_id: str, expected_version: int | None = None) -> bool:
-        def plan(current: dict[str, Subscription]) -> list[Change]:
-            existing = current.get(sub_id)
-            if existing is None:
-                return []
-            if expected_version is not None and expected_version != existing.version:
-                raise VersionConflict(sub_id, expected_version, existing.version)
-            return [Change(sub_id, None)]
-
-        return bool(self.transact(plan))
+        return bool(self.transact(delete_plan(sub_id, expected_version)))
 
     def apply(self, subs: Iterable[Subscription], prune: bool = False) -> list[Change]:
         """Upsert ``subs`` (unchanged ones are skipped); with ``prune`` delete every other subscription."""
-        wanted = {s.id: s for s in subs}
-
-        def plan(current: dict[str, Subscription]) -> list[Change]:
-            changes = []
-            for sub_id, sub in wanted.items():
-                existing = current.get(sub_id)
-                if existing is not None and existing.model_copy(update={"version": 0}) == sub.model_copy(
-                    update={"version": 0}
-                ):
-                    continue
-                changes.append(
-                    Change(
-                        sub_id, sub.model_copy(update={"version": (existing.version if existing else 0) + 1})
-                    )
-                )
-            if prune:
-                changes.extend(Change(sub_id, None) for sub_id in current.keys() - wanted.keys())
-            return changes
-
-        return self.transact(plan)
+        return self.transact(apply_plan(subs, prune))
 
     def rewrite_all(self) -> list[Change]:
         """Write every subscription again as its next version: re-seals its secrets with the first key

@@ -1,0 +1,109 @@
+"""Reading offset ranges of a topic without a consumer group (dead letters, replays, job events).
+
+A ``RangeReader`` assigns partitions at chosen offsets and reads each up to an end offset fixed when
+the read started (records written later are not part of it). A partition is finished at its end, or
+at the end of its log (``enable.partition.eof``), whichever comes first, so gaps (transaction markers,
+compaction, retention) never stall it. Blocking: call from a thread.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from types import TracebackType
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from fanout.config import Settings
+from fanout.errors import FanoutError
+
+TIMEOUT = 30.0
+BATCH = 500
+
+
+class RangeReader:
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = Consumer(
+            {
+                **settings.kafka.librdkafka(),
+                "group.id": f"fanout-range-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+            }
+        )
+
+    def __enter__(self) -> RangeReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def partitions(self, topic: str) -> list[int]:
+        info = self._consumer.list_topics(topic, timeout=TIMEOUT).topics.get(topic)
+        if info is None or info.error is not None:
+            raise FanoutError(f"topic {topic} does not exist")
+        return sorted(info.partitions)
+
+    def watermarks(self, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
+        return {
+            p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT)
+            for p in partitions
+        }
+
+    def offsets_at(
+        self, topic: str, partitions: list[int], ms: int | None, beginning: bool
+    ) -> dict[int, int]:
+        """Per partition: the first offset whose timestamp is at least ``ms``; without ``ms`` (or when
+        no record is that recent) the log's start (``beginning``) or end."""
+        marks = self.watermarks(topic, partitions)
+        if ms is None:
+            return {p: marks[p][0] if beginning else marks[p][1] for p in partitions}
+        found = self._consumer.offsets_for_times(
+            [TopicPartition(topic, p, max(0, ms)) for p in partitions], timeout=TIMEOUT
+        )
+        offsets = {}
+        for tp in found:
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            offsets[tp.partition] = tp.offset if tp.offset >= 0 else marks[tp.partition][1]
+        return offsets
+
+    def read(self, topic: str, starts: dict[int, int], ends: dict[int, int]) -> Iterator[Message]:
+        """Records with ``starts[p] <= offset < ends[p]``, partitions interleaved, each in order. The
+        caller may stop early (``pause`` skips the rest of one partition)."""
+        pending = {p for p, start in starts.items() if start < ends.get(p, 0)}
+        self._pending = pending
+        if not pending:
+            return
+        self._topic = topic
+        self._consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
+        try:
+            while pending:
+                for msg in self._consumer.consume(BATCH, 1.0):
+                    partition = msg.partition() or 0
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            pending.discard(partition)
+                            continue
+                        raise KafkaException(error)
+                    if partition not in pending:
+                        continue
+                    if (msg.offset() or 0) >= ends[partition]:
+                        pending.discard(partition)
+                        continue
+                    yield msg
+        finally:
+            self._consumer.unassign()
+
+    def pause(self, partition: int) -> None:
+        """Stop reading ``partition`` in the current ``read``."""
+        self._pending.discard(partition)
