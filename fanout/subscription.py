@@ -49,22 +49,22 @@ class _Strict(BaseModel):
 class RateLimit(_Strict):
     """A token bucket: ``per_second`` sustained (group-wide), ``burst`` tokens at most."""
 
-    per_second: float = Field(gt=0)
-    burst: int = Field(default=1, ge=1)
+    per_second: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(default=1, ge=1, le=1_000_000)
 
 
 class RetryPolicy(_Strict):
     """Overrides of the global retry defaults (``schedule`` and ``max_age`` in seconds)."""
 
-    schedule: list[float] | None = Field(default=None, min_length=1)
-    max_age: float | None = Field(default=None, gt=0)
-    retryable_statuses: list[int] = Field(default_factory=list)
+    schedule: list[float] | None = Field(default=None, min_length=1, max_length=100)
+    max_age: float | None = Field(default=None, gt=0, le=365 * 86400)
+    retryable_statuses: list[int] = Field(default_factory=list, max_length=100)
 
     @field_validator("schedule")
     @classmethod
     def _delays(cls, schedule: list[float] | None) -> list[float] | None:
-        if schedule is not None and any(d < 0 for d in schedule):
-            raise ValueError("delays must be non-negative seconds")
+        if schedule is not None and any(not 0 <= d <= 30 * 86400 for d in schedule):
+            raise ValueError("delays must be non-negative seconds, at most 2592000 (30 days)")
         return schedule
 
     @field_validator("retryable_statuses")
@@ -127,16 +127,16 @@ class Subscription(_Strict):
 
     id: str = Field(pattern=ID_PATTERN)
     version: int = Field(default=0, ge=0)
-    url: str
-    topics: list[str] = Field(min_length=1)
-    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-    filter: dict[str, str] = Field(default_factory=dict)
+    url: str = Field(max_length=2048)
+    topics: list[str] = Field(min_length=1, max_length=100)
+    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=100)
+    filter: dict[str, str] = Field(default_factory=dict, max_length=32)
     enabled: bool = True
     disabled_reason: str | None = None
     secrets: list[str] = Field(min_length=1, max_length=10, repr=False)
     previous_secrets: list[PreviousSecret] = Field(default_factory=list, max_length=10, repr=False)
     auth: EndpointAuth | None = Field(default=None, repr=False)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     rate_limit: RateLimit | None = None
     max_in_flight: int = Field(default=32, ge=1, le=1024)
     timeout: float = Field(default=15.0, gt=0, le=300)
@@ -144,7 +144,7 @@ class Subscription(_Strict):
     payload: Literal["standard", "raw"] = "standard"
     ordering: Literal["none", "key"] = "none"
     client_certificate: ClientCertificate | None = None
-    description: str = ""
+    description: str = Field(default="", max_length=1024)
 
     @field_validator("url")
     @classmethod
@@ -156,6 +156,10 @@ class Subscription(_Strict):
             raise ValueError("has no host")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; use headers")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError:
+            raise ValueError("has an invalid port") from None
         return url
 
     @field_validator("topics")
@@ -170,7 +174,7 @@ class Subscription(_Strict):
     @classmethod
     def _events(cls, events: list[str]) -> list[str]:
         for pattern in events:
-            if not EVENT_PATTERN.match(pattern):
+            if len(pattern) > 256 or not EVENT_PATTERN.match(pattern):
                 raise ValueError(f"{pattern!r} is not an event type, 'prefix.*' or '*'")
         return events
 

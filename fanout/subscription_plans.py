@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from fanout.errors import VersionConflict
-from fanout.subscription import Subscription
+from fanout.subscription import Subscription, parse_subscription
 
 
 @dataclass(frozen=True)
@@ -91,3 +92,24 @@ def apply_plan(subs: Iterable[Subscription], prune: bool = False) -> Plan:
         return changes
 
     return plan
+
+
+def enabled(sub: Subscription) -> Subscription:
+    return sub.model_copy(update={"enabled": True, "disabled_reason": None})
+
+
+def disabled(sub: Subscription, reason: str) -> Subscription:
+    return sub.model_copy(update={"enabled": False, "disabled_reason": reason})
+
+
+def rotated(
+    sub: Subscription, secret: str, grace_seconds: float, now: datetime | None = None
+) -> Subscription:
+    """``sub`` signing with ``secret`` from now on, and with its current secrets for ``grace_seconds``
+    more (none when 0); previous secrets that have expired are dropped, and at most ten are kept."""
+    now = now or datetime.now(UTC)
+    kept = [p.model_dump(mode="json") for p in sub.previous_secrets if p.expires_at > now]
+    until = (now + timedelta(seconds=grace_seconds)).isoformat()
+    retired = [{"secret": s, "expires_at": until} for s in sub.secrets] if grace_seconds > 0 else []
+    document = {**sub.document(), "secrets": [secret], "previous_secrets": (retired + kept)[:10]}
+    return parse_subscription(document, default_id=sub.id)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -29,7 +28,16 @@ from fanout.http.signing import new_secret
 from fanout.http.ssrf import url_refusal
 from fanout.model import Delivery, Event
 from fanout.subscription import Subscription, parse_subscription
-from fanout.subscription_plans import Change, Plan, delete_plan, put_plan, update_plan
+from fanout.subscription_plans import (
+    Change,
+    Plan,
+    delete_plan,
+    disabled,
+    enabled,
+    put_plan,
+    rotated,
+    update_plan,
+)
 
 routes = web.RouteTableDef()
 SUBSCRIPTION_SCHEMA = file_validator("subscription.schema.json")
@@ -219,16 +227,14 @@ async def _update(request: web.Request, change: Any) -> web.Response:
 
 @routes.post("/v1/subscriptions/{id}/enable")
 async def enable(request: web.Request) -> web.Response:
-    return await _update(request, lambda s: s.model_copy(update={"enabled": True, "disabled_reason": None}))
+    return await _update(request, enabled)
 
 
 @routes.post("/v1/subscriptions/{id}/disable")
 async def disable(request: web.Request) -> web.Response:
     body = request["body"] or {}
     reason = body.get("reason") or f"disabled by {request['principal'].name}"
-    return await _update(
-        request, lambda s: s.model_copy(update={"enabled": False, "disabled_reason": reason})
-    )
+    return await _update(request, lambda s: disabled(s, reason))
 
 
 @routes.post("/v1/subscriptions/{id}/rotate-secret")
@@ -239,12 +245,10 @@ async def rotate_secret(request: web.Request) -> web.Response:
     secret = new_secret()
 
     def rotate(existing: Subscription) -> Subscription:
-        now = datetime.now(UTC)
-        kept = [p.model_dump(mode="json") for p in existing.previous_secrets if p.expires_at > now]
-        until = (now + timedelta(seconds=grace)).isoformat()
-        retired = [{"secret": s, "expires_at": until} for s in existing.secrets] if grace > 0 else []
-        previous = (retired + kept)[:10]
-        return parse({**existing.document(), "secrets": [secret], "previous_secrets": previous}, existing.id)
+        try:
+            return rotated(existing, secret, grace)
+        except ValidationFailed as exc:
+            raise Problem(400, str(exc)) from None
 
     response = await _update(request, rotate)
     sub_view = orjson.loads(response.body or b"{}")  # type: ignore[arg-type]

@@ -121,3 +121,42 @@ class AsyncProducer:
             log.error("%d records were not acknowledged before shutdown", remaining)
         self._running = False
         await self._loop.run_in_executor(None, self._thread.join)
+
+
+class BlockingProducer:
+    """For the CLI: ``produce`` waits for the broker's acknowledgement; ``emit`` writes an operational
+    event without waiting (``close`` flushes)."""
+
+    def __init__(self, settings: Settings, ops_topic: str | None = None) -> None:
+        self._producer = Producer(producer_config(settings))
+        self._ops_topic = ops_topic or settings.topics.ops
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> RecordMetadata:
+        result: list[RecordMetadata | KafkaError] = []
+
+        def delivered(error: KafkaError | None, msg: Message) -> None:
+            result.append(
+                error if error is not None else RecordMetadata(topic, msg.partition() or 0, msg.offset() or 0)
+            )
+
+        try:
+            self._producer.produce(
+                topic, value=value, key=key, headers=cast(Any, headers), on_delivery=delivered
+            )
+        except KafkaException as exc:
+            raise _failure(exc.args[0]) from None
+        self._producer.flush(60)
+        if not result:
+            raise ProduceFailed("the broker did not acknowledge the record in time")
+        if isinstance(result[0], KafkaError):
+            raise _failure(result[0])
+        return result[0]
+
+    def emit(self, event_type: str, key: str, data: dict[str, Any]) -> None:
+        from fanout.pipeline.ops import ops_event
+
+        self._producer.produce(self._ops_topic, value=ops_event(event_type, data), key=key.encode())
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        self._producer.flush(30)
