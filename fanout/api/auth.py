@@ -162,6 +162,7 @@ def _scopes(claim: Any) -> frozenset[str]:
 
 
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 
 
 @web.middleware
@@ -172,5 +173,5 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         principal = await request.app[AUTHENTICATOR].authenticate(request)
         if op.scope is not None and op.scope not in principal.scopes:
             raise Problem(403, f"this needs the scope {op.scope}")
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
     return await handler(request)

@@ -14,6 +14,7 @@ from aiohttp import web
 from fanout.api.context import api
 from fanout.api.jobs import epoch_ms
 from fanout.api.problems import Problem
+from fanout.api.validation import BODY, PARAMS
 from fanout.deadletter import DeadLetterFilter
 from fanout.errors import FanoutError
 from fanout.kafka.deadletters import BadCursor, browse, decode_cursor, replay
@@ -24,7 +25,7 @@ routes = web.RouteTableDef()
 @routes.get("/v1/dead-letters")
 async def list_dead_letters(request: web.Request) -> web.Response:
     app = api(request)
-    params = request["params"]
+    params = request[PARAMS]
     where = DeadLetterFilter(
         subscription=params.get("subscription"),
         since_ms=epoch_ms(params["since"], "query.since") if "since" in params else None,
@@ -45,7 +46,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 @routes.post("/v1/dead-letters/replay")
 async def replay_dead_letters(request: web.Request) -> web.Response:
     app = api(request)
-    body = request["body"]
+    body = request[BODY]
     ids = None
     if "ids" in body:
         ids = frozenset((int(p), int(o)) for p, _, o in (i.partition("-") for i in body["ids"]))

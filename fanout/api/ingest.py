@@ -17,6 +17,7 @@ from fanout.api.context import api
 from fanout.api.inbound import Unverified, event_id, verify
 from fanout.api.problems import Problem, not_found
 from fanout.api.publish import new_id, write
+from fanout.api.validation import BODY
 from fanout.config import IngestSource
 
 routes = web.RouteTableDef()
@@ -47,7 +48,7 @@ async def ingest(request: web.Request) -> web.Response:
     source = app.settings.api.ingest.get(name)
     if source is None:
         raise not_found(f"ingest source {name!r}")
-    body: bytes = request["body"] or b""
+    body: bytes = request[BODY] or b""
     try:
         delivery_id = verify(source, request.headers, body)
     except Unverified as exc:

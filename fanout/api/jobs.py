@@ -18,6 +18,7 @@ from aiohttp import web
 
 from fanout.api.context import api
 from fanout.api.problems import Problem, not_found
+from fanout.api.validation import BODY
 from fanout.config import Settings
 from fanout.jobs import Job, find_job, new_job_id, run_source_replay
 from fanout.pipeline.ops import OpsEvents
@@ -85,7 +86,7 @@ async def replay(request: web.Request) -> web.Response:
     sub = app.live.get(sub_id)
     if sub is None:
         raise not_found(f"subscription {sub_id!r}")
-    body = request["body"]
+    body = request[BODY]
     since = epoch_ms(body["since"], "body/since")
     until = epoch_ms(body["until"], "body/until") if "until" in body else int(time.time() * 1000)
     if until <= since:

@@ -20,8 +20,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from fanout.api.auth import PRINCIPAL
 from fanout.api.context import Api, api
 from fanout.api.problems import Problem
+from fanout.api.validation import BODY, PARAMS
 from fanout.kafka.producer import ProduceFailed, RecordTooLarge
 from fanout.model import Headers
 from fanout.pipeline.sink import RecordMetadata
@@ -85,13 +87,13 @@ def chosen_topic(app: Api, params: dict[str, Any]) -> str:
 @routes.post("/v1/events")
 async def publish(request: web.Request) -> web.Response:
     app = api(request)
-    params = request["params"]
+    params = request[PARAMS]
     topic = chosen_topic(app, params)
-    body = request["body"]
+    body = request[BODY]
     batch = isinstance(body, list)
     events: list[dict[str, Any]] = body if batch else [body]
     idempotency = params.get("Idempotency-Key")
-    principal = request["principal"].name
+    principal = request[PRINCIPAL].name
     key = params["key"].encode() if "key" in params else None
     trace = _trace_headers(request)
     records: list[Record] = []

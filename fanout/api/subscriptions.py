@@ -18,10 +18,11 @@ import orjson
 from aiohttp import web
 from aiohttp.resolver import ThreadedResolver
 
+from fanout.api.auth import PRINCIPAL
 from fanout.api.context import Api, api
 from fanout.api.openapi import file_validator
 from fanout.api.problems import Problem, not_found
-from fanout.api.validation import field_errors
+from fanout.api.validation import BODY, PARAMS, field_errors
 from fanout.endpoint_auth import OAuth2ClientCredentials
 from fanout.errors import DeliveryError, FanoutError, ValidationFailed, VersionConflict
 from fanout.http.signing import new_secret
@@ -49,7 +50,7 @@ def etag(sub: Subscription) -> str:
 
 
 def expected_version(request: web.Request) -> int | None:
-    value = request["params"].get("If-Match")
+    value = request[PARAMS].get("If-Match")
     if value is None or value.strip() == "*":
         return None
     tag = value.strip().removeprefix("W/")
@@ -150,7 +151,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 @routes.post("/v1/subscriptions")
 async def create(request: web.Request) -> web.Response:
     app = api(request)
-    body = dict(request["body"])
+    body = dict(request[BODY])
     generated = None
     if "secrets" not in body:
         generated = new_secret()
@@ -184,7 +185,7 @@ async def _replace(request: web.Request, app: Api, sub_id: str, build: Any) -> w
 
 @routes.put("/v1/subscriptions/{id}")
 async def replace(request: web.Request) -> web.Response:
-    app, sub_id, body = api(request), _sub_id(request), request["body"]
+    app, sub_id, body = api(request), _sub_id(request), request[BODY]
     if body.get("id", sub_id) != sub_id:
         raise Problem(400, "the id in the body differs from the one in the path")
 
@@ -196,7 +197,7 @@ async def replace(request: web.Request) -> web.Response:
 
 @routes.patch("/v1/subscriptions/{id}")
 async def patch(request: web.Request) -> web.Response:
-    app, sub_id, body = api(request), _sub_id(request), request["body"]
+    app, sub_id, body = api(request), _sub_id(request), request[BODY]
     if body.get("id", sub_id) != sub_id:
         raise Problem(400, "the id of a subscription cannot change")
 
@@ -232,15 +233,15 @@ async def enable(request: web.Request) -> web.Response:
 
 @routes.post("/v1/subscriptions/{id}/disable")
 async def disable(request: web.Request) -> web.Response:
-    body = request["body"] or {}
-    reason = body.get("reason") or f"disabled by {request['principal'].name}"
+    body = request[BODY] or {}
+    reason = body.get("reason") or f"disabled by {request[PRINCIPAL].name}"
     return await _update(request, lambda s: disabled(s, reason))
 
 
 @routes.post("/v1/subscriptions/{id}/rotate-secret")
 async def rotate_secret(request: web.Request) -> web.Response:
     app = api(request)
-    body = request["body"] or {}
+    body = request[BODY] or {}
     grace = float(body.get("grace_seconds", app.settings.api.secret_grace))
     secret = new_secret()
 

@@ -4,7 +4,7 @@ so the document and the code cannot drift apart.
 For each operation: path, query and header parameters are converted to their schema's type and
 validated (a scalar query parameter given twice is an error); the body's media type must be one the
 operation lists (else 415); JSON bodies are parsed (invalid JSON is a 400) and validated against the
-operation's schema. The results are ``request["params"]`` and ``request["body"]`` (parsed JSON, or the
+operation's schema. The results are ``request[PARAMS]`` and ``request[BODY]`` (parsed JSON, or the
 raw bytes for ``*/*`` bodies, or None when an optional body is absent). Field errors never echo the
 offending value: it may be a secret.
 """
@@ -193,6 +193,8 @@ def _resolve_all(document: dict[str, Any], items: list[dict[str, Any]]) -> list[
 
 
 OPERATIONS: web.AppKey[dict[tuple[str, str], Operation]] = web.AppKey("operations")
+PARAMS: web.RequestKey[dict[str, Any]] = web.RequestKey("params")
+BODY: web.RequestKey[Any] = web.RequestKey("body")
 
 
 def operation_of(request: web.Request) -> Operation | None:
@@ -206,6 +208,6 @@ def operation_of(request: web.Request) -> Operation | None:
 async def validate(request: web.Request, handler: Handler) -> web.StreamResponse:
     op = operation_of(request)
     if op is not None:
-        request["params"] = op.read_params(request)
-        request["body"] = await op.read_body(request)
+        request[PARAMS] = op.read_params(request)
+        request[BODY] = await op.read_body(request)
     return await handler(request)

@@ -19,6 +19,7 @@ from fanout.errors import FanoutError
 
 TIMEOUT = 30.0
 BATCH = 500
+POLL_SECONDS = 0.05  # consume() waits out its timeout unless BATCH records arrive
 
 
 class RangeReader:
@@ -32,6 +33,7 @@ class RangeReader:
                 "enable.partition.eof": True,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 10,
             }
         )
 
@@ -87,7 +89,7 @@ class RangeReader:
         self._consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(pending)])
         try:
             while pending:
-                for msg in self._consumer.consume(BATCH, 1.0):
+                for msg in self._consumer.consume(BATCH, POLL_SECONDS):
                     partition = msg.partition() or 0
                     error = msg.error()
                     if error is not None:

@@ -46,9 +46,14 @@ log = logging.getLogger("fanout.kafka.subscriptions")
 WRITE_ATTEMPTS = 12
 COMMIT_ATTEMPTS = 3
 TIMEOUT = 30.0
+# consume(n, timeout) waits out its timeout unless n records arrive, even after the end-of-partition
+# event: poll briefly, so that reading to the end takes as long as the reading, not a full second.
+READ_POLL_SECONDS = 0.05
 
 
-def _reader(settings: Settings) -> Consumer:
+def _reader(settings: Settings, to_the_end: bool = False) -> Consumer:
+    """A consumer without a group. ``to_the_end``: it reads to the end and stops, so the broker should
+    not hold an empty fetch for long (that wait is what the end of the partition costs)."""
     return Consumer(
         {
             **settings.kafka.librdkafka(),
@@ -57,6 +62,7 @@ def _reader(settings: Settings) -> Consumer:
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
+            **({"fetch.wait.max.ms": 10} if to_the_end else {}),
         }
     )
 
@@ -74,12 +80,12 @@ def _assign_all(consumer: Consumer, topic: str) -> set[int]:
 def read_to_end(settings: Settings) -> dict[str, Subscription]:
     """Every live subscription, read from the beginning of the topic to its end."""
     codec = SubscriptionCodec(settings.secrets)
-    consumer = _reader(settings)
+    consumer = _reader(settings, to_the_end=True)
     try:
         pending = _assign_all(consumer, settings.topics.subscriptions)
         state: dict[str, Subscription] = {}
         while pending:
-            for msg in consumer.consume(1000, 1.0):
+            for msg in consumer.consume(1000, READ_POLL_SECONDS):
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
