@@ -49,9 +49,8 @@ def source_topic(settings: Settings) -> str:
 
 
 def create_api_topics(settings: Settings, *extra: str) -> None:
-    create_engine_topics(
-        settings, [*settings.api.topics, *(s.topic for s in settings.api.ingest.values()), *extra]
-    )
+    topics = [*settings.api.topics, *(s.topic for s in settings.api.ingest.values()), *extra]
+    create_engine_topics(settings, list(dict.fromkeys(topics)))
 
 
 @dataclass
@@ -153,3 +152,12 @@ class Issuer:
     async def __aexit__(self, *exc: object) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def record_count(settings: Settings, topic: str) -> int:
+    """How many records ``topic`` holds (high minus low watermark, over its partitions)."""
+    from fanout.kafka.ranges import RangeReader
+
+    with RangeReader(settings) as reader:
+        marks = reader.watermarks(topic, reader.partitions(topic))
+    return sum(high - low for low, high in marks.values())

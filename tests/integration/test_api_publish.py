@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import orjson
 
-from tests.integration.api import READ_KEY, api_settings, create_api_topics, running_api, source_topic
+from tests.integration.api import (
+    READ_KEY,
+    api_settings,
+    create_api_topics,
+    record_count,
+    running_api,
+    source_topic,
+)
 from tests.integration.engine import header, read_topic
 
 CURL_BODY = b'{"event": "user_registered", "data": {"user_id": 1234, "email": "user@example.com"}}'
@@ -73,6 +80,7 @@ async def test_publish_answers_after_the_broker_acknowledged(bootstrap: str, uni
         unauthorized = errors[7][0]
         assert unauthorized[1]["WWW-Authenticate"].startswith("Bearer")
 
+    assert record_count(settings, topic) == 11, "only the accepted events were written"
     records = read_topic(settings, topic, 11)
     assert len(records) == 11, "only the accepted events were written (1 + 1 + 3 batches of 3)"
     first = next(m for m in records if orjson.loads(m.value()).get("id") == body["id"])
