@@ -161,3 +161,17 @@ def record_count(settings: Settings, topic: str) -> int:
     with RangeReader(settings) as reader:
         marks = reader.watermarks(topic, reader.partitions(topic))
     return sum(high - low for low, high in marks.values())
+
+
+async def dispatcher_sees(app: Any, sub_id: str, check: Any, timeout: float = 30.0) -> None:
+    """Poll (with a deadline) until the running dispatcher's routing table has ``sub_id`` and
+    ``check(subscription)`` holds: its table follows the subscriptions topic a moment behind writes."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        sub = app.dispatcher.table.get(sub_id) if app.dispatcher is not None else None
+        if sub is not None and check(sub):
+            return
+        assert time.monotonic() < deadline, f"the dispatcher's table never showed the change to {sub_id}"
+        await asyncio.sleep(0.05)

@@ -4,27 +4,12 @@ rotation without grace drops the secret it replaced."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from fanout.app import DispatcherApp
-from tests.integration.api import api_settings, create_api_topics, running_api, source_topic
+from tests.integration.api import api_settings, create_api_topics, dispatcher_sees, running_api, source_topic
 from tests.integration.engine import running
 from tests.receivers import Received, Receiver
-
-
-async def table_version(app: DispatcherApp, sub_id: str, version: int, timeout: float = 30) -> None:
-    """Poll (with a deadline) until the dispatcher's routing table has ``version`` of ``sub_id``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sub = app.dispatcher.table.get(sub_id) if app.dispatcher else None
-        if sub is not None and sub.version >= version:
-            return
-        assert time.monotonic() < deadline, f"the dispatcher did not see version {version} of {sub_id}"
-        await asyncio.sleep(0.05)
 
 
 def verifies(secret: str, request: Received) -> bool:
@@ -46,7 +31,7 @@ async def test_both_signatures_during_the_grace_period(bootstrap: str, unique: s
         assert status == 201
         first = created["secret"]
         async with running(settings) as dispatcher:
-            await table_version(dispatcher, "crm", 1)
+            await dispatcher_sees(dispatcher, "crm", lambda s: s.version >= 1)
             await api.call("POST", "/v1/events", {"event": "a"})
             await receiver.wait_count(1)
 
@@ -54,7 +39,7 @@ async def test_both_signatures_during_the_grace_period(bootstrap: str, unique: s
                 "POST", "/v1/subscriptions/crm/rotate-secret", {"grace_seconds": 600}
             )
             second = rotated["secret"]
-            await table_version(dispatcher, "crm", rotated["version"])
+            await dispatcher_sees(dispatcher, "crm", lambda s: s.version >= rotated["version"])
             await api.call("POST", "/v1/events", {"event": "b"})
             await receiver.wait_count(2)
 
@@ -62,7 +47,7 @@ async def test_both_signatures_during_the_grace_period(bootstrap: str, unique: s
                 "POST", "/v1/subscriptions/crm/rotate-secret", {"grace_seconds": 0}
             )
             third = again["secret"]
-            await table_version(dispatcher, "crm", again["version"])
+            await dispatcher_sees(dispatcher, "crm", lambda s: s.version >= again["version"])
             await api.call("POST", "/v1/events", {"event": "c"})
             await receiver.wait_count(3)
 
