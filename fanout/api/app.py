@@ -37,10 +37,16 @@ from fanout.pipeline.ops import OpsEvents
 log = logging.getLogger("fanout.api")
 
 
+# aiohttp's defaults (8190 bytes) would refuse, as text/plain, a request line with a long but valid
+# query (a 1024-character key is up to 12 KB percent-encoded); keep them above the document's limits.
+MAX_LINE_BYTES = 64 * 1024
+
+
 def build_app(settings: Settings, resolver: AbstractResolver | None = None) -> web.Application:
     app = web.Application(
         middlewares=[problems, authenticate, validate],
         client_max_size=settings.api.max_body_bytes,
+        handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES},
     )
     app[OPERATIONS] = operations(bundle())
     app[AUTHENTICATOR] = Authenticator(settings.api)
@@ -76,11 +82,15 @@ def build_app(settings: Settings, resolver: AbstractResolver | None = None) -> w
     return app
 
 
+def runner(app: web.Application) -> web.AppRunner:
+    return web.AppRunner(app, access_log=None, shutdown_timeout=10)
+
+
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit code."""
-    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=10)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.api.host, settings.api.port)
+    app_runner = runner(build_app(settings))
+    await app_runner.setup()
+    site = web.TCPSite(app_runner, settings.api.host, settings.api.port)
     await site.start()
     log.info("listening on http://%s:%d/", settings.api.host, settings.api.port)
     stop = asyncio.Event()
@@ -93,7 +103,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await app_runner.cleanup()
     return 0
 
 

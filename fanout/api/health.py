@@ -9,12 +9,11 @@ import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from confluent_kafka import KafkaException
 
 from fanout.api.context import api
 from fanout.api.openapi import served_json
 from fanout.config import Settings
-from fanout.kafka.topics import admin_client
+from fanout.kafka.topics import admin_client, broker_reachable
 
 if TYPE_CHECKING:
     from fanout.api.live import LiveSubscriptions
@@ -39,15 +38,12 @@ class BrokerProbe:
 
     async def check(self) -> bool:
         loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(
-                None, lambda: self._admin.list_topics(self._topic, timeout=PROBE_TIMEOUT)
-            )
-        except KafkaException as exc:
-            log.warning("broker probe failed: %s", exc)
-            return False
-        self.last_ok = time.monotonic()
-        return True
+        ok = await loop.run_in_executor(None, broker_reachable, self._admin, self._topic, PROBE_TIMEOUT)
+        if ok:
+            self.last_ok = time.monotonic()
+        else:
+            log.warning("broker probe: no answer within %gs", PROBE_TIMEOUT)
+        return ok
 
     async def run(self) -> None:
         while True:

@@ -28,7 +28,7 @@ from fanout import headers as H
 from fanout.config import Settings
 from fanout.deadletter import DeadLetterFilter, view
 from fanout.errors import FanoutError
-from fanout.kafka.producer import producer_config
+from fanout.kafka.producer import produce_waiting, producer_config
 from fanout.kafka.ranges import RangeReader
 from fanout.model import Headers
 
@@ -147,7 +147,8 @@ def replay(
                 if replayed is None:
                     counts.skipped += 1
                 else:
-                    producer.produce(
+                    produce_waiting(
+                        producer,
                         retry_topic,
                         value=msg.value(),
                         key=msg.key(),

@@ -160,3 +160,14 @@ class BlockingProducer:
 
     def close(self) -> None:
         self._producer.flush(30)
+
+
+def produce_waiting(producer: Producer, topic: str, **record: Any) -> None:
+    """``producer.produce`` for blocking writers: while the local queue is full, serve delivery reports
+    and try again (instead of failing the write)."""
+    while True:
+        try:
+            producer.produce(topic, **record)
+            return
+        except BufferError:
+            producer.poll(0.1)

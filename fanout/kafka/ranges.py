@@ -3,23 +3,38 @@
 A ``RangeReader`` assigns partitions at chosen offsets and reads each up to an end offset fixed when
 the read started (records written later are not part of it). A partition is finished at its end, or
 at the end of its log (``enable.partition.eof``), whichever comes first, so gaps (transaction markers,
-compaction, retention) never stall it. Blocking: call from a thread.
+compaction, retention) never stall it. Blocking: call from a thread. Kafka errors are raised as
+``FanoutError`` (the API answers 503 for them).
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Any, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from fanout.config import Settings
 from fanout.errors import FanoutError
 
+F = TypeVar("F", bound=Callable[..., Any])
 TIMEOUT = 30.0
 BATCH = 500
 POLL_SECONDS = 0.05  # consume() waits out its timeout unless BATCH records arrive
+
+
+def _kafka_errors(method: F) -> F:
+    @functools.wraps(method)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except KafkaException as exc:
+            raise FanoutError(f"Kafka: {exc.args[0]}") from None
+
+    return cast(F, wrapped)
 
 
 class RangeReader:
@@ -48,23 +63,28 @@ class RangeReader:
     def close(self) -> None:
         self._consumer.close()
 
+    @_kafka_errors
     def partitions(self, topic: str) -> list[int]:
         info = self._consumer.list_topics(topic, timeout=TIMEOUT).topics.get(topic)
         if info is None or info.error is not None:
             raise FanoutError(f"topic {topic} does not exist")
         return sorted(info.partitions)
 
+    @_kafka_errors
     def watermarks(self, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:
         return {
             p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=TIMEOUT)
             for p in partitions
         }
 
+    @_kafka_errors
     def offsets_at(
         self, topic: str, partitions: list[int], ms: int | None, beginning: bool
     ) -> dict[int, int]:
         """Per partition: the first offset whose timestamp is at least ``ms``; without ``ms`` (or when
         no record is that recent) the log's start (``beginning``) or end."""
+        if not partitions:
+            return {}
         marks = self.watermarks(topic, partitions)
         if ms is None:
             return {p: marks[p][0] if beginning else marks[p][1] for p in partitions}
@@ -81,6 +101,12 @@ class RangeReader:
     def read(self, topic: str, starts: dict[int, int], ends: dict[int, int]) -> Iterator[Message]:
         """Records with ``starts[p] <= offset < ends[p]``, partitions interleaved, each in order. The
         caller may stop early (``pause`` skips the rest of one partition)."""
+        try:
+            yield from self._read(topic, starts, ends)
+        except KafkaException as exc:
+            raise FanoutError(f"Kafka: {exc.args[0]}") from None
+
+    def _read(self, topic: str, starts: dict[int, int], ends: dict[int, int]) -> Iterator[Message]:
         pending = {p for p, start in starts.items() if start < ends.get(p, 0)}
         self._pending = pending
         if not pending:

@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from fanout import headers as H
 from fanout.config import Settings
 from fanout.errors import FanoutError, PoisonRecord
-from fanout.kafka.producer import producer_config
+from fanout.kafka.producer import produce_waiting, producer_config
 from fanout.kafka.ranges import RangeReader
 from fanout.model import Headers
 from fanout.pipeline.decode import decode
@@ -107,6 +107,11 @@ def _replay_one(
     state.matched += 1
     origin = (topic, partition, offset, int(event.time * 1000))
     replayed = H.for_replay(headers, sub_id, event.id, origin, int(time.time() * 1000))
-    producer.produce(
-        retry_topic, value=msg.value(), key=msg.key(), headers=cast(Any, replayed), on_delivery=acked
+    produce_waiting(
+        producer,
+        retry_topic,
+        value=msg.value(),
+        key=msg.key(),
+        headers=cast(Any, replayed),
+        on_delivery=acked,
     )

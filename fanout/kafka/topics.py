@@ -139,3 +139,12 @@ def describe_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float =
         replicas = len(next(iter(parts.values())).replicas) if parts else 0
         infos.append(TopicInfo(s.name, s.role, True, len(parts), replicas, configs.get(s.name, {})))
     return infos
+
+
+def broker_reachable(admin: AdminClient, topic: str, timeout: float = 5.0) -> bool:
+    """True when the cluster answers a metadata request for ``topic`` within ``timeout``."""
+    try:
+        admin.list_topics(topic, timeout=timeout)
+    except KafkaException:
+        return False
+    return True

@@ -16,6 +16,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from fanout.api.app import build_app
+from fanout.api.app import runner as api_runner
 from fanout.api.auth import key_digest
 from fanout.config import SCOPES, ApiKey, ApiSettings, Settings
 from tests.integration.engine import create_engine_topics, engine_settings
@@ -98,7 +99,7 @@ def orjson_bytes(value: Any) -> bytes:
 @contextlib.asynccontextmanager
 async def running_api(settings: Settings) -> AsyncIterator[Client]:
     """The API serving on 127.0.0.1 (a free port) in this event loop, until the block ends."""
-    runner = web.AppRunner(build_app(settings), access_log=None, shutdown_timeout=2)
+    runner = api_runner(build_app(settings))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
