@@ -32,6 +32,7 @@ from fanout.api.validation import OPERATIONS, operations, validate
 from fanout.config import Settings
 from fanout.http.sender import HttpSender
 from fanout.kafka.producer import AsyncProducer
+from fanout.kafka.topics import admin_client, publish_topic_problems
 from fanout.pipeline.ops import OpsEvents
 
 log = logging.getLogger("fanout.api")
@@ -62,6 +63,11 @@ def build_app(settings: Settings, resolver: AbstractResolver | None = None) -> w
         sender = HttpSender(settings.delivery, resolver)
         await sender.start()
         ops = OpsEvents(producer, settings.topics.ops)
+        names = list(dict.fromkeys([*settings.api.topics, *(s.topic for s in settings.api.ingest.values())]))
+        if names:
+            admin = admin_client(settings)
+            for problem in await loop.run_in_executor(None, publish_topic_problems, admin, settings, names):
+                log.warning("%s", problem)
         probe = BrokerProbe(settings, live)
         await probe.check()
         probe_task = asyncio.create_task(probe.run())

@@ -123,25 +123,36 @@ IF_VERSION = click.option(
 )
 
 
+JSON = click.option("--json", "as_json", is_flag=True, help="Print the subscription as JSON (no secrets).")
+
+
 @subscriptions.command()
 @click.argument("sub_id")
 @IF_VERSION
+@JSON
 @pass_state
-def enable(state: CliState, sub_id: str, if_version: int | None) -> None:
+def enable(state: CliState, sub_id: str, if_version: int | None, as_json: bool) -> None:
     """Enable a subscription (events flow again; replay its dead letters to catch up)."""
     sub = _update(state, sub_id, enabled, if_version)
-    click.echo(f"enabled {sub_id} (version {sub.version})")
+    if as_json:
+        print_json(sub.public())
+    else:
+        click.echo(f"enabled {sub_id} (version {sub.version})")
 
 
 @subscriptions.command()
 @click.argument("sub_id")
 @click.option("--reason", default="disabled by an operator", show_default=True)
 @IF_VERSION
+@JSON
 @pass_state
-def disable(state: CliState, sub_id: str, reason: str, if_version: int | None) -> None:
+def disable(state: CliState, sub_id: str, reason: str, if_version: int | None, as_json: bool) -> None:
     """Disable a subscription: its events are dead-lettered (reason "subscription disabled")."""
     sub = _update(state, sub_id, lambda s: disabled(s, reason), if_version)
-    click.echo(f"disabled {sub_id} (version {sub.version})")
+    if as_json:
+        print_json(sub.public())
+    else:
+        click.echo(f"disabled {sub_id} (version {sub.version})")
 
 
 @subscriptions.command("rotate-secret")

@@ -89,3 +89,17 @@ async def test_publish_answers_after_the_broker_acknowledged(bootstrap: str, uni
     assert header(first, "traceparent") == TRACEPARENT
     ce_record = next(m for m in records if orjson.loads(m.value()).get("id") == "ce-1")
     assert header(ce_record, "content-type") == "application/cloudevents+json"
+
+
+def test_publish_topics_are_checked_at_start(bootstrap: str, unique: str) -> None:
+    from fanout.kafka.topics import TopicSpec, admin_client, create_topics, publish_topic_problems
+
+    settings = api_settings(bootstrap, unique)
+    topic = source_topic(settings)
+    create_api_topics(settings)
+    small = f"{unique}.small"
+    create_topics(admin_client(settings), [TopicSpec(small, "source", 1, 1, {"max.message.bytes": "4096"})])
+    problems = publish_topic_problems(admin_client(settings), settings, [topic, small, f"{unique}.missing"])
+    assert len(problems) == 2
+    assert f"{unique}.small takes records up to 4096 bytes" in problems[0]
+    assert f"{unique}.missing does not exist" in problems[1]
