@@ -279,7 +279,7 @@ def map_secrets(document: dict[str, Any], change: Callable[[str], str]) -> dict[
                 k: change(v) if k in fields and isinstance(v, str) else v for k, v in section.items()
             }
     for key in [k for k in ("secrets", "previous_secrets", "headers") if doc.get(k) is None]:
-        doc.pop(key)
+        doc.pop(key, None)
     return doc
 
 

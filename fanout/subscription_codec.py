@@ -10,6 +10,7 @@ with a key that is not configured) is skipped with an error in the log, as befor
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 
@@ -29,6 +30,22 @@ def context(sub_id: str) -> str:
     return f"fanout.subscription:{sub_id}"
 
 
+# Fields added after the first release, left out while at their defaults: a record that does not use
+# them stays readable by a dispatcher of the previous version (its model forbids unknown fields).
+_NEWER_FIELDS: dict[str, Any] = {"previous_secrets": [], "auth": None}
+_NEWER_CERTIFICATE_FIELDS = ("cert_pem", "key_pem")
+
+
+def _compatible(document: dict[str, Any]) -> dict[str, Any]:
+    doc = {k: v for k, v in document.items() if k not in _NEWER_FIELDS or v != _NEWER_FIELDS[k]}
+    cert = doc.get("client_certificate")
+    if isinstance(cert, dict):
+        doc["client_certificate"] = {
+            k: v for k, v in cert.items() if k not in _NEWER_CERTIFICATE_FIELDS or v is not None
+        }
+    return doc
+
+
 class SubscriptionCodec:
     def __init__(self, secrets: SecretsSettings) -> None:
         self.box = SecretBox.from_base64(k.get_secret_value() for k in secrets.keys)
@@ -42,7 +59,9 @@ class SubscriptionCodec:
                 "unencrypted; set FANOUT_SECRETS__KEYS (fanout keys encryption makes a key)"
             )
         where = context(sub.id)
-        return orjson.dumps(map_secrets(sub.document(), lambda value: self.box.seal(value, where)))
+        return orjson.dumps(
+            map_secrets(_compatible(sub.document()), lambda value: self.box.seal(value, where))
+        )
 
     def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None:
         """(id, subscription) or (id, None) for a tombstone; None for a record that must be skipped."""

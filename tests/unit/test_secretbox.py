@@ -95,3 +95,29 @@ def test_codec_skips_what_it_cannot_open(caplog: pytest.LogCaptureFixture) -> No
 def test_encryption_keys_are_validated() -> None:
     with pytest.raises(ValueError, match="16, 24 or 32 bytes"):
         SecretsSettings(keys=[SecretStr(base64.b64encode(b"short").decode())])
+
+
+def test_records_written_before_this_version_still_decode() -> None:
+    """A record of the earlier format: no previous_secrets, no auth, secrets in clear."""
+    old = {
+        "id": "hook-1",
+        "version": 3,
+        "url": "https://hooks.example.com/in",
+        "topics": ["orders"],
+        "secrets": [SECRET],
+    }
+    for keys in ([], [SecretStr(OLD)]):
+        decoded = SubscriptionCodec(SecretsSettings(keys=keys)).decode(b"hook-1", orjson.dumps(old))
+        assert decoded is not None and decoded[1] is not None
+        assert decoded[1].secrets == [SECRET] and decoded[1].previous_secrets == []
+
+
+def test_records_without_new_features_are_readable_by_the_previous_version() -> None:
+    record = orjson.loads(SubscriptionCodec(SecretsSettings()).encode(make_sub()))
+    assert "previous_secrets" not in record and "auth" not in record
+    previous_fields = {
+        "id", "version", "url", "topics", "events", "filter", "enabled", "disabled_reason", "secrets",
+        "headers", "rate_limit", "max_in_flight", "timeout", "retry", "payload", "ordering",
+        "client_certificate", "description",
+    }  # fmt: skip
+    assert set(record) <= previous_fields
