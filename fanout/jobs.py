@@ -136,9 +136,12 @@ def run_source_replay(
 
 
 def find_job(settings: Settings, job_id: str) -> Job | None:
-    """The latest state of ``job_id`` as written to the ops topic by whichever instance ran it."""
+    """The latest state of ``job_id`` as written to the ops topic by whichever instance ran it (None
+    for an id from the future, or older than the ops topic's retention: its events are gone)."""
     created = job_time_ms(job_id)
-    if created is None:
+    now = int(time.time() * 1000)
+    oldest = now - int(settings.topics.ops_retention_hours * 3600 * 1000)
+    if created is None or not oldest <= created <= now + LOOKBACK_MS:
         return None
     topic = settings.topics.ops
     key = job_id.encode()

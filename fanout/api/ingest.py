@@ -27,12 +27,12 @@ DEFAULT_TYPE_FIELD = {"stripe": "type", "standard-webhooks": "type"}
 MAX_TYPE = 256
 
 
-def _event_type(source: IngestSource, headers: web.Request, data: object) -> str:
+def _event_type(source: IngestSource, request: web.Request, data: object) -> str:
     header = source.event_type_header or DEFAULT_TYPE_HEADER.get(source.scheme)
     field = source.event_type_field or DEFAULT_TYPE_FIELD.get(source.scheme)
     found: object = source.event_type
     if found is None and header:
-        found = headers.headers.get(header)
+        found = request.headers.get(header)
     if found is None and field and isinstance(data, dict):
         found = data.get(field)
     if not isinstance(found, str) or not 0 < len(found) <= MAX_TYPE:

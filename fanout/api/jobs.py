@@ -3,7 +3,8 @@
 A job runs in a thread of this instance (``fanout.jobs.run_source_replay``) and writes its start,
 progress and end to the ops topic, so ``GET /v1/jobs/{id}`` on any instance can answer: from memory
 here, else from the ops topic. A job outlives no process: one whose instance stopped stays
-``running`` in the ops topic; start it again.
+``running`` in the ops topic; start it again. At most ``MAX_RUNNING_JOBS`` run at once per instance;
+more wait their turn (``running``, nothing scanned yet).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +27,7 @@ from fanout.pipeline.ops import OpsEvents
 from fanout.subscription import Subscription
 
 routes = web.RouteTableDef()
+MAX_RUNNING_JOBS = 4
 
 
 def epoch_ms(text: str, field: str) -> int:
@@ -53,6 +56,8 @@ class Jobs:
         self.jobs: dict[str, Job] = {}
         self._tasks: set[asyncio.Future[Job]] = set()
         self._stop = threading.Event()
+        # Jobs run long: their own threads, so they never starve the requests' executor.
+        self._threads = ThreadPoolExecutor(MAX_RUNNING_JOBS, thread_name_prefix="fanout-job")
 
     def start(self, sub: Subscription, since_ms: int, until_ms: int) -> Job:
         loop = asyncio.get_running_loop()
@@ -62,7 +67,9 @@ class Jobs:
         def emit(event_type: str, key: str, data: dict[str, Any]) -> None:
             loop.call_soon_threadsafe(self.ops.emit, event_type, key, data)
 
-        task = loop.run_in_executor(None, run_source_replay, self.settings, job, sub, emit, None, self._stop)
+        task = loop.run_in_executor(
+            self._threads, run_source_replay, self.settings, job, sub, emit, None, self._stop
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
@@ -77,6 +84,7 @@ class Jobs:
         self._stop.set()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=30)
+        self._threads.shutdown(wait=False)
 
 
 @routes.post("/v1/subscriptions/{id}/replay")

@@ -219,11 +219,15 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def _update(request: web.Request, change: Any) -> web.Response:
+async def _changed(request: web.Request, change: Any) -> Subscription:
     app, sub_id = api(request), _sub_id(request)
     if app.live.get(sub_id) is None:
         raise not_found(f"subscription {sub_id!r}")
-    return shown(_written(await run(app, update_plan(sub_id, change, expected_version(request)))))
+    return _written(await run(app, update_plan(sub_id, change, expected_version(request))))
+
+
+async def _update(request: web.Request, change: Any) -> web.Response:
+    return shown(await _changed(request, change))
 
 
 @routes.post("/v1/subscriptions/{id}/enable")
@@ -251,17 +255,10 @@ async def rotate_secret(request: web.Request) -> web.Response:
         except ValidationFailed as exc:
             raise Problem(400, str(exc)) from None
 
-    response = await _update(request, rotate)
-    sub_view = orjson.loads(response.body or b"{}")  # type: ignore[arg-type]
-    return web.json_response(
-        {
-            "id": sub_view["id"],
-            "version": sub_view["version"],
-            "secret": secret,
-            "previous_secrets_expire_at": sub_view["previous_secrets_expire_at"],
-        },
-        headers={"ETag": response.headers["ETag"]},
-    )
+    sub = await _changed(request, rotate)
+    expiry = sub.public()["previous_secrets_expire_at"]
+    body = {"id": sub.id, "version": sub.version, "secret": secret, "previous_secrets_expire_at": expiry}
+    return web.json_response(body, headers={"ETag": etag(sub)})
 
 
 class _NoTicket:

@@ -10,6 +10,7 @@ compaction, retention) never stall it. Blocking: call from a thread. Kafka error
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from types import TracebackType
@@ -23,6 +24,8 @@ from fanout.errors import FanoutError
 F = TypeVar("F", bound=Callable[..., Any])
 TIMEOUT = 30.0
 BATCH = 500
+METADATA_WAIT = 5.0
+METADATA_RETRY = 0.2
 POLL_SECONDS = 0.05  # consume() waits out its timeout unless BATCH records arrive
 
 
@@ -35,6 +38,19 @@ def _kafka_errors(method: F) -> F:
             raise FanoutError(f"Kafka: {exc.args[0]}") from None
 
     return cast(F, wrapped)
+
+
+def topic_partitions(client: Consumer, topic: str, wait: float = METADATA_WAIT) -> set[int]:
+    """The partitions of ``topic``. A topic created a moment ago may not be in every broker's metadata
+    yet: ask again for up to ``wait`` seconds before calling it missing."""
+    deadline = time.monotonic() + wait
+    while True:
+        info = client.list_topics(topic, timeout=TIMEOUT).topics.get(topic)
+        if info is not None and info.error is None and info.partitions:
+            return set(info.partitions)
+        if time.monotonic() >= deadline:
+            raise FanoutError(f"topic {topic} is missing; run `fanout topics create` first")
+        time.sleep(METADATA_RETRY)
 
 
 class RangeReader:
@@ -65,10 +81,7 @@ class RangeReader:
 
     @_kafka_errors
     def partitions(self, topic: str) -> list[int]:
-        info = self._consumer.list_topics(topic, timeout=TIMEOUT).topics.get(topic)
-        if info is None or info.error is not None:
-            raise FanoutError(f"topic {topic} does not exist")
-        return sorted(info.partitions)
+        return sorted(topic_partitions(self._consumer, topic))
 
     @_kafka_errors
     def watermarks(self, topic: str, partitions: list[int]) -> dict[int, tuple[int, int]]:

@@ -35,6 +35,7 @@ from confluent_kafka import (
 
 from fanout.config import Settings
 from fanout.errors import FanoutError
+from fanout.kafka.ranges import topic_partitions
 from fanout.subscription import Subscription
 from fanout.subscription_codec import Decoded, SubscriptionCodec
 from fanout.subscription_plans import Change, Plan, apply_plan, delete_plan, put_plan, update_plan
@@ -68,11 +69,7 @@ def _reader(settings: Settings, to_the_end: bool = False) -> Consumer:
 
 
 def _assign_all(consumer: Consumer, topic: str) -> set[int]:
-    metadata = consumer.list_topics(topic, timeout=TIMEOUT)
-    info = metadata.topics.get(topic)
-    if info is None or info.error is not None:
-        raise FanoutError(f"topic {topic} is missing; run `fanout topics create` first")
-    partitions = set(info.partitions)
+    partitions = topic_partitions(consumer, topic)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     return partitions
 

@@ -82,7 +82,23 @@ def _reveal(value: Any) -> Any:
 
 
 def create_engine_topics(settings: Settings, sources: Iterable[str]) -> None:
-    create_topics(admin_client(settings), internal_topics(settings) + source_topics(settings, list(sources)))
+    specs = internal_topics(settings) + source_topics(settings, list(sources))
+    create_topics(admin_client(settings), specs)
+    wait_for_topics(settings, [s.name for s in specs])
+
+
+def wait_for_topics(settings: Settings, names: Iterable[str], timeout: float = 30.0) -> None:
+    """Poll (with a deadline) until the broker's metadata shows every topic in ``names``."""
+    admin = admin_client(settings)
+    wanted = set(names)
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=10).topics
+        missing = {n for n in wanted if n not in topics or topics[n].error is not None}
+        if not missing:
+            return
+        assert time.monotonic() < deadline, f"topics never appeared in the metadata: {sorted(missing)}"
+        time.sleep(0.1)
 
 
 def subscription(sub_id: str, url: str, topics: list[str], **fields: Any) -> Subscription:

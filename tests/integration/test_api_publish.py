@@ -13,7 +13,7 @@ from tests.integration.api import (
     running_api,
     source_topic,
 )
-from tests.integration.engine import header, read_topic
+from tests.integration.engine import header, read_topic, wait_for_topics
 
 CURL_BODY = b'{"event": "user_registered", "data": {"user_id": 1234, "email": "user@example.com"}}'
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -99,6 +99,7 @@ def test_publish_topics_are_checked_at_start(bootstrap: str, unique: str) -> Non
     create_api_topics(settings)
     small = f"{unique}.small"
     create_topics(admin_client(settings), [TopicSpec(small, "source", 1, 1, {"max.message.bytes": "4096"})])
+    wait_for_topics(settings, [small])
     problems = publish_topic_problems(admin_client(settings), settings, [topic, small, f"{unique}.missing"])
     assert len(problems) == 2
     assert f"{unique}.small takes records up to 4096 bytes" in problems[0]

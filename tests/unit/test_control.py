@@ -203,3 +203,14 @@ def test_inbound_schemes() -> None:
     with pytest.raises(Unverified):
         verify(token, CIMultiDict({"X-Token": "Bearer nope"}), b"")
     assert event_id("gh", "d1") == event_id("gh", "d1") != event_id("other", "d1")
+
+
+def test_job_ids_outside_the_ops_retention_are_not_looked_up() -> None:
+    from fanout.config import KafkaSettings, Settings
+    from fanout.jobs import find_job, new_job_id
+
+    nowhere = Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"))  # would fail if contacted
+    assert find_job(nowhere, "job_ffffffffffffffff_00000000") is None, "from the future"
+    assert find_job(nowhere, "job_0_00000000") is None, "older than the retention"
+    assert find_job(nowhere, "not-a-job") is None
+    assert new_job_id().startswith("job_")
