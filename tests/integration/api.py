@@ -60,6 +60,7 @@ class Client:
 
     base: str
     session: aiohttp.ClientSession
+    app: web.Application
     key: str | None = FULL_KEY
 
     async def call(
@@ -106,7 +107,7 @@ async def running_api(settings: Settings) -> AsyncIterator[Client]:
     port = runner.addresses[0][1]
     try:
         async with aiohttp.ClientSession() as session:
-            yield Client(f"http://127.0.0.1:{port}", session)
+            yield Client(f"http://127.0.0.1:{port}", session, runner.app)
     finally:
         await runner.cleanup()
 

@@ -6,6 +6,7 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from fanout.api.context import API
 from fanout.config import JwtSettings
 from tests.integration.api import READ_KEY, Issuer, api_settings, create_api_topics, running_api
 
@@ -54,4 +55,9 @@ async def test_tokens_and_keys(bootstrap: str, unique: str) -> None:
             # unauthenticated routes
             for path in ("/healthz", "/readyz", "/openapi.json"):
                 assert (await api.call("GET", path, key=None))[0] == 200
+            probe = api.app[API].probe
+            probe.last_ok = float("-inf")  # as if the broker had not answered for a while
+            status, _, ready = await api.call("GET", "/readyz", key=None)
+            assert (status, ready) == (503, {"status": "unavailable", "broker": False, "subscriptions": True})
+            assert await probe.check() and (await api.call("GET", "/readyz", key=None))[0] == 200
         assert issuer.fetches <= 3, "the JWKS is cached (fetched again only for an unknown key id)"

@@ -3,6 +3,7 @@ a source time-range replay re-delivers exactly the events in the range; jobs rea
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import orjson
@@ -54,6 +55,7 @@ async def test_dead_letter_then_replay_then_delivered(bootstrap: str, unique: st
                     assert status == 200, page
                     if len(page["items"]) >= 2 or time.monotonic() > deadline:
                         return page
+                    await asyncio.sleep(0.1)
 
             page = await dead_letters()
             items = {d["subscription"]: d for d in page["items"]}
