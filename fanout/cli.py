@@ -7,8 +7,13 @@ from pathlib import Path
 import click
 
 from fanout import __version__
+from fanout.commands.api import api
 from fanout.commands.context import CliState
+from fanout.commands.dlq import dlq
+from fanout.commands.keys import keys
 from fanout.commands.listen import listen
+from fanout.commands.publish import publish
+from fanout.commands.replay import replay
 from fanout.commands.run import run
 from fanout.commands.subscriptions import subscriptions
 from fanout.commands.topics import topics
@@ -33,3 +38,8 @@ main.add_command(topics)
 main.add_command(subscriptions)
 main.add_command(run)
 main.add_command(listen)
+main.add_command(api)
+main.add_command(keys)
+main.add_command(publish)
+main.add_command(dlq)
+main.add_command(replay)

@@ -29,6 +29,13 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from fanout.api_settings import RECORD_OVERHEAD_BYTES as RECORD_OVERHEAD_BYTES
+from fanout.api_settings import SCOPES as SCOPES
+from fanout.api_settings import ApiKey as ApiKey
+from fanout.api_settings import ApiSettings as ApiSettings
+from fanout.api_settings import IngestSource as IngestSource
+from fanout.api_settings import JwtSettings as JwtSettings
+from fanout.api_settings import SecretsSettings as SecretsSettings
 from fanout.errors import ConfigError
 
 ENV_PREFIX = "FANOUT_"
@@ -244,6 +251,22 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     delivery: DeliverySettings = DeliverySettings()
     dispatcher: DispatcherSettings = DispatcherSettings()
+    api: ApiSettings = ApiSettings()
+    secrets: SecretsSettings = SecretsSettings()
+
+    @model_validator(mode="after")
+    def _api_topics(self) -> Settings:
+        internal = [t for t in self.api.topics if self.topics.is_internal(t)]
+        internal += [s.topic for s in self.api.ingest.values() if self.topics.is_internal(s.topic)]
+        if internal:
+            raise ValueError(f"api: {internal[0]!r} is an internal topic; the API never publishes there")
+        needed = self.api.max_body_bytes + RECORD_OVERHEAD_BYTES
+        if needed > self.kafka.message_max_bytes:
+            raise ValueError(
+                f"api.max_body_bytes ({self.api.max_body_bytes}) plus {RECORD_OVERHEAD_BYTES} bytes for "
+                f"headers must fit in kafka.message_max_bytes ({self.kafka.message_max_bytes})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _retention(self) -> Settings:

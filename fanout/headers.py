@@ -112,3 +112,44 @@ def _int(h: dict[str, str], name: str, default: str | None = None) -> int:
 def encode(values: dict[str, str | int | None]) -> Headers:
     encoded: Headers = [(k, str(v).encode()) for k, v in values.items() if v is not None and v != ""]
     return encoded
+
+
+def for_replay(
+    original_headers: Headers | None,
+    subscription: str,
+    event_id: str,
+    origin: tuple[str, int, int, int | None],
+    now_ms: int,
+) -> Headers:
+    """The headers of a replayed delivery (DESIGN.md, "Replays"): addressed to ``subscription``, due now,
+    attempts reset and ``max_age`` counted from now, the same event id (webhook-id), the event's origin
+    (topic, partition, offset, epoch-ms time) and the source record's own headers."""
+    topic, partition, offset, timestamp = origin
+    values: dict[str, str | int | None] = {
+        SUBSCRIPTION: subscription,
+        ATTEMPT: 0,
+        NOT_BEFORE: now_ms,
+        FIRST_ATTEMPT: now_ms,
+        EVENT_ID: event_id,
+        ORIGIN_TOPIC: topic,
+        ORIGIN_PARTITION: partition,
+        ORIGIN_OFFSET: offset,
+        ORIGIN_TIMESTAMP: timestamp,
+    }
+    return original(original_headers) + encode(values)
+
+
+def replay_of_dead_letter(headers: Headers | None, now_ms: int) -> Headers | None:
+    """The replay headers for a dead-letter record, or None when it cannot be replayed (a poison
+    record: no subscription, event id or origin)."""
+    h = as_dict(headers)
+    try:
+        origin = (
+            h[ORIGIN_TOPIC],
+            _int(h, ORIGIN_PARTITION),
+            _int(h, ORIGIN_OFFSET),
+            _int(h, ORIGIN_TIMESTAMP) if ORIGIN_TIMESTAMP in h else None,
+        )
+        return for_replay(headers, h[SUBSCRIPTION], h[EVENT_ID], origin, now_ms)
+    except (KeyError, ValueError):
+        return None

@@ -8,29 +8,66 @@ subscriptions:
     events: ["user.*"]
     secrets: [whsec_...]
 ```
+
+Any string value may instead reference an environment variable or a file, so secrets need not be
+written into the file: ``secrets: ["${env:CRM_SECRET}"]``, ``password: "${file:/run/secrets/crm}"``
+(the file's content without a trailing newline). They are resolved when the file is loaded.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from fanout.config import DeliverySettings
 from fanout.errors import ValidationFailed
+from fanout.http.ssrf import AddressPolicy, AddressRefused
 from fanout.subscription import Subscription, parse_subscription
 
 
 def check_url_allowed(sub: Subscription, delivery: DeliverySettings) -> None:
+    """The scheme and IP-literal SSRF rules (names are checked when they are resolved, at every send)."""
     if sub.url.startswith("http://") and not delivery.allow_http:
         raise ValidationFailed(
             f"{sub.id}.url",
             "http:// endpoints are refused; use https://, or set FANOUT_DELIVERY__ALLOW_HTTP=true",
         )
+    try:
+        AddressPolicy(delivery.allow_cidrs).check_literal(urlsplit(sub.url).hostname or "")
+    except AddressRefused as exc:
+        raise ValidationFailed(f"{sub.id}.url", f"{exc}; delivery.allow_cidrs can admit it") from None
+
+
+REFERENCE = re.compile(r"^\$\{(env|file):([^}]+)\}$")
+
+
+def resolve_references(node: Any, where: str) -> Any:
+    """``node`` with every ``${env:NAME}`` / ``${file:PATH}`` string replaced by what it names."""
+    if isinstance(node, dict):
+        return {k: resolve_references(v, f"{where}.{k}") for k, v in node.items()}
+    if isinstance(node, list):
+        return [resolve_references(v, f"{where}[{i}]") for i, v in enumerate(node)]
+    if not isinstance(node, str) or not (match := REFERENCE.match(node)):
+        return node
+    kind, name = match.groups()
+    if kind == "env":
+        value = os.environ.get(name)
+        if value is None:
+            raise ValidationFailed(where, f"environment variable {name} is not set")
+        return value
+    try:
+        return Path(name).read_text().removesuffix("\n")
+    except OSError as exc:
+        raise ValidationFailed(where, f"cannot read {name}: {exc.strerror}") from None
 
 
 def parse_routes(document: Any, delivery: DeliverySettings, source: str = "routes") -> list[Subscription]:
+    document = resolve_references(document, source)
     items = document.get("subscriptions") if isinstance(document, dict) else document
     if not isinstance(items, list):
         raise ValidationFailed(source, "expected a 'subscriptions' list")

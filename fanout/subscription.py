@@ -10,13 +10,22 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from fanout.endpoint_auth import EndpointAuth
 from fanout.errors import ValidationFailed
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -30,6 +39,9 @@ FORBIDDEN_HEADERS = frozenset(
 )
 
 
+CACHED = ("signing_keys", "previous_keys")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -37,22 +49,22 @@ class _Strict(BaseModel):
 class RateLimit(_Strict):
     """A token bucket: ``per_second`` sustained (group-wide), ``burst`` tokens at most."""
 
-    per_second: float = Field(gt=0)
-    burst: int = Field(default=1, ge=1)
+    per_second: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(default=1, ge=1, le=1_000_000)
 
 
 class RetryPolicy(_Strict):
     """Overrides of the global retry defaults (``schedule`` and ``max_age`` in seconds)."""
 
-    schedule: list[float] | None = Field(default=None, min_length=1)
-    max_age: float | None = Field(default=None, gt=0)
-    retryable_statuses: list[int] = Field(default_factory=list)
+    schedule: list[float] | None = Field(default=None, min_length=1, max_length=100)
+    max_age: float | None = Field(default=None, gt=0, le=365 * 86400)
+    retryable_statuses: list[int] = Field(default_factory=list, max_length=100)
 
     @field_validator("schedule")
     @classmethod
     def _delays(cls, schedule: list[float] | None) -> list[float] | None:
-        if schedule is not None and any(d < 0 for d in schedule):
-            raise ValueError("delays must be non-negative seconds")
+        if schedule is not None and any(not 0 <= d <= 30 * 86400 for d in schedule):
+            raise ValueError("delays must be non-negative seconds, at most 2592000 (30 days)")
         return schedule
 
     @field_validator("retryable_statuses")
@@ -65,10 +77,49 @@ class RetryPolicy(_Strict):
 
 
 class ClientCertificate(_Strict):
-    """mTLS: a PEM certificate (chain) and its private key, as file paths."""
+    """mTLS: a PEM certificate (chain) and its private key, each as a file path or inline PEM text
+    (``key_pem`` is a secret: encrypted at rest, never shown)."""
 
-    cert_file: str
-    key_file: str
+    cert_file: str | None = None
+    key_file: str | None = None
+    cert_pem: str | None = Field(default=None, max_length=65536)
+    key_pem: str | None = Field(default=None, max_length=65536, repr=False)
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> ClientCertificate:
+        if (self.cert_file is None) == (self.cert_pem is None):
+            raise ValueError("give exactly one of cert_file and cert_pem")
+        if (self.key_file is None) == (self.key_pem is None):
+            raise ValueError("give exactly one of key_file and key_pem")
+        return self
+
+
+def _check_secret(secret: str, where: str) -> None:
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"{where} must start with {SECRET_PREFIX}")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except binascii.Error:
+        raise ValueError(f"{where} is not valid base64 after {SECRET_PREFIX}") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"{where} must encode 24 to 64 bytes, not {len(key)}")
+
+
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret[len(SECRET_PREFIX) :])
+
+
+class PreviousSecret(_Strict):
+    """A secret replaced by a rotation: still signed with until ``expires_at``."""
+
+    secret: str = Field(repr=False)
+    expires_at: AwareDatetime
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, secret: str) -> str:
+        _check_secret(secret, "previous secret")
+        return secret
 
 
 class Subscription(_Strict):
@@ -76,14 +127,16 @@ class Subscription(_Strict):
 
     id: str = Field(pattern=ID_PATTERN)
     version: int = Field(default=0, ge=0)
-    url: str
-    topics: list[str] = Field(min_length=1)
-    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
-    filter: dict[str, str] = Field(default_factory=dict)
+    url: str = Field(max_length=2048)
+    topics: list[str] = Field(min_length=1, max_length=100)
+    events: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=100)
+    filter: dict[str, str] = Field(default_factory=dict, max_length=32)
     enabled: bool = True
     disabled_reason: str | None = None
     secrets: list[str] = Field(min_length=1, max_length=10, repr=False)
-    headers: dict[str, str] = Field(default_factory=dict)
+    previous_secrets: list[PreviousSecret] = Field(default_factory=list, max_length=10, repr=False)
+    auth: EndpointAuth | None = Field(default=None, repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     rate_limit: RateLimit | None = None
     max_in_flight: int = Field(default=32, ge=1, le=1024)
     timeout: float = Field(default=15.0, gt=0, le=300)
@@ -91,7 +144,7 @@ class Subscription(_Strict):
     payload: Literal["standard", "raw"] = "standard"
     ordering: Literal["none", "key"] = "none"
     client_certificate: ClientCertificate | None = None
-    description: str = ""
+    description: str = Field(default="", max_length=1024)
 
     @field_validator("url")
     @classmethod
@@ -103,6 +156,10 @@ class Subscription(_Strict):
             raise ValueError("has no host")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials; use headers")
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a port out of range
+        except ValueError:
+            raise ValueError("has an invalid port") from None
         return url
 
     @field_validator("topics")
@@ -117,7 +174,7 @@ class Subscription(_Strict):
     @classmethod
     def _events(cls, events: list[str]) -> list[str]:
         for pattern in events:
-            if not EVENT_PATTERN.match(pattern):
+            if len(pattern) > 256 or not EVENT_PATTERN.match(pattern):
                 raise ValueError(f"{pattern!r} is not an event type, 'prefix.*' or '*'")
         return events
 
@@ -125,14 +182,7 @@ class Subscription(_Strict):
     @classmethod
     def _secrets(cls, secrets: list[str]) -> list[str]:
         for i, secret in enumerate(secrets):
-            if not secret.startswith(SECRET_PREFIX):
-                raise ValueError(f"secret {i} must start with {SECRET_PREFIX}")
-            try:
-                key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-            except binascii.Error:
-                raise ValueError(f"secret {i} is not valid base64 after {SECRET_PREFIX}") from None
-            if not 24 <= len(key) <= 64:
-                raise ValueError(f"secret {i} must encode 24 to 64 bytes, not {len(key)}")
+            _check_secret(secret, f"secret {i}")
         return secrets
 
     @field_validator("filter")
@@ -158,22 +208,79 @@ class Subscription(_Strict):
 
     @cached_property
     def signing_keys(self) -> tuple[bytes, ...]:
-        return tuple(base64.b64decode(s[len(SECRET_PREFIX) :]) for s in self.secrets)
+        """The keys of the current secrets."""
+        return tuple(_key(s) for s in self.secrets)
+
+    @cached_property
+    def previous_keys(self) -> tuple[tuple[bytes, float], ...]:
+        """(key, expiry in epoch seconds) of each previous secret."""
+        return tuple((_key(p.secret), p.expires_at.timestamp()) for p in self.previous_secrets)
+
+    def signing_keys_at(self, now: float) -> tuple[bytes, ...]:
+        """The keys to sign with at ``now`` (epoch seconds): the current secrets, then every previous
+        secret that has not expired yet (a rotation's grace period)."""
+        if not self.previous_secrets:
+            return self.signing_keys
+        return self.signing_keys + tuple(key for key, expires in self.previous_keys if expires > now)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Subscription:
+        """A copy with ``update`` applied (not validated); the keys cached from the secrets are dropped so
+        that they are derived again from the copy's secrets."""
+        copied = super().model_copy(update=update, deep=deep)
+        for name in CACHED:
+            copied.__dict__.pop(name, None)
+        return copied
 
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or ""
 
     def public(self) -> dict[str, Any]:
-        """The subscription as JSON-able data without its secrets; header values (often credentials) are
-        redacted."""
-        data = self.model_dump(mode="json", exclude={"secrets"})
-        data["headers"] = {name: REDACTED for name in self.headers}
+        """The subscription as JSON-able data without its secrets: signing secrets are counted, every
+        other secret field (header values, which are often credentials, too) reads ``[redacted]``."""
+        data = map_secrets(self.model_dump(mode="json"), lambda _value: REDACTED)
+        data["secret_count"] = len(data.pop("secrets"))
+        data["previous_secrets_expire_at"] = [p["expires_at"] for p in data.pop("previous_secrets")]
         return data
 
     def document(self) -> dict[str, Any]:
         """The subscription as stored in the subscriptions topic."""
         return self.model_dump(mode="json", exclude_defaults=False)
+
+
+def map_secrets(document: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
+    """A copy of a subscription document (``document()``, or one read from the topic) with ``change``
+    applied to every secret value: signing secrets, previous secrets, header values, the secret fields
+    of ``auth`` and an inline client key. The one list of what is secret."""
+    doc = dict(document)
+
+    def each(values: Any) -> Any:
+        return (
+            [change(v) if isinstance(v, str) else v for v in values] if isinstance(values, list) else values
+        )
+
+    doc["secrets"] = each(doc.get("secrets"))
+    if isinstance(doc.get("previous_secrets"), list):
+        doc["previous_secrets"] = [
+            {**p, "secret": change(p["secret"])}
+            if isinstance(p, dict) and isinstance(p.get("secret"), str)
+            else p
+            for p in doc["previous_secrets"]
+        ]
+    if isinstance(doc.get("headers"), dict):
+        doc["headers"] = {k: change(v) if isinstance(v, str) else v for k, v in doc["headers"].items()}
+    for name, fields in (
+        ("auth", ("value", "password", "client_secret")),
+        ("client_certificate", ("key_pem",)),
+    ):
+        section = doc.get(name)
+        if isinstance(section, dict):
+            doc[name] = {
+                k: change(v) if k in fields and isinstance(v, str) else v for k, v in section.items()
+            }
+    for key in [k for k in ("secrets", "previous_secrets", "headers") if doc.get(k) is None]:
+        doc.pop(key, None)
+    return doc
 
 
 def _where(sub_id: str, loc: tuple[int | str, ...]) -> str:

@@ -1,5 +1,6 @@
 """The demo, once a broker is up: topics, a receiver (fanout listen), a dispatcher (fanout run) with a
-routes file, sample events, and what the receiver got with each signature's check.
+routes file, the HTTP API (fanout api) with a fresh API key, sample events published through it
+(POST /v1/events), and what the receiver got with each signature's check.
 
 Everything it starts it stops. Exit 0 only if every sample arrived with a valid signature.
 """
@@ -9,17 +10,19 @@ from __future__ import annotations
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Producer
 
-from fanout.config import load_settings
+from fanout.api.auth import key_digest
 from fanout.http.signing import new_secret
 
 TOPIC = "demo.events"
@@ -45,15 +48,29 @@ def fanout(*args: str, env: dict[str, str], **kwargs: object) -> subprocess.Pope
     return subprocess.Popen([sys.executable, "-m", "fanout", *args], env=env, **kwargs)  # type: ignore[call-overload, no-any-return]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def main() -> int:
-    settings = load_settings()
     run_id = uuid.uuid4().hex[:8]
     secret = new_secret()
+    api_key = f"fo_demo_{uuid.uuid4().hex}"
+    api_port = free_port()
     env = {
         **os.environ,
         "FANOUT_DELIVERY__ALLOW_HTTP": "true",
         "FANOUT_DELIVERY__ALLOW_CIDRS": '["127.0.0.0/8"]',
         "FANOUT_DISPATCHER__GROUP_ID": "fanout-demo",
+        "FANOUT_API__HOST": "127.0.0.1",
+        "FANOUT_API__PORT": str(api_port),
+        "FANOUT_API__TOPICS": orjson.dumps([TOPIC]).decode(),
+        "FANOUT_API__DEFAULT_TOPIC": TOPIC,
+        "FANOUT_API__KEYS": orjson.dumps(
+            [{"name": "demo", "sha256": key_digest(api_key), "scopes": ["events:publish"]}]
+        ).decode(),
     }
     subprocess.run([sys.executable, "-m", "fanout", "topics", "create", TOPIC], env=env, check=True)
     workdir = Path(tempfile.mkdtemp(prefix="fanout-demo-"))
@@ -68,20 +85,25 @@ def main() -> int:
     dispatcher = fanout(
         "run", "--routes", str(routes), env=env, stdout=dispatcher_log, stderr=subprocess.STDOUT
     )
+    api_log = (workdir / "api.log").open("wb")
+    api = fanout("api", env=env, stdout=api_log, stderr=subprocess.STDOUT)
+    api_url = f"http://127.0.0.1:{api_port}"
     try:
         if not _wait_for_log(workdir / "dispatcher.log", "assigned", 60):
             print("demo: the dispatcher did not start; its log:\n" + (workdir / "dispatcher.log").read_text())
             return 1
-        producer = Producer({**settings.kafka.librdkafka(), "acks": "all"})
+        if not _wait_ready(api_url, 60):
+            print("demo: the API did not start; its log:\n" + (workdir / "api.log").read_text())
+            return 1
         for i, sample in enumerate(SAMPLES):
-            producer.produce(TOPIC, orjson.dumps({**sample, "id": f"demo-{run_id}-{i}"}))
-        assert producer.flush(30) == 0
-        print(f"demo: published {len(SAMPLES)} sample events to {TOPIC}; waiting for the receiver...")
+            answer = _post(api_url + "/v1/events", {**sample, "id": f"demo-{run_id}-{i}"}, api_key)
+            print(f"demo: POST /v1/events -> 202 {answer}")
+        print(f"demo: published {len(SAMPLES)} sample events through the API; waiting for the receiver...")
         got = _read_deliveries(listener, f"demo-{run_id}-", len(SAMPLES), 60)
     finally:
-        for proc in (dispatcher, listener):
+        for proc in (api, dispatcher, listener):
             proc.send_signal(signal.SIGTERM)
-        for proc in (dispatcher, listener):
+        for proc in (api, dispatcher, listener):
             try:
                 proc.wait(40)
             except subprocess.TimeoutExpired:
@@ -90,10 +112,34 @@ def main() -> int:
     for record in got:
         mark = "signature ok" if record["verified"] else "SIGNATURE INVALID"
         print(f"  {record['type']:<16} {mark:<18} {record['data']}")
-    print("demo: not built yet: the HTTP API (the samples were produced to Kafka directly).")
     ok = len(got) == len(SAMPLES) and all(r["verified"] for r in got)
     print("demo: all samples delivered and verified" if ok else f"demo: FAILED ({len(got)}/{len(SAMPLES)})")
     return 0 if ok else 1
+
+
+def _post(url: str, body: dict[str, object], key: str) -> str:
+    request = urllib.request.Request(
+        url,
+        data=orjson.dumps(body),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        if response.status != 202:
+            raise RuntimeError(f"POST {url} answered {response.status}")
+        return str(response.read().decode())
+
+
+def _wait_ready(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    return False
 
 
 def _wait_for_log(path: Path, needle: str, seconds: float) -> bool:

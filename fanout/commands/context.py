@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
@@ -48,3 +50,38 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[int, Any]
+else:  # click < 8.5 has no type parameters at run time
+    _ParamType = click.ParamType
+
+
+class TimeParam(_ParamType):
+    """A point in time, as epoch milliseconds: ISO 8601 (``2026-11-28T10:00:00Z``; no zone means UTC),
+    epoch seconds (``1764324000``), or a duration ago (``90s``, ``15m``, ``2h``, ``7d``)."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        if text[:-1].replace(".", "", 1).isdigit() and text[-1:] in _UNITS:
+            return int((time.time() - float(text[:-1]) * _UNITS[text[-1]]) * 1000)
+        if text.replace(".", "", 1).isdigit():
+            return int(float(text) * 1000)
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a time: use ISO 8601, epoch seconds, or 15m/2h/7d ago", param, ctx)
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        return int(when.timestamp() * 1000)
+
+
+TIME = TimeParam()

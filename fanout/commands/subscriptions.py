@@ -1,15 +1,20 @@
-"""``fanout subscriptions list|get|apply|delete``: read and write the subscriptions topic."""
+"""``fanout subscriptions list|get|apply|delete|enable|disable|rotate-secret|reencrypt``: read and write
+the subscriptions topic (compare-and-set, like the API's If-Match)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from fanout.commands.context import CliState, UsageOrConfigError, pass_state, print_json, print_table
 from fanout.errors import FanoutError, ValidationFailed, VersionConflict
+from fanout.http.signing import new_secret
 from fanout.kafka.subscriptions import SubscriptionStore
 from fanout.routes import load_routes
+from fanout.subscription import Subscription
+from fanout.subscription_plans import disabled, enabled, rotated
 
 
 @click.group()
@@ -96,3 +101,95 @@ def delete(state: CliState, sub_id: str, if_version: int | None) -> None:
     if not deleted:
         raise click.ClickException(f"no subscription {sub_id!r}")
     click.echo(f"deleted {sub_id}")
+
+
+def _update(
+    state: CliState, sub_id: str, change: Callable[[Subscription], Subscription], version: int | None
+) -> Subscription:
+    try:
+        return _store(state).update(sub_id, change, version)
+    except KeyError:
+        raise click.ClickException(f"no subscription {sub_id!r}") from None
+    except VersionConflict as exc:
+        raise click.ClickException(f"version conflict: {exc}") from None
+    except ValidationFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    except FanoutError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+IF_VERSION = click.option(
+    "--if-version", type=int, default=None, help="Only change it if the current version is this one."
+)
+
+
+JSON = click.option("--json", "as_json", is_flag=True, help="Print the subscription as JSON (no secrets).")
+
+
+@subscriptions.command()
+@click.argument("sub_id")
+@IF_VERSION
+@JSON
+@pass_state
+def enable(state: CliState, sub_id: str, if_version: int | None, as_json: bool) -> None:
+    """Enable a subscription (events flow again; replay its dead letters to catch up)."""
+    sub = _update(state, sub_id, enabled, if_version)
+    if as_json:
+        print_json(sub.public())
+    else:
+        click.echo(f"enabled {sub_id} (version {sub.version})")
+
+
+@subscriptions.command()
+@click.argument("sub_id")
+@click.option("--reason", default="disabled by an operator", show_default=True)
+@IF_VERSION
+@JSON
+@pass_state
+def disable(state: CliState, sub_id: str, reason: str, if_version: int | None, as_json: bool) -> None:
+    """Disable a subscription: its events are dead-lettered (reason "subscription disabled")."""
+    sub = _update(state, sub_id, lambda s: disabled(s, reason), if_version)
+    if as_json:
+        print_json(sub.public())
+    else:
+        click.echo(f"disabled {sub_id} (version {sub.version})")
+
+
+@subscriptions.command("rotate-secret")
+@click.argument("sub_id")
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    help="Seconds the old secrets stay valid (default: api.secret_grace).",
+)
+@IF_VERSION
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def rotate_secret(
+    state: CliState, sub_id: str, grace: float | None, if_version: int | None, as_json: bool
+) -> None:
+    """A new signing secret, printed once; both are signed with until the grace period ends."""
+    secret = new_secret()
+    seconds = state.settings.api.secret_grace if grace is None else grace
+    sub = _update(state, sub_id, lambda s: rotated(s, secret, seconds), if_version)
+    expiry = [p.expires_at.isoformat() for p in sub.previous_secrets]
+    if as_json:
+        print_json(
+            {"id": sub.id, "version": sub.version, "secret": secret, "previous_secrets_expire_at": expiry}
+        )
+        return
+    click.echo(f"new secret for {sub_id} (version {sub.version}; shown once): {secret}")
+    if expiry:
+        click.echo(f"the previous secret(s) stay valid until {min(expiry)}")
+
+
+@subscriptions.command()
+@pass_state
+def reencrypt(state: CliState) -> None:
+    """Write every subscription again, sealing its secrets with the first key of secrets.keys (after
+    adding a new key in front; then the old key can be removed)."""
+    try:
+        changes = _store(state).rewrite_all()
+    except FanoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"rewrote {len(changes)} subscription(s)")

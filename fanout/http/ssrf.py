@@ -8,9 +8,11 @@ in ``allow`` admits them. IPv6 addresses that carry an IPv4 address a gateway ma
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -78,3 +80,40 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+async def url_refusal(
+    url: str,
+    policy: AddressPolicy,
+    allow_http: bool,
+    resolver: AbstractResolver | None,
+    resolve_seconds: float = 3.0,
+) -> str | None:
+    """Why fanout would refuse to contact ``url``, checked when a subscription is written: the scheme,
+    an IP literal, or a name whose every address the policy refuses. A name that does not resolve now
+    passes (DNS may not be set up yet); the resolver guard still applies at every send."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not allow_http:
+        return "http:// URLs are refused; use https:// (or set delivery.allow_http)"
+    host = (parts.hostname or "").strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        try:
+            policy.check_literal(host)
+        except AddressRefused as exc:
+            return str(exc)
+        return None
+    if resolver is None:
+        return None
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        results = await asyncio.wait_for(resolver.resolve(host, port, socket.AF_UNSPEC), resolve_seconds)
+    except (OSError, TimeoutError, ValueError, UnicodeError):
+        return None
+    if results and not any(policy.permits(r["host"]) for r in results):
+        refused = ", ".join(sorted({r["host"] for r in results}))
+        return f"{host} resolves to {refused}, which is not allowed (SSRF guard)"
+    return None

@@ -2,7 +2,8 @@
 
 librdkafka serves delivery reports from ``poll()``; a small thread polls and resolves the futures on
 the event loop with ``call_soon_threadsafe``. ``produce`` itself never blocks the loop: a full local
-queue fails the future at once (callers try again later).
+queue fails the future at once (callers try again later). The future resolves to the record's
+``RecordMetadata`` (topic, partition, offset).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from fanout.config import LibrdkafkaConfig, Settings
 from fanout.errors import FatalKafkaError
 from fanout.model import Headers
+from fanout.pipeline.sink import RecordMetadata
 
 log = logging.getLogger("fanout.kafka.producer")
 
@@ -39,13 +41,25 @@ class ProduceFailed(Exception):
     """The broker did not acknowledge a record (after librdkafka's own retries)."""
 
 
-def _settle(future: asyncio.Future[None], error: KafkaError | None) -> None:
+class RecordTooLarge(ProduceFailed):
+    """The record exceeds the producer's or the broker's size limit."""
+
+
+def _failure(error: KafkaError) -> ProduceFailed:
+    if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        return RecordTooLarge(error.str())
+    return ProduceFailed(error.str())
+
+
+def _settle(
+    future: asyncio.Future[RecordMetadata], error: KafkaError | None, where: RecordMetadata | None
+) -> None:
     if future.done():
         return
-    if error is None:
-        future.set_result(None)
+    if error is None and where is not None:
+        future.set_result(where)
     else:
-        future.set_exception(ProduceFailed(error.str()))
+        future.set_exception(_failure(error) if error is not None else ProduceFailed("no delivery report"))
 
 
 class AsyncProducer:
@@ -54,10 +68,11 @@ class AsyncProducer:
         settings: Settings,
         loop: asyncio.AbstractEventLoop,
         on_fatal: Callable[[FatalKafkaError], None] | None = None,
+        extra: LibrdkafkaConfig | None = None,
     ) -> None:
         self._loop = loop
         self._on_fatal = on_fatal
-        self._producer = Producer(producer_config(settings, error_cb=self._on_error))
+        self._producer = Producer(producer_config(settings, error_cb=self._on_error, **(extra or {})))
         self._running = True
         self._thread = threading.Thread(target=self._poll, name="fanout-producer", daemon=True)
         self._thread.start()
@@ -77,18 +92,23 @@ class AsyncProducer:
 
     def produce(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[RecordMetadata]:
         loop = self._loop
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[RecordMetadata] = loop.create_future()
 
-        def delivered(error: KafkaError | None, _msg: Message) -> None:
-            loop.call_soon_threadsafe(_settle, future, error)
+        def delivered(error: KafkaError | None, msg: Message) -> None:
+            where = None
+            if error is None:
+                where = RecordMetadata(msg.topic() or topic, msg.partition() or 0, msg.offset() or 0)
+            loop.call_soon_threadsafe(_settle, future, error, where)
 
         try:
             self._producer.produce(
                 topic, value=value, key=key, headers=cast(Any, headers), on_delivery=delivered
             )
-        except (BufferError, KafkaException) as exc:
+        except KafkaException as exc:
+            future.set_exception(_failure(exc.args[0]))
+        except BufferError as exc:
             future.set_exception(ProduceFailed(str(exc)))
         return future
 
@@ -102,3 +122,53 @@ class AsyncProducer:
             log.error("%d records were not acknowledged before shutdown", remaining)
         self._running = False
         await self._loop.run_in_executor(None, self._thread.join)
+
+
+class BlockingProducer:
+    """For the CLI: ``produce`` waits for the broker's acknowledgement; ``emit`` writes an operational
+    event without waiting (``close`` flushes)."""
+
+    def __init__(self, settings: Settings, ops_topic: str | None = None) -> None:
+        self._producer = Producer(producer_config(settings))
+        self._ops_topic = ops_topic or settings.topics.ops
+
+    def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> RecordMetadata:
+        result: list[RecordMetadata | KafkaError] = []
+
+        def delivered(error: KafkaError | None, msg: Message) -> None:
+            result.append(
+                error if error is not None else RecordMetadata(topic, msg.partition() or 0, msg.offset() or 0)
+            )
+
+        try:
+            self._producer.produce(
+                topic, value=value, key=key, headers=cast(Any, headers), on_delivery=delivered
+            )
+        except KafkaException as exc:
+            raise _failure(exc.args[0]) from None
+        self._producer.flush(60)
+        if not result:
+            raise ProduceFailed("the broker did not acknowledge the record in time")
+        if isinstance(result[0], KafkaError):
+            raise _failure(result[0])
+        return result[0]
+
+    def emit(self, event_type: str, key: str, data: dict[str, Any]) -> None:
+        from fanout.pipeline.ops import ops_event
+
+        self._producer.produce(self._ops_topic, value=ops_event(event_type, data), key=key.encode())
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        self._producer.flush(30)
+
+
+def produce_waiting(producer: Producer, topic: str, **record: Any) -> None:
+    """``producer.produce`` for blocking writers: while the local queue is full, serve delivery reports
+    and try again (instead of failing the write)."""
+    while True:
+        try:
+            producer.produce(topic, **record)
+            return
+        except BufferError:
+            producer.poll(0.1)

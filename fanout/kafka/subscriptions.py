@@ -9,6 +9,8 @@ transaction can no longer commit. A write therefore reads the topic to its end *
 was initialised, checks the expected version, and commits; if another writer initialised in between,
 the commit fails as fenced, and the write starts over from the read. Stale versions raise
 ``VersionConflict``; no reader ever sees a write that lost.
+
+Secret fields are sealed on the way in and opened on the way out (``fanout.subscription_codec``).
 """
 
 from __future__ import annotations
@@ -19,32 +21,40 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import replace
 
-import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from fanout.config import Settings
-from fanout.errors import FanoutError, ValidationFailed, VersionConflict
-from fanout.subscription import Subscription, parse_subscription
+from fanout.errors import FanoutError
+from fanout.kafka.ranges import topic_partitions
+from fanout.subscription import Subscription
+from fanout.subscription_codec import Decoded, SubscriptionCodec
+from fanout.subscription_plans import Change, Plan, apply_plan, delete_plan, put_plan, update_plan
+
+__all__ = ["Change", "SubscriptionStore", "TableWatcher", "read_to_end"]
 
 log = logging.getLogger("fanout.kafka.subscriptions")
 
-NEW_TOPIC_GRACE = 5.0
 WRITE_ATTEMPTS = 12
 COMMIT_ATTEMPTS = 3
 TIMEOUT = 30.0
+# consume(n, timeout) waits out its timeout unless n records arrive, even after the end-of-partition
+# event: poll briefly, so that reading to the end takes as long as the reading, not a full second.
+READ_POLL_SECONDS = 0.05
 
 
-@dataclass(frozen=True)
-class Change:
-    """One record to write: a new subscription document, or a tombstone (``sub`` None)."""
-
-    key: str
-    sub: Subscription | None
-
-
-def _reader(settings: Settings) -> Consumer:
+def _reader(settings: Settings, to_the_end: bool = False) -> Consumer:
+    """A consumer without a group. ``to_the_end``: it reads to the end and stops, so the broker should
+    not hold an empty fetch for long (that wait is what the end of the partition costs)."""
     return Consumer(
         {
             **settings.kafka.librdkafka(),
@@ -53,56 +63,39 @@ def _reader(settings: Settings) -> Consumer:
             "enable.partition.eof": True,
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
+            **({"fetch.wait.max.ms": 10} if to_the_end else {}),
         }
     )
 
 
 def _assign_all(consumer: Consumer, topic: str) -> set[int]:
-    deadline = time.monotonic() + NEW_TOPIC_GRACE
-    while True:
-        info = consumer.list_topics(topic, timeout=TIMEOUT).topics.get(topic)
-        if info is not None and info.error is None and info.partitions:
-            break
-        if time.monotonic() > deadline:  # a topic created a moment ago may not be in every broker's metadata
-            raise FanoutError(f"topic {topic} is missing; run `fanout topics create` first")
-        time.sleep(0.1)
-    partitions = set(info.partitions)
+    partitions = topic_partitions(consumer, topic)
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     return partitions
 
 
-def _decode(key: bytes | None, value: bytes | None) -> tuple[str, Subscription | None] | None:
-    sub_id = (key or b"").decode("utf-8", "replace")
-    if value is None:
-        return sub_id, None
-    try:
-        return sub_id, parse_subscription(orjson.loads(value), default_id=sub_id)
-    except (orjson.JSONDecodeError, ValidationFailed) as exc:
-        log.error("ignoring an invalid record for subscription %s: %s", sub_id, exc)
-        return None
-
-
 def read_to_end(settings: Settings) -> dict[str, Subscription]:
     """Every live subscription, read from the beginning of the topic to its end."""
-    consumer = _reader(settings)
+    codec = SubscriptionCodec(settings.secrets)
+    consumer = _reader(settings, to_the_end=True)
     try:
         pending = _assign_all(consumer, settings.topics.subscriptions)
         state: dict[str, Subscription] = {}
         while pending:
-            for msg in consumer.consume(1000, 1.0):
+            for msg in consumer.consume(1000, READ_POLL_SECONDS):
                 error = msg.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
                         pending.discard(msg.partition() or 0)
                         continue
                     raise KafkaException(error)
-                _apply(state, _decode(msg.key(), msg.value()))
+                _apply(state, codec.decode(msg.key(), msg.value()))
         return state
     finally:
         consumer.close()
 
 
-def _apply(state: dict[str, Subscription], decoded: tuple[str, Subscription | None] | None) -> bool:
+def _apply(state: dict[str, Subscription], decoded: Decoded | None) -> bool:
     if decoded is None:
         return False
     sub_id, sub = decoded
@@ -130,6 +123,7 @@ class SubscriptionStore:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._topic = settings.topics.subscriptions
+        self._codec = SubscriptionCodec(settings.secrets)
         self._producer: Producer | None = None
         self._lock = threading.Lock()
 
@@ -149,7 +143,7 @@ class SubscriptionStore:
         producer.init_transactions(TIMEOUT)
         return producer
 
-    def transact(self, plan: Callable[[dict[str, Subscription]], list[Change]]) -> list[Change]:
+    def transact(self, plan: Plan) -> list[Change]:
         """Read the current state, let ``plan`` decide the changes (it may raise VersionConflict), write
         them in one transaction. Starts over, after a random pause, when another writer fenced this one."""
         with self._lock:
@@ -163,12 +157,18 @@ class SubscriptionStore:
                     changes = plan(self.read())
                     if not changes:
                         return []
+                    offsets: dict[int, int] = {}
                     producer.begin_transaction()
-                    for change in changes:
-                        value = None if change.sub is None else orjson.dumps(change.sub.document())
-                        producer.produce(self._topic, key=change.key.encode(), value=value)
+                    for i, change in enumerate(changes):
+                        value = None if change.sub is None else self._codec.encode(change.sub)
+                        producer.produce(
+                            self._topic,
+                            key=change.key.encode(),
+                            value=value,
+                            on_delivery=_offset_into(offsets, i),
+                        )
                     _commit(producer)
-                    return changes
+                    return [replace(c, offset=offsets.get(i, -1)) for i, c in enumerate(changes)]
                 except KafkaException as exc:
                     last = exc
                     error: KafkaError = exc.args[0]
@@ -191,64 +191,28 @@ class SubscriptionStore:
     ) -> Subscription:
         """Write ``sub`` as the next version. ``expected_version`` (None: any) must match the current one;
         with ``create`` the subscription must not exist yet."""
-
-        def plan(current: dict[str, Subscription]) -> list[Change]:
-            existing = current.get(sub.id)
-            version = existing.version if existing else None
-            if create and existing is not None:
-                raise VersionConflict(sub.id, None, version)
-            if expected_version is not None and expected_version != (version or 0):
-                raise VersionConflict(sub.id, expected_version, version)
-            return [Change(sub.id, sub.model_copy(update={"version": (version or 0) + 1}))]
-
-        return self._only_sub(self.transact(plan))
+        return self._only_sub(self.transact(put_plan(sub, expected_version, create)))
 
     def update(
         self, sub_id: str, change: Callable[[Subscription], Subscription], expected_version: int | None = None
     ) -> Subscription:
-        """Apply ``change`` to the current version of ``sub_id`` and write the result."""
-
-        def plan(current: dict[str, Subscription]) -> list[Change]:
-            existing = current.get(sub_id)
-            if existing is None:
-                raise KeyError(sub_id)
-            if expected_version is not None and expected_version != existing.version:
-                raise VersionConflict(sub_id, expected_version, existing.version)
-            return [Change(sub_id, change(existing).model_copy(update={"version": existing.version + 1}))]
-
-        return self._only_sub(self.transact(plan))
+        """Apply ``change`` to the current version of ``sub_id`` and write the result (KeyError if it
+        does not exist)."""
+        return self._only_sub(self.transact(update_plan(sub_id, change, expected_version)))
 
     def delete(self, sub_id: str, expected_version: int | None = None) -> bool:
-        def plan(current: dict[str, Subscription]) -> list[Change]:
-            existing = current.get(sub_id)
-            if existing is None:
-                return []
-            if expected_version is not None and expected_version != existing.version:
-                raise VersionConflict(sub_id, expected_version, existing.version)
-            return [Change(sub_id, None)]
-
-        return bool(self.transact(plan))
+        return bool(self.transact(delete_plan(sub_id, expected_version)))
 
     def apply(self, subs: Iterable[Subscription], prune: bool = False) -> list[Change]:
         """Upsert ``subs`` (unchanged ones are skipped); with ``prune`` delete every other subscription."""
-        wanted = {s.id: s for s in subs}
+        return self.transact(apply_plan(subs, prune))
+
+    def rewrite_all(self) -> list[Change]:
+        """Write every subscription again as its next version: re-seals its secrets with the first key
+        of ``secrets.keys`` (after a key rotation, before the old key is dropped)."""
 
         def plan(current: dict[str, Subscription]) -> list[Change]:
-            changes = []
-            for sub_id, sub in wanted.items():
-                existing = current.get(sub_id)
-                if existing is not None and existing.model_copy(update={"version": 0}) == sub.model_copy(
-                    update={"version": 0}
-                ):
-                    continue
-                changes.append(
-                    Change(
-                        sub_id, sub.model_copy(update={"version": (existing.version if existing else 0) + 1})
-                    )
-                )
-            if prune:
-                changes.extend(Change(sub_id, None) for sub_id in current.keys() - wanted.keys())
-            return changes
+            return [Change(i, s.model_copy(update={"version": s.version + 1})) for i, s in current.items()]
 
         return self.transact(plan)
 
@@ -263,13 +227,32 @@ class SubscriptionStore:
             self._producer = None
 
 
+def _offset_into(offsets: dict[int, int], index: int) -> Callable[[KafkaError | None, Message], None]:
+    def delivered(error: KafkaError | None, msg: Message) -> None:
+        if error is None and msg.offset() is not None:
+            offsets[index] = msg.offset() or 0
+
+    return delivered
+
+
 class TableWatcher:
     """Follows the subscriptions topic on its own thread; calls ``on_change(state)`` after the initial
-    read to the end (``ready`` is set then) and after every batch that changed something."""
+    read to the end (``ready`` is set then) and after every batch that changed something.
 
-    def __init__(self, settings: Settings, on_change: Callable[[dict[str, Subscription]], None]) -> None:
+    ``position`` is the offset after the last record read; ``on_position(position)``, if given, is
+    called after every batch that moved it (so a writer can wait until its own write was read)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_change: Callable[[dict[str, Subscription]], None],
+        on_position: Callable[[int], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._on_change = on_change
+        self._on_position = on_position
+        self._codec = SubscriptionCodec(settings.secrets)
+        self.position = 0
         self._stop = threading.Event()
         self.ready = threading.Event()
         self.error: Exception | None = None
@@ -294,6 +277,7 @@ class TableWatcher:
             state: dict[str, Subscription] = {}
             changed = False
             while not self._stop.is_set():
+                position = self.position
                 for msg in consumer.consume(1000, 0.2):
                     error = msg.error()
                     if error is not None:
@@ -304,11 +288,14 @@ class TableWatcher:
                         else:
                             log.warning("subscriptions topic: %s", error.str())
                         continue
-                    changed |= _apply(state, _decode(msg.key(), msg.value()))
+                    changed |= _apply(state, self._codec.decode(msg.key(), msg.value()))
+                    self.position = (msg.offset() or 0) + 1
                 if not pending and (changed or not self.ready.is_set()):
                     self._on_change(dict(state))
                     changed = False
                     self.ready.set()
+                if self.ready.is_set() and self._on_position is not None and self.position != position:
+                    self._on_position(self.position)
         except Exception as exc:
             log.exception("the subscriptions watcher failed")
             self.error = exc

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from fanout.config import Settings
+from fanout.config import RECORD_OVERHEAD_BYTES, Settings
 
 HOUR_MS = 3600 * 1000
 
@@ -139,3 +139,32 @@ def describe_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float =
         replicas = len(next(iter(parts.values())).replicas) if parts else 0
         infos.append(TopicInfo(s.name, s.role, True, len(parts), replicas, configs.get(s.name, {})))
     return infos
+
+
+def broker_reachable(admin: AdminClient, topic: str, timeout: float = 5.0) -> bool:
+    """True when the cluster answers a metadata request for ``topic`` within ``timeout``."""
+    try:
+        admin.list_topics(topic, timeout=timeout)
+    except KafkaException:
+        return False
+    return True
+
+
+def publish_topic_problems(admin: AdminClient, settings: Settings, names: list[str]) -> list[str]:
+    """What would make publishing to ``names`` fail: a missing topic, or one whose record limit
+    (``max.message.bytes``) is below ``api.max_body_bytes`` plus the room for headers."""
+    needed = settings.api.max_body_bytes + RECORD_OVERHEAD_BYTES
+    problems = []
+    for info in describe_topics(admin, source_topics(settings, names)):
+        if not info.exists:
+            problems.append(
+                f"topic {info.name} does not exist; create it with `fanout topics create {info.name}`"
+            )
+            continue
+        limit = info.config.get("max.message.bytes")
+        if limit is not None and limit.isdigit() and int(limit) < needed:
+            problems.append(
+                f"topic {info.name} takes records up to {limit} bytes, less than api.max_body_bytes plus "
+                f"headers ({needed}): raise its max.message.bytes, or lower api.max_body_bytes"
+            )
+    return problems

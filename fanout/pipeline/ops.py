@@ -25,20 +25,24 @@ FAILING = "fanout.subscription.failing"
 DEAD_LETTERED = "fanout.delivery.dead_lettered"
 
 
+def ops_event(event_type: str, data: dict[str, Any]) -> bytes:
+    """An operational event in the simple event shape."""
+    body = {
+        "event": event_type,
+        "id": f"ops_{uuid.uuid4().hex}",
+        "timestamp": iso_time(time.time()),
+        "data": data,
+    }
+    return orjson.dumps(body)
+
+
 class OpsEvents:
     def __init__(self, sink: RecordSink, topic: str) -> None:
         self._sink = sink
         self.topic = topic
 
     def emit(self, event_type: str, key: str, data: dict[str, Any]) -> None:
-        now = time.time()
-        body = {
-            "event": event_type,
-            "id": f"ops_{uuid.uuid4().hex}",
-            "timestamp": iso_time(now),
-            "data": data,
-        }
-        future = self._sink.produce(self.topic, orjson.dumps(body), key.encode(), [])
+        future = self._sink.produce(self.topic, ops_event(event_type, data), key.encode(), [])
         future.add_done_callback(
             lambda f: (
                 None

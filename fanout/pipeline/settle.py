@@ -24,7 +24,7 @@ from fanout.errors import DeliveryError, EndpointGone, PermanentDelivery, Retrya
 from fanout.model import Delivery, Headers, Settlement
 from fanout.pipeline.lanes import Spilled
 from fanout.pipeline.ops import OpsEvents
-from fanout.pipeline.sink import RecordSink
+from fanout.pipeline.sink import RecordMetadata, RecordSink
 
 log = logging.getLogger("fanout.settle")
 
@@ -220,7 +220,7 @@ class Settler:
     ) -> None:
         future = self._sink.produce(topic, value, key, headers)
 
-        def acked(f: asyncio.Future[None]) -> None:
+        def acked(f: asyncio.Future[RecordMetadata]) -> None:
             if f.cancelled():
                 return
             exc = f.exception()

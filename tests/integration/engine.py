@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiohttp.abc import AbstractResolver
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from pydantic import SecretStr
 
 from fanout.app import DispatcherApp
 from fanout.config import (
@@ -25,19 +26,22 @@ from fanout.config import (
     DispatcherSettings,
     KafkaSettings,
     RetrySettings,
+    SecretsSettings,
     Settings,
     TopicSettings,
 )
 from fanout.http.signing import new_secret
 from fanout.kafka.subscriptions import SubscriptionStore
 from fanout.kafka.topics import admin_client, create_topics, internal_topics, source_topics
+from fanout.secretbox import new_key
 from fanout.subscription import Subscription, parse_subscription
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def engine_settings(bootstrap: str, unique: str, partitions: int = 3, **sections: Any) -> Settings:
-    """Settings for a test: its own topic prefix and group, second-scale retry tiers, loopback allowed."""
+    """Settings for a test: its own topic prefix and group, second-scale retry tiers, loopback allowed,
+    secrets encrypted at rest with a key of its own."""
     base: dict[str, Any] = {
         "kafka": KafkaSettings(bootstrap_servers=bootstrap),
         "topics": TopicSettings(prefix=f"{unique}.fanout", partitions=partitions),
@@ -49,6 +53,7 @@ def engine_settings(bootstrap: str, unique: str, partitions: int = 3, **sections
             drain_timeout=10,
             session_timeout_ms=10_000,
         ),
+        "secrets": SecretsSettings(keys=[SecretStr(new_key())]),
     }
     for name, value in sections.items():
         if isinstance(value, dict):
@@ -61,16 +66,39 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The same settings as FANOUT_* environment variables, for a ``fanout`` subprocess."""
     env: dict[str, str] = {}
     for section, model in settings:
-        for field, value in model.model_dump(mode="json").items():
+        for field, value in model.model_dump().items():
             if value is None:
                 continue
-            text = value if isinstance(value, str) else orjson.dumps(value).decode()
+            text = value if isinstance(value, str) else orjson.dumps(value, default=_reveal).decode()
             env[f"FANOUT_{section.upper()}__{field.upper()}"] = text
     return env
 
 
+def _reveal(value: Any) -> Any:
+    """JSON for what orjson does not know: secrets in clear (for a child process), paths, networks."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return str(value)
+
+
 def create_engine_topics(settings: Settings, sources: Iterable[str]) -> None:
-    create_topics(admin_client(settings), internal_topics(settings) + source_topics(settings, list(sources)))
+    specs = internal_topics(settings) + source_topics(settings, list(sources))
+    create_topics(admin_client(settings), specs)
+    wait_for_topics(settings, [s.name for s in specs])
+
+
+def wait_for_topics(settings: Settings, names: Iterable[str], timeout: float = 30.0) -> None:
+    """Poll (with a deadline) until the broker's metadata shows every topic in ``names``."""
+    admin = admin_client(settings)
+    wanted = set(names)
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=10).topics
+        missing = {n for n in wanted if n not in topics or topics[n].error is not None}
+        if not missing:
+            return
+        assert time.monotonic() < deadline, f"topics never appeared in the metadata: {sorted(missing)}"
+        time.sleep(0.1)
 
 
 def subscription(sub_id: str, url: str, topics: list[str], **fields: Any) -> Subscription:

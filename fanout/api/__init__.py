@@ -1,0 +1,1 @@
+"""The HTTP API (``fanout api``): an aiohttp server; see ``fanout.api.app``."""

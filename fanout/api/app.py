@@ -1,0 +1,121 @@
+"""``fanout api``: the aiohttp application and its lifecycle.
+
+Middlewares, outermost first: ``problems`` (every error is problem+json), ``authenticate`` (credential
+and scope of the operation), ``validate`` (parameters and body against the OpenAPI document). The
+routes are in one module per area; ``/metrics`` is left free for the metrics exporter.
+
+On start: follow the subscriptions topic (reads are served from memory), start the producer (publish,
+ops events), the HTTP sender (``.../test``) and the broker probe (``/readyz``). On SIGTERM/SIGINT:
+stop accepting, finish requests in flight, flush the producer, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp.abc import AbstractResolver
+
+from fanout.api import deadletters, health, ingest, jobs, publish, subscriptions
+from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
+from fanout.api.context import API, Api
+from fanout.api.health import BrokerProbe
+from fanout.api.jobs import Jobs
+from fanout.api.live import LiveSubscriptions
+from fanout.api.openapi import bundle
+from fanout.api.problems import problems
+from fanout.api.validation import OPERATIONS, operations, validate
+from fanout.config import Settings
+from fanout.http.sender import HttpSender
+from fanout.kafka.producer import AsyncProducer
+from fanout.kafka.topics import admin_client, publish_topic_problems
+from fanout.pipeline.ops import OpsEvents
+
+log = logging.getLogger("fanout.api")
+
+
+# aiohttp's defaults (8190 bytes) would refuse, as text/plain, a request line with a long but valid
+# query (a 1024-character key is up to 12 KB percent-encoded); keep them above the document's limits.
+MAX_LINE_BYTES = 64 * 1024
+
+
+def build_app(settings: Settings, resolver: AbstractResolver | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=[problems, authenticate, validate],
+        client_max_size=settings.api.max_body_bytes,
+        handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES},
+    )
+    app[OPERATIONS] = operations(bundle())
+    app[AUTHENTICATOR] = Authenticator(settings.api)
+    for module in (health, publish, ingest, subscriptions, deadletters, jobs):
+        app.router.add_routes(module.routes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        live = LiveSubscriptions(settings)
+        await live.start()
+        timeout_ms = int(settings.api.produce_timeout * 1000)
+        producer = AsyncProducer(settings, loop, extra={"message.timeout.ms": timeout_ms})
+        sender = HttpSender(settings.delivery, resolver)
+        await sender.start()
+        ops = OpsEvents(producer, settings.topics.ops)
+        names = list(dict.fromkeys([*settings.api.topics, *(s.topic for s in settings.api.ingest.values())]))
+        if names:
+            admin = admin_client(settings)
+            for problem in await loop.run_in_executor(None, publish_topic_problems, admin, settings, names):
+                log.warning("%s", problem)
+        probe = BrokerProbe(settings, live)
+        await probe.check()
+        probe_task = asyncio.create_task(probe.run())
+        api = app[API] = Api(settings, live, producer, sender, ops, Jobs(settings, ops), probe)
+        log.info("API ready: %d subscriptions", len(live.all()))
+        try:
+            yield
+        finally:
+            probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe_task
+            await api.jobs.close()
+            await sender.close()
+            await producer.close(10)
+            await live.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def runner(app: web.Application) -> web.AppRunner:
+    return web.AppRunner(app, access_log=None, shutdown_timeout=10)
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; the exit code."""
+    app_runner = runner(build_app(settings))
+    await app_runner.setup()
+    site = web.TCPSite(app_runner, settings.api.host, settings.api.port)
+    await site.start()
+    log.info("listening on http://%s:%d/", settings.api.host, settings.api.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        await app_runner.cleanup()
+    return 0
+
+
+def run_api(settings: Settings) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - non-Linux
+        return asyncio.run(serve(settings))
+    return uvloop.run(serve(settings))

@@ -1,0 +1,177 @@
+"""Who is calling, and may they: static API keys and OAuth 2.0 bearer JWTs, checked per route scope.
+
+A credential comes as ``Authorization: Bearer <credential>`` or ``X-API-Key: <key>``.
+
+- **API keys** (``api.keys``) are stored as SHA-256 digests; a key is random and long, so a plain
+  digest is enough, and the lookup is by digest (no per-key comparison to time).
+- **JWTs** (``api.jwt``) must be signed by a key in the issuer's JWKS (fetched from ``jwks_url``,
+  cached, and fetched again, at most every ``MIN_REFETCH`` seconds, when a token names an unknown
+  key) with an allowed algorithm, and carry the configured ``iss`` and ``aud`` and an unexpired
+  ``exp``. Scopes come from the ``scope`` claim (space-separated) or a list claim.
+
+A missing or bad credential is a 401 with ``WWW-Authenticate``; a credential without the route's
+scope (the operation's ``x-scope`` in the OpenAPI document) is a 403. The reason goes into the
+problem's detail; the credential never does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+from aiohttp import web
+
+from fanout.api.problems import Handler, Problem
+from fanout.api.validation import operation_of
+from fanout.config import ApiSettings, JwtSettings
+
+log = logging.getLogger("fanout.api.auth")
+
+MIN_REFETCH = 10.0
+JWKS_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    kind: str
+    scopes: frozenset[str]
+
+
+def key_digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _unauthorized(detail: str, error: str | None = "invalid_token") -> Problem:
+    challenge = 'Bearer realm="fanout"' + (f', error="{error}"' if error else "")
+    return Problem(401, detail, headers={"WWW-Authenticate": challenge})
+
+
+class Jwks:
+    """The issuer's signing keys, by key id; fetched lazily, refreshed when stale or on a new kid."""
+
+    def __init__(self, settings: JwtSettings) -> None:
+        self.settings = settings
+        self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._fetched = 0.0
+        self._lock = asyncio.Lock()
+
+    async def _fetch(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=JWKS_TIMEOUT)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(self.settings.jwks_url, allow_redirects=False) as response,
+        ):
+            if response.status != 200:
+                raise OSError(f"JWKS answered HTTP {response.status}")
+            data = await response.json(content_type=None)
+        keys = jwt.PyJWKSet.from_dict(data).keys
+        self._keys = {k.key_id: k for k in keys}
+        if len(keys) == 1:
+            self._keys.setdefault(None, keys[0])
+        self._fetched = time.monotonic()
+
+    async def key(self, kid: str | None) -> jwt.PyJWK:
+        key = self._keys.get(kid)
+        age = time.monotonic() - self._fetched
+        if key is not None and age < self.settings.jwks_cache_seconds:
+            return key
+        async with self._lock:
+            age = time.monotonic() - self._fetched
+            if (key is None and age >= MIN_REFETCH) or age >= self.settings.jwks_cache_seconds:
+                try:
+                    await self._fetch()
+                except (OSError, aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
+                    log.warning("could not fetch the JWKS from %s: %s", self.settings.jwks_url, exc)
+                    if not self._keys:
+                        raise Problem(503, "the token issuer's keys (JWKS) cannot be fetched") from None
+            key = self._keys.get(kid)
+        if key is None:
+            raise _unauthorized("the token is signed by an unknown key")
+        return key
+
+
+class Authenticator:
+    def __init__(self, settings: ApiSettings) -> None:
+        self._keys = {k.sha256: k for k in settings.keys}
+        self._jwt = settings.jwt
+        self._jwks = Jwks(settings.jwt) if settings.jwt else None
+
+    async def authenticate(self, request: web.Request) -> Principal:
+        credential = request.headers.get("X-API-Key")
+        if credential is None:
+            scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not credential.strip():
+                raise _unauthorized("a credential is required: Authorization: Bearer <API key or JWT>", None)
+            credential = credential.strip()
+        api_key = self._keys.get(key_digest(credential))
+        if api_key is not None:
+            return Principal(api_key.name, "api-key", frozenset(api_key.scopes))
+        if self._jwks is not None and credential.count(".") == 2:
+            return await self._token(credential)
+        raise _unauthorized("the credential is not a valid API key or token")
+
+    async def _token(self, token: str) -> Principal:
+        assert self._jwt is not None and self._jwks is not None
+        settings = self._jwt
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _unauthorized("the token is malformed") from None
+        algorithm = header.get("alg")
+        if algorithm not in settings.algorithms:
+            raise _unauthorized(f"the token's algorithm {str(algorithm)[:20]!r} is not accepted")
+        key = await self._jwks.key(header.get("kid"))
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[algorithm],
+                audience=settings.audience,
+                issuer=settings.issuer,
+                leeway=settings.leeway,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise _unauthorized("the token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise _unauthorized("the token is for another audience") from None
+        except jwt.InvalidIssuerError:
+            raise _unauthorized("the token is from another issuer") from None
+        except jwt.InvalidSignatureError:
+            raise _unauthorized("the token's signature does not verify") from None
+        except jwt.PyJWTError as exc:
+            raise _unauthorized(f"the token is invalid ({type(exc).__name__})") from None
+        return Principal(
+            str(claims.get("sub", "(no subject)")), "jwt", _scopes(claims.get(settings.scope_claim))
+        )
+
+
+def _scopes(claim: Any) -> frozenset[str]:
+    if isinstance(claim, str):
+        return frozenset(claim.split())
+    if isinstance(claim, list):
+        return frozenset(s for s in claim if isinstance(s, str))
+    return frozenset()
+
+
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every operation needs a credential with its ``x-scope`` unless the document marks it public."""
+    op = operation_of(request)
+    if op is not None and not op.public:
+        principal = await request.app[AUTHENTICATOR].authenticate(request)
+        if op.scope is not None and op.scope not in principal.scopes:
+            raise Problem(403, f"this needs the scope {op.scope}")
+        request[PRINCIPAL] = principal
+    return await handler(request)

@@ -1,0 +1,35 @@
+"""What the handlers share: ``api(request)`` returns the running API's parts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from fanout.api.health import BrokerProbe
+    from fanout.api.jobs import Jobs
+    from fanout.api.live import LiveSubscriptions
+    from fanout.config import Settings
+    from fanout.http.sender import HttpSender
+    from fanout.kafka.producer import AsyncProducer
+    from fanout.pipeline.ops import OpsEvents
+
+
+@dataclass
+class Api:
+    settings: Settings
+    live: LiveSubscriptions
+    producer: AsyncProducer
+    sender: HttpSender
+    ops: OpsEvents
+    jobs: Jobs
+    probe: BrokerProbe
+
+
+API: web.AppKey[Api] = web.AppKey("api")
+
+
+def api(request: web.Request) -> Api:
+    return request.app[API]

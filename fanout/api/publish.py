@@ -1,0 +1,115 @@
+"""``POST /v1/events``: publish an event (simple shape or CloudEvents JSON) or a JSON array of them.
+
+The body was validated against ``schemas/envelope.schema.json`` (the ``validate`` middleware). The topic
+is the ``topic`` query parameter or ``api.default_topic`` and must be on ``api.topics``. Every event gets
+an id before it is written, so the answer can name it: its own, or one derived from the
+``Idempotency-Key`` (with the caller, the topic and the event's index in the batch: a repeated request
+gets the same ids, so subscribers see the same ``webhook-id``), or a new random one. The answer is 202
+only after the broker acknowledged every record (acks=all). ``traceparent``/``tracestate`` go into the
+record headers when ``traceparent`` is well-formed (W3C: an invalid one is ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from fanout.api.auth import PRINCIPAL
+from fanout.api.context import Api, api
+from fanout.api.problems import Problem
+from fanout.api.validation import BODY, PARAMS
+from fanout.kafka.producer import ProduceFailed, RecordTooLarge
+from fanout.model import Headers
+from fanout.pipeline.sink import RecordMetadata
+
+TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+Record = tuple[bytes, bytes | None, Headers]
+
+routes = web.RouteTableDef()
+
+
+def idempotent_id(principal: str, topic: str, key: str, index: int) -> str:
+    digest = hashlib.blake2b(f"{principal}\x00{topic}\x00{key}\x00{index}".encode(), digest_size=12)
+    return f"evt_{digest.hexdigest()}"
+
+
+def new_id() -> str:
+    return f"evt_{uuid.uuid4().hex}"
+
+
+async def write(app: Api, topic: str, records: list[Record]) -> list[RecordMetadata]:
+    """Produce ``records`` and wait for every acknowledgement; 413 when one is too large for Kafka,
+    503 when the broker did not acknowledge (the caller may retry: with an Idempotency-Key the ids
+    stay the same)."""
+    futures = [app.producer.produce(topic, value, key, headers) for value, key, headers in records]
+    try:
+        return list(await asyncio.wait_for(asyncio.gather(*futures), app.settings.api.produce_timeout + 5))
+    except RecordTooLarge:
+        raise Problem(413, "the event does not fit in a Kafka record (kafka.message_max_bytes)") from None
+    except (ProduceFailed, TimeoutError) as exc:
+        detail = str(exc) or "timed out"
+        if "Unknown topic" in detail or "UNKNOWN_TOPIC" in detail:
+            detail = f"topic {topic} does not exist; create it with `fanout topics create {topic}`"
+        raise Problem(503, f"the broker did not acknowledge the write: {detail}") from None
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _trace_headers(request: web.Request) -> Headers:
+    traceparent = request.headers.get("traceparent", "").strip().lower()
+    if not TRACEPARENT.match(traceparent) or traceparent.startswith("ff"):
+        return []
+    headers: Headers = [("traceparent", traceparent.encode())]
+    tracestate = request.headers.get("tracestate")
+    if tracestate:
+        headers.append(("tracestate", tracestate.encode()))
+    return headers
+
+
+def chosen_topic(app: Api, params: dict[str, Any]) -> str:
+    topic = params.get("topic") or app.settings.api.default_topic
+    if topic is None:
+        raise Problem(400, "no topic: give ?topic= (api.default_topic is not set)", slug="no-topic")
+    if topic not in app.settings.api.topics or app.settings.topics.is_internal(topic):
+        raise Problem(
+            400, f"topic {topic!r} is not on the publish allow-list (api.topics)", "topic-not-allowed"
+        )
+    return str(topic)
+
+
+@routes.post("/v1/events")
+async def publish(request: web.Request) -> web.Response:
+    app = api(request)
+    params = request[PARAMS]
+    topic = chosen_topic(app, params)
+    body = request[BODY]
+    batch = isinstance(body, list)
+    events: list[dict[str, Any]] = body if batch else [body]
+    idempotency = params.get("Idempotency-Key")
+    principal = request[PRINCIPAL].name
+    key = params["key"].encode() if "key" in params else None
+    trace = _trace_headers(request)
+    records: list[Record] = []
+    ids = []
+    for index, event in enumerate(events):
+        if not event.get("id"):
+            event = {
+                **event,
+                "id": idempotent_id(principal, topic, idempotency, index) if idempotency else new_id(),
+            }
+        content_type = b"application/cloudevents+json" if "specversion" in event else b"application/json"
+        records.append((orjson.dumps(event), key, [*trace, ("content-type", content_type)]))
+        ids.append(str(event["id"]))
+    written = await write(app, topic, records)
+    results = [
+        {"id": event_id, "topic": m.topic, "partition": m.partition, "offset": m.offset}
+        for event_id, m in zip(ids, written, strict=True)
+    ]
+    return web.json_response(results if batch else results[0], status=202)

@@ -1,0 +1,213 @@
+"""Request validation from the OpenAPI document: what the document says is invalid gets a 400 (or 415),
+so the document and the code cannot drift apart.
+
+For each operation: path, query and header parameters are converted to their schema's type and
+validated (a scalar query parameter given twice is an error); the body's media type must be one the
+operation lists (else 415); JSON bodies are parsed (invalid JSON is a 400) and validated against the
+operation's schema. The results are ``request[PARAMS]`` and ``request[BODY]`` (parsed JSON, or the
+raw bytes for ``*/*`` bodies, or None when an optional body is absent). Field errors never echo the
+offending value: it may be a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from fanout.api.openapi import validator
+from fanout.api.problems import Handler, Problem
+
+MAX_ERRORS = 10
+METHODS = ("get", "put", "post", "delete", "patch")
+_NO_VALUE = object()
+
+
+def _field(prefix: str, error: ValidationError) -> str:
+    path = "/".join(str(p) for p in error.absolute_path)
+    return prefix + ("/" + path if path else "")
+
+
+def _message(error: ValidationError) -> str:
+    kind = error.validator
+    value = error.validator_value
+    if kind in ("required", "additionalProperties", "propertyNames", "dependentRequired"):
+        return str(error.message)[:300]
+    if kind in ("oneOf", "anyOf", "allOf", "not"):
+        return "does not match any allowed form"
+    if kind == "type":
+        return f"must be of type {value}"
+    if kind in ("enum", "const"):
+        return f"must be one of {orjson.dumps(value if kind == 'enum' else [value]).decode()[:200]}"
+    return f"must satisfy {kind} {orjson.dumps(value).decode()[:200]}"
+
+
+def field_errors(check: Draft202012Validator, value: Any, prefix: str) -> list[dict[str, str]]:
+    errors = []
+    for error in check.iter_errors(value):
+        best = best_match([error]) or error
+        errors.append({"field": _field(prefix, best), "message": _message(best)})
+        if len(errors) >= MAX_ERRORS:
+            break
+    return errors
+
+
+@dataclass
+class Parameter:
+    name: str
+    where: str
+    required: bool
+    schema: dict[str, Any]
+    check: Draft202012Validator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.check = validator(self.schema)
+
+    def _convert(self, text: str) -> Any:
+        kind = self.schema.get("type")
+        try:
+            if kind == "integer":
+                if not text.strip().lstrip("-").isdigit():
+                    raise ValueError
+                return int(text)
+            if kind == "number":
+                return float(text)
+        except ValueError:
+            raise Problem(
+                400,
+                f"{self.where} parameter {self.name} is invalid",
+                errors=[{"field": f"{self.where}.{self.name}", "message": f"must be of type {kind}"}],
+            ) from None
+        return text
+
+    def read(self, request: web.Request) -> Any:
+        if self.where == "path":
+            values = [request.match_info[self.name]] if self.name in request.match_info else []
+        elif self.where == "query":
+            values = request.query.getall(self.name, [])
+        else:
+            values = request.headers.getall(self.name, [])
+        where = f"{self.where}.{self.name}"
+        if not values:
+            if self.required:
+                raise Problem(
+                    400, f"{where} is required", errors=[{"field": where, "message": "is required"}]
+                )
+            return _NO_VALUE
+        if len(values) > 1:
+            raise Problem(400, f"{where} is given more than once")
+        value = self._convert(values[0])
+        errors = field_errors(self.check, value, where)
+        if errors:
+            raise Problem(400, f"{where} is invalid", errors=errors)
+        return value
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    spec: dict[str, Any]
+    parameters: list[Parameter]
+    bodies: dict[str, Draft202012Validator | None]
+    body_required: bool
+
+    @property
+    def scope(self) -> str | None:
+        scope = self.spec.get("x-scope")
+        return scope if isinstance(scope, str) else None
+
+    @property
+    def public(self) -> bool:
+        return self.spec.get("security") == []
+
+    def read_params(self, request: web.Request) -> dict[str, Any]:
+        values = {p.name: p.read(request) for p in self.parameters}
+        return {k: v for k, v in values.items() if v is not _NO_VALUE}
+
+    async def read_body(self, request: web.Request) -> Any:
+        if not self.bodies:
+            return None
+        raw = await request.read()
+        if not raw:
+            if self.body_required:
+                raise Problem(400, "a request body is required")
+            return None
+        if "*/*" in self.bodies:
+            return raw
+        media = request.content_type
+        if media not in self.bodies:
+            listed = ", ".join(self.bodies)
+            raise Problem(415, f"Content-Type {media or '(none)'} is not accepted here; use {listed}")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise Problem(400, f"the body is not valid JSON: {exc}", slug="invalid-json") from None
+        check = self.bodies[media]
+        if check is not None:
+            errors = field_errors(check, body, "body")
+            if errors:
+                raise Problem(400, "the body is invalid", slug="invalid-body", errors=errors)
+        return body
+
+
+def operations(document: dict[str, Any]) -> dict[tuple[str, str], Operation]:
+    """Every operation of the document, by (METHOD, path template)."""
+    found = {}
+    for path, item in document["paths"].items():
+        shared = item.get("parameters", [])
+        for method in METHODS:
+            spec = item.get(method)
+            if spec is None:
+                continue
+            params = [
+                Parameter(p["name"], p["in"], bool(p.get("required")), p.get("schema", {}))
+                for p in _resolve_all(document, [*shared, *spec.get("parameters", [])])
+            ]
+            body = spec.get("requestBody", {})
+            bodies = {
+                media: (validator(content["schema"]) if content.get("schema") else None)
+                for media, content in body.get("content", {}).items()
+            }
+            found[(method.upper(), path)] = Operation(
+                method.upper(), path, spec, params, bodies, bool(body.get("required"))
+            )
+    return found
+
+
+def _resolve_all(document: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    resolved = []
+    for item in items:
+        ref = item.get("$ref")
+        if isinstance(ref, str):
+            node: Any = document
+            for part in ref.removeprefix("#/").split("/"):
+                node = node[part]
+            item = node
+        resolved.append(item)
+    return resolved
+
+
+OPERATIONS: web.AppKey[dict[tuple[str, str], Operation]] = web.AppKey("operations")
+PARAMS: web.RequestKey[dict[str, Any]] = web.RequestKey("params")
+BODY: web.RequestKey[Any] = web.RequestKey("body")
+
+
+def operation_of(request: web.Request) -> Operation | None:
+    resource = request.match_info.route.resource
+    if resource is None:
+        return None
+    return request.app[OPERATIONS].get((request.method, resource.canonical))
+
+
+@web.middleware
+async def validate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    op = operation_of(request)
+    if op is not None:
+        request[PARAMS] = op.read_params(request)
+        request[BODY] = await op.read_body(request)
+    return await handler(request)

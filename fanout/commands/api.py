@@ -1,0 +1,36 @@
+"""``fanout api``: serve the HTTP API (publish, ingest, subscriptions, dead letters, replays)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from fanout.commands.context import CliState, pass_state
+from fanout.errors import FanoutError
+
+
+@click.command("api")
+@click.option("--host", help="Address to listen on (default: api.host).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: api.port).")
+@click.option(
+    "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
+)
+@pass_state
+def api(state: CliState, host: str | None, port: int | None, log_level: str) -> None:
+    """Serve the HTTP API until SIGTERM."""
+    from fanout.api.app import run_api
+
+    logging.basicConfig(
+        level=log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    settings = state.settings
+    changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    if changes:
+        settings = settings.model_copy(update={"api": settings.api.model_copy(update=changes)})
+    try:
+        code = run_api(settings)
+    except FanoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)

@@ -1,0 +1,42 @@
+"""``fanout keys api|encryption``: make the keys the settings need (printed once, never stored)."""
+
+from __future__ import annotations
+
+import secrets
+
+import click
+
+from fanout.commands.context import print_json
+from fanout.config import SCOPES
+from fanout.secretbox import new_key
+
+
+@click.group()
+def keys() -> None:
+    """Generate API keys and encryption keys."""
+
+
+@keys.command("api")
+@click.option("--name", required=True, help="Who the key is for (shown in logs, never secret).")
+@click.option(
+    "--scope", "scopes", multiple=True, type=click.Choice(SCOPES), help="A scope (repeatable; default: all)."
+)
+@click.option("--json", "as_json", is_flag=True)
+def api_key(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
+    """A new API key and the api.keys entry (its SHA-256) to configure."""
+    from fanout.api.auth import key_digest
+
+    key = "fo_" + secrets.token_urlsafe(32)
+    entry = {"name": name, "sha256": key_digest(key), "scopes": list(scopes or SCOPES)}
+    if as_json:
+        print_json({"key": key, "entry": entry})
+        return
+    click.echo(f"key (give it to {name}; it is not stored anywhere): {key}")
+    click.echo("add to api.keys (YAML):")
+    click.echo(f"  - name: {name}\n    sha256: {entry['sha256']}\n    scopes: [{', '.join(entry['scopes'])}]")
+
+
+@keys.command("encryption")
+def encryption_key() -> None:
+    """A new AES-256 key for secrets.keys (put it first to encrypt with it; keep old ones after it)."""
+    click.echo(new_key())
