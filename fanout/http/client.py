@@ -49,7 +49,7 @@ class Origin:
     def host_header(self) -> bytes:
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return (host if self.port == default else f"{host}:{self.port}").encode("idna")
+        return (host if self.port == default else f"{host}:{self.port}").encode("ascii")
 
 
 @dataclass(slots=True)
@@ -164,9 +164,9 @@ class HttpClient:
         self._closed = False
 
     def request_head(self, origin: Origin, path: str, headers: dict[str, str], length: int) -> bytes:
-        lines = [f"POST {path} HTTP/1.1\r\n".encode("latin-1"), b"host: ", origin.host_header, b"\r\n"]
+        lines = [f"POST {path} HTTP/1.1\r\n".encode("ascii"), b"host: ", origin.host_header, b"\r\n"]
         for name, value in headers.items():
-            lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+            lines.append(f"{name}: {value}\r\n".encode())
         lines.append(b"content-length: %d\r\n\r\n" % length)
         return b"".join(lines)
 

@@ -20,10 +20,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from fanout import __version__
 from fanout.config import DeliverySettings
@@ -108,12 +108,15 @@ class HttpSender:
         return target
 
     def _resolve_target(self, sub: Subscription) -> _Target:
-        parts = urlsplit(sub.url)
-        host = parts.hostname or ""
-        https = parts.scheme == "https"
+        try:
+            url = URL(sub.url)  # yarl: IDNA host, percent-encoded path and query
+            host, path = url.raw_host or "", url.raw_path_qs or "/"
+            path.encode("ascii")
+        except (ValueError, UnicodeError) as exc:
+            raise PermanentDelivery(f"the URL cannot be sent: {type(exc).__name__}") from None
+        https = url.scheme == "https"
         tls = self._tls_for(sub) if https else None
-        origin = Origin(parts.scheme, host, parts.port or (443 if https else 80), tls)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        origin = Origin(url.scheme, host, url.port or (443 if https else 80), tls)
         refusal: str | None = None
         if not https and not self.settings.allow_http:
             refusal = "http:// endpoints are refused; set delivery.allow_http to allow them"

@@ -172,7 +172,7 @@ async def dispatcher_sees(app: Any, sub_id: str, check: Any, timeout: float = 30
 
     deadline = time.monotonic() + timeout
     while True:
-        sub = app.dispatcher.table.get(sub_id) if app.dispatcher is not None else None
+        sub = app.table.get(sub_id)
         if sub is not None and check(sub):
             return
         assert time.monotonic() < deadline, f"the dispatcher's table never showed the change to {sub_id}"
