@@ -1,7 +1,8 @@
 """Static validation of the deployment files (no Docker engine, no cluster, no network but the registries).
 
-1. ``helm lint --strict`` of helm/fanout with the default values and with ci/all-on-values.yaml;
-2. ``helm template`` with both, for each Kubernetes version in deploy_tools.KUBERNETES_VERSIONS;
+1. ``helm lint --strict`` of helm/fanout with the default values, ci/all-on-values.yaml (everything
+   on) and ci/alternatives-values.yaml (HPA instead of KEDA, existing Secrets, no API);
+2. ``helm template`` with each, for each Kubernetes version in deploy_tools.KUBERNETES_VERSIONS;
 3. ``kubeconform -strict`` on every rendering, against offline Kubernetes and CRD schemas (a kind
    without a schema is an error, not a skip);
 4. compose/docker-compose.yml against the Compose specification's JSON schema.
@@ -31,7 +32,12 @@ import deploy_tools  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "fanout"
 COMPOSE = ROOT / "compose" / "docker-compose.yml"
-VALUES = {"default": None, "all-on": CHART / "ci" / "all-on-values.yaml"}
+# "default": values.yaml alone; "all-on": every optional part; "alternatives": the other branches.
+VALUES = {
+    "default": None,
+    "all-on": CHART / "ci" / "all-on-values.yaml",
+    "alternatives": CHART / "ci" / "alternatives-values.yaml",
+}
 RELEASE = "fanout"
 NAMESPACE = "fanout"
 
