@@ -15,7 +15,10 @@ import urllib.request
 def urls() -> list[str]:
     if explicit := os.environ.get("FANOUT_HEALTHCHECK_URL"):
         return [explicit]
-    ports = [os.environ.get("FANOUT_DISPATCHER__HTTP_PORT", "8081"), os.environ.get("FANOUT_API__PORT", "8080")]
+    ports = [
+        os.environ.get("FANOUT_DISPATCHER__HTTP_PORT", "8081"),
+        os.environ.get("FANOUT_API__PORT", "8080"),
+    ]
     return [f"http://127.0.0.1:{port}/healthz" for port in ports]
 
 

@@ -23,11 +23,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import deploy_tools  # scripts/ is on sys.path when this file runs as a script
 import jsonschema
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import deploy_tools  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "fanout"
@@ -86,7 +84,15 @@ def check_chart(tools: deploy_tools.Tools, out: Path, result: Result) -> None:
         _run(
             result,
             f"helm lint --strict ({label} values)",
-            [str(tools.helm), "lint", "--strict", "--kube-version", oldest, str(CHART), *_values_args(values)],
+            [
+                str(tools.helm),
+                "lint",
+                "--strict",
+                "--kube-version",
+                oldest,
+                str(CHART),
+                *_values_args(values),
+            ],
         )
     for k8s, schemas in tools.k8s_schemas.items():
         for label, values in VALUES.items():
@@ -133,7 +139,9 @@ def check_compose(tools: deploy_tools.Tools, result: Result) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, help="keep the renderings and result.json in this directory")
     parser.add_argument("--verbose", action="store_true", help="print every tool's output")
     args = parser.parse_args()

@@ -4,13 +4,14 @@ Everything lands in a cache outside the clone, ``$FANOUT_TOOLS_CACHE`` (default
 ``~/.cache/fanout/tools``), one directory per pinned item, written atomically. A second run finds
 them all and downloads nothing.
 
-| item | obtained from | cache directory |
-|---|---|---|
-| helm | ``go install helm.sh/helm/v3/cmd/helm@HELM_VERSION`` (Go module proxy) | ``helm-<v>/`` |
-| kubeconform | ``go install github.com/yannh/kubeconform/cmd/kubeconform@<v>`` | ``kubeconform-<v>/`` |
-| Kubernetes JSON schemas | the PyPI wheel ``kubernetes-validate`` (ships strict schemas per minor) | ``k8s-schemas-<v>/`` |
-| CRD schemas | CRD YAML inside the Go modules of prometheus-operator and KEDA, converted | ``crd-schemas-<v>/`` |
-| Compose spec schema | ``schema/compose-spec.json`` inside the Go module compose-go | ``compose-spec-<v>/`` |
+- helm: ``go install helm.sh/helm/v3/cmd/helm@<v>`` through the Go module proxy -> ``helm-<v>/``
+- kubeconform: ``go install github.com/yannh/kubeconform/cmd/kubeconform@<v>`` -> ``kubeconform-<v>/``
+- Kubernetes JSON schemas: the PyPI wheel ``kubernetes-validate`` (strict schemas per Kubernetes
+  minor), made resolvable by kubeconform -> ``k8s-schemas-<v>-<kubernetes versions>-<conversion>/``
+- CRD schemas (ServiceMonitor, PrometheusRule, ScaledObject, TriggerAuthentication): the CRD YAML in
+  the Go modules of prometheus-operator and KEDA, converted to strict JSON schemas -> ``crd-schemas-.../``
+- the Compose specification schema: ``schema/compose-spec.json`` in the Go module compose-go
+  -> ``compose-spec-<v>/``
 
 ``python scripts/deploy_tools.py`` installs what is missing and prints the paths as JSON.
 """
@@ -132,8 +133,10 @@ def _go_module_dir(module: str, version: str) -> Path:
 def _k8s_schemas(target: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
-            + ["-d", tmp, f"kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"],
+            [
+                *(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"),
+                *("-d", tmp, f"kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+            ],
             check=True,
         )
         (wheel,) = Path(tmp).glob("kubernetes_validate-*.whl")
@@ -207,7 +210,8 @@ def ensure() -> Tools:
     k8s_dir = _cached(
         root / f"k8s-schemas-{KUBERNETES_VALIDATE_VERSION}-{'-'.join(KUBERNETES_VERSIONS)}-{CONVERSION}",
         _k8s_schemas,
-        f"Kubernetes {', '.join(KUBERNETES_VERSIONS)} schemas (kubernetes-validate {KUBERNETES_VALIDATE_VERSION})",
+        f"Kubernetes {', '.join(KUBERNETES_VERSIONS)} schemas "
+        f"(kubernetes-validate {KUBERNETES_VALIDATE_VERSION})",
     )
     crd_dir = _cached(
         root / f"crd-schemas-prometheus-operator-{PROMETHEUS_OPERATOR[1]}-keda-{KEDA[1]}-{CONVERSION}",

@@ -50,7 +50,9 @@ def deploy_check(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployChe
         timeout=COLD_INSTALL_TIMEOUT,
     )
     result_file = out / "result.json"
-    result = json.loads(result_file.read_text()) if result_file.is_file() else {"renderings": {}, "checks": []}
+    result = (
+        json.loads(result_file.read_text()) if result_file.is_file() else {"renderings": {}, "checks": []}
+    )
     yield DeployCheck(proc.returncode, proc.stdout + proc.stderr, result)
 
 
