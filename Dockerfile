@@ -23,9 +23,8 @@ COPY docker/healthcheck.py /opt/fanout/bin/fanout-healthcheck
 
 # ---- runtime: the virtual environment and an unprivileged user, nothing else
 FROM ${PYTHON_IMAGE} AS runtime
-ARG FANOUT_UID=10001
-RUN groupadd --system --gid ${FANOUT_UID} fanout \
- && useradd --system --uid ${FANOUT_UID} --gid fanout --no-create-home --home-dir /nonexistent \
+RUN groupadd --system --gid 10001 fanout \
+ && useradd --system --uid 10001 --gid fanout --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin fanout
 COPY --from=build /opt/fanout /opt/fanout
 ENV PATH=/opt/fanout/bin:$PATH \

@@ -1,5 +1,6 @@
 """Static validation of the deployment files (no Docker engine, no cluster, no network but the registries).
 
+0. NOTES.txt renders with each values file;
 1. ``helm lint --strict`` of helm/fanout with the default values, ci/all-on-values.yaml (everything
    on) and ci/alternatives-values.yaml (HPA instead of KEDA, existing Secrets, no API);
 2. ``helm template`` with each, for each Kubernetes version in deploy_tools.KUBERNETES_VERSIONS;
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,6 +96,7 @@ def check_chart(tools: deploy_tools.Tools, out: Path, result: Result) -> None:
                 *_values_args(values),
             ],
         )
+    check_notes(tools, out, result)
     location = "{{ .ResourceKind }}{{ .KindSuffix }}.json"
     for k8s, schemas in tools.k8s_schemas.items():
         rendered = []
@@ -120,6 +123,26 @@ def check_chart(tools: deploy_tools.Tools, out: Path, result: Result) -> None:
                 *map(str, rendered),
             ],
         )
+
+
+def check_notes(tools: deploy_tools.Tools, out: Path, result: Result) -> None:
+    """NOTES.txt renders with every values file (helm lint reports a failing NOTES.txt only as INFO).
+
+    ``helm template`` never prints NOTES.txt, so it is rendered from a copy of the chart in which it is
+    the block scalar of an ordinary template.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        chart = Path(tmp) / CHART.name
+        shutil.copytree(CHART, chart)
+        notes = chart / "templates" / "NOTES.txt"
+        body = "".join(f"  {line}" for line in notes.read_text().splitlines(keepends=True))
+        (chart / "templates" / "zz-notes.yaml").write_text("notes: |\n" + body)
+        notes.unlink()
+        for label, values in VALUES.items():
+            argv = [str(tools.helm), "template", RELEASE, str(chart), "--namespace", NAMESPACE]
+            argv += ["--kube-version", deploy_tools.KUBERNETES_VERSIONS[-1], *_values_args(values)]
+            argv += ["--show-only", "templates/zz-notes.yaml"]
+            _run(result, f"NOTES.txt renders ({label} values)", argv, out / f"notes-{label}.yaml")
 
 
 def check_compose(tools: deploy_tools.Tools, result: Result) -> None:
