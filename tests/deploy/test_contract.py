@@ -311,3 +311,32 @@ def test_dashboard_and_alert_rules_live_in_the_chart(
     mounts = [v for s in compose["services"].values() for v in s.get("volumes", [])]
     assert any(v.startswith("../helm/fanout/alerts:") for v in mounts)
     assert any(v.startswith("../helm/fanout/dashboards:") for v in mounts)
+
+
+# -- the checker itself
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("FANOUT_KAFKA__BOOTSTRAP_SERVERS", None),
+        ("FANOUT_KAFKA__EXTRA", None),
+        ("FANOUT_KAFKA__EXTRA__SOCKET.KEEPALIVE.ENABLE", None),  # a key inside a dict field
+        ("FANOUT_DELIVERY", None),  # a whole section as JSON
+        ("FANOUT_CONFIG", None),
+        ("PATH", None),
+        ("FANOUT_DISPATCHER__BOGUS", "fanout has no setting dispatcher.bogus"),
+        ("FANOUT_BOGUS__PORT", "fanout has no setting bogus"),
+        ("FANOUT_BOGUS", "fanout has no setting bogus"),
+        ("FANOUT_KAFKA__BOOTSTRAP_SERVERS__HOST", "kafka.bootstrap_servers has no fields"),
+    ],
+)
+def test_setting_problem(name: str, expected: str | None) -> None:
+    problem = setting_problem(name)
+    assert problem == (None if expected is None else f"{name}: {expected}")
+
+
+def test_help_refuses_unknown_commands_and_options() -> None:
+    assert _help(("topics", "create", "events"))[0] == 0
+    assert _help(("topics", "create", "--no-such-option"))[0] == 2
+    assert _help(("no-such-command",))[0] == 2
