@@ -224,12 +224,12 @@ class DispatcherSettings(_Section):
     topics: list[str] = Field(default_factory=list, description="Source topics beyond the subscriptions'.")
     batch_size: int = Field(default=500, ge=1, le=100_000)
     max_uncommitted: int = Field(
-        default=5000, ge=1, description="Per partition: records read but not yet committed; pause above."
+        default=10_000, ge=1, description="Per partition: records read but not yet committed; pause above."
     )
     max_queued: int = Field(
         default=5000, ge=1, description="Deliveries queued in all lanes above which fetching pauses."
     )
-    commit_interval_ms: int = Field(default=1000, ge=50)
+    commit_interval_ms: int = Field(default=250, ge=50)
     drain_timeout: float = Field(default=30, gt=0)
     session_timeout_ms: int = Field(default=45_000, ge=6000)
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)

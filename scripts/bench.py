@@ -279,7 +279,7 @@ def wait_for_text(path: Path, needle: str, seconds: float) -> None:
 
 def paced_produce(settings: Any, topic: str, value: bytes, rate: float, seconds: float) -> dict[str, float]:
     """Produce at ``rate`` events/s for ``seconds``; the send time of each event id."""
-    producer = Producer({**settings.kafka.librdkafka(), "linger.ms": 0, "acks": 1})
+    producer = Producer({**settings.kafka.librdkafka(), "linger.ms": 5, "acks": 1})
     sent: dict[str, float] = {}
     start = time.time()
     total = int(rate * seconds)

@@ -64,6 +64,8 @@ class Sink:
         self.url = f"http://127.0.0.1:{port}"
         self.log = directory / "receipts.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self._read_upto = 0
+        self._counts: dict[int, int] = {}
 
     def __enter__(self) -> Sink:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -101,6 +103,7 @@ class Sink:
     def reset(self) -> None:
         """Start a fresh receipts log (nginx reopens its logs on SIGUSR1)."""
         self.log.unlink(missing_ok=True)
+        self._read_upto, self._counts = 0, {}
         if self._proc is not None:
             self._proc.send_signal(signal.SIGUSR1)
             deadline = time.monotonic() + 5
@@ -117,10 +120,15 @@ class Sink:
                 out.append(Receipt(float(parts[0]), parts[1], int(parts[2]), parts[3]))
         return out
 
-    def count(self, status: int | None = 204) -> int:
+    def count(self, status: int = 204) -> int:
+        """Requests answered ``status`` so far, reading only what the log gained since the last call."""
         if not self.log.exists():
             return 0
-        text = self.log.read_bytes()
-        if status is None:
-            return text.count(b"\n")
-        return text.count(f" {status} ".encode())
+        needle = f" {status} ".encode()
+        with self.log.open("rb") as f:
+            f.seek(self._read_upto)
+            chunk = f.read()
+        complete = chunk.rfind(b"\n") + 1
+        self._counts[status] = self._counts.get(status, 0) + chunk[:complete].count(needle)
+        self._read_upto += complete
+        return self._counts[status]

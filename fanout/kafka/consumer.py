@@ -85,6 +85,10 @@ def consumer_config(
         "isolation.level": "read_committed",
         "fetch.max.bytes": 16 * 1024 * 1024,
         "queued.max.messages.kbytes": 16 * 1024,  # bounded prefetch: memory stays flat under backlog
+        "queued.min.messages": 20_000,
+        # When the prefetch queue is full, librdkafka waits this long before fetching again once it has
+        # drained (default 1 s): long enough to starve the lanes for most of a second at high rates.
+        "fetch.queue.backoff.ms": 10,
         "on_commit": on_commit,
     }
 
