@@ -210,6 +210,7 @@ class DispatcherApp:
             group,
             self._fail,
             self._instance_id(f".ordered.{sub.id}"),
+            seed_from=self.settings.dispatcher.group_id,
         )
 
     # -- 410 Gone: disable now, persist in the topic, tell the ops topic ---------------------------

@@ -27,6 +27,7 @@ class GroupMember:
         group_id: str,
         on_fatal: Callable[[FatalKafkaError], None],
         instance_id: str | None = None,
+        seed_from: str | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.group_id = group_id
@@ -47,6 +48,7 @@ class GroupMember:
             ),
             group_id=group_id,
             instance_id=instance_id,
+            seed_from=seed_from,
         )
 
     def start(self) -> None:

@@ -103,6 +103,7 @@ class ConsumerThread:
         hooks: ConsumerHooks,
         group_id: str | None = None,
         instance_id: str | None = None,
+        seed_from: str | None = None,
     ) -> None:
         self._settings = settings
         self._topics = sorted(set(topics) | set(retry_topics))
@@ -111,6 +112,7 @@ class ConsumerThread:
         self._hooks = hooks
         self._group_id = group_id or settings.dispatcher.group_id
         self._instance_id = instance_id
+        self._seed_from = seed_from
         self._commands: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
         self._parts: dict[TP, _PartitionState] = {}
         self._epoch = 0
@@ -165,6 +167,8 @@ class ConsumerThread:
             consumer = Consumer(
                 consumer_config(self._settings, self._group_id, self._on_commit, self._instance_id)
             )
+            if self._seed_from is not None:
+                seed_offsets(self._settings, consumer, self._topics, self._seed_from)
             self._subscribe(consumer, self._topics)
             batch = self._settings.dispatcher.batch_size
             while not self._stop.is_set():
@@ -415,3 +419,25 @@ class ConsumerThread:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def seed_offsets(settings: Settings, consumer: Consumer, topics: Iterable[str], source_group: str) -> None:
+    """A new group (no committed offset on ``topics``) starts where ``source_group`` is, rather than at
+    ``auto_offset_reset``: a key-ordered subscription added later gets the events the shared group has
+    not delivered yet, not the topic's whole history. Partitions ``source_group`` never committed are
+    left to ``auto_offset_reset``."""
+    partitions: list[TopicPartition] = []
+    for topic in topics:
+        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata is not None and metadata.error is None:
+            partitions.extend(TopicPartition(topic, p) for p in metadata.partitions)
+    if not partitions or any(tp.offset >= 0 for tp in consumer.committed(partitions, timeout=10)):
+        return
+    source = Consumer({**settings.kafka.librdkafka(), "group.id": source_group, "enable.auto.commit": False})
+    try:
+        start = [tp for tp in source.committed(partitions, timeout=10) if tp.offset >= 0]
+    finally:
+        source.close()
+    if start:
+        consumer.commit(offsets=start, asynchronous=False)
+        log.info("new group starts where %s is, on %d partitions", source_group, len(start))

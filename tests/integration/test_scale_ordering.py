@@ -3,19 +3,23 @@ itself; an unordered subscription on the same topic is not delayed."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 
 import orjson
 from aiohttp import web
 
+from fanout.kafka.subscriptions import SubscriptionStore
 from tests.integration.engine import (
     apply,
+    committed_total,
     create_engine_topics,
     engine_settings,
     produce_records,
     running,
     subscription,
+    wait_for_members,
 )
 from tests.receivers import Received, Receiver
 
@@ -126,3 +130,34 @@ async def test_a_failing_key_blocks_only_itself_and_not_the_unordered_subscripti
     assert {r.headers["webhook-id"] for r in bad_attempts} == {"e000"}, (
         "the failing key never moved past its head"
     )
+
+
+async def test_an_ordered_subscription_added_later_starts_where_the_shared_group_is(
+    bootstrap: str, unique: str
+) -> None:
+    settings = engine_settings(bootstrap, unique)
+    topic = f"{unique}.events"
+    create_engine_topics(settings, [topic])
+
+    def records(ids: range) -> list[tuple[bytes, bytes, None]]:
+        return [(b"k", orjson.dumps({"event": "x", "id": f"e{i}", "data": {"key": "k"}}), None) for i in ids]
+
+    async with Receiver() as plain_rx, Receiver() as ordered_rx:
+        await apply(settings, [subscription("plain", plain_rx.url, [topic])])
+        async with running(settings):
+            produce_records(settings, topic, records(range(20)))
+            await plain_rx.wait_count(20, 30)
+            deadline = time.monotonic() + 30
+            while await asyncio.to_thread(committed_total, settings, [topic]) < 20:
+                assert time.monotonic() < deadline, "the shared group never committed"
+                await asyncio.sleep(0.1)  # polling the broker with a deadline
+            store = SubscriptionStore(settings)
+            await asyncio.to_thread(
+                store.put, subscription("ordered", ordered_rx.url, [topic], ordering="key")
+            )
+            store.close()
+            await wait_for_members(settings, 1, group_id=f"{settings.dispatcher.group_id}.ordered.ordered")
+            produce_records(settings, topic, records(range(20, 25)))
+            await ordered_rx.wait_count(5, 30)
+            await plain_rx.wait_count(25, 30)
+    assert [r.headers["webhook-id"] for r in ordered_rx.requests] == [f"e{i}" for i in range(20, 25)]
