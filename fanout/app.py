@@ -112,7 +112,14 @@ class DispatcherApp:
         limits = LaneLimits(
             d.lane_queue, d.lane_max_wait, d.breaker_failures, d.breaker_cooldown, d.breaker_max_cooldown
         )
-        lanes = Lanes(sender.send, self.settler.done, limits, settings.dispatcher.max_queued, self._hold)
+        lanes = Lanes(
+            sender.send,
+            self.settler.done,
+            limits,
+            settings.dispatcher.max_queued,
+            self._hold,
+            connections_per_host=d.connections_per_host,
+        )
         retry_topics = [settings.topics.retry(i) for i in range(len(settings.retry.tiers))]
         unordered = self._unordered(self.table)
         self.main = GroupMember(

@@ -7,8 +7,10 @@ delivery to a retry tier, so a slow or failing subscriber never holds back the p
 subscribers. A queued delivery that waits longer than ``max_wait`` is spilled by ``expire`` too: the
 lane is too slow for it, and it must not pin its partition's offset.
 
-Sends are started by ``_pump`` whenever a slot, a token and a queued delivery are all available; when
-only the token is missing a single timer re-runs ``_pump`` when the next token is due. No task waits.
+Sends are started by ``_pump`` whenever an in-flight slot of the lane, a connection slot of the host
+(``HostSlots``), a token and a queued delivery are all available; when only the token is missing a
+single timer re-runs ``_pump`` when the next token is due, and when the host is saturated the lane is
+woken when a slot frees. No task waits.
 """
 
 from __future__ import annotations
@@ -18,114 +20,16 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from fanout.errors import DeliveryError, RetryableDelivery
 from fanout.model import Delivery
+from fanout.pipeline.limits import Breaker, HostSlots, TokenBucket
 from fanout.subscription import Subscription
 
 MIN_SHARE = 1e-6
 Send = Callable[[Delivery], Awaitable[None]]
 Done = Callable[[Delivery, DeliveryError | None, float], None]
-
-
-class TokenBucket:
-    """``rate`` tokens per second up to ``capacity``; ``take`` spends one if there is one."""
-
-    __slots__ = ("_stamp", "_tokens", "capacity", "rate")
-
-    def __init__(self, rate: float, capacity: float) -> None:
-        self.rate = rate
-        self.capacity = capacity
-        self._tokens = capacity
-        self._stamp = time.monotonic()
-
-    def _refill(self, now: float) -> None:
-        self._tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
-
-    def take(self) -> float:
-        """Spend a token and return 0, or return the seconds until one is available."""
-        now = time.monotonic()
-        self._refill(now)
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return 0.0
-        return (1 - self._tokens) / self.rate
-
-    def reconfigure(self, rate: float, capacity: float) -> None:
-        self._refill(time.monotonic())
-        self.rate, self.capacity = rate, capacity
-        self._tokens = min(self._tokens, capacity)
-
-
-class Breaker:
-    """Closed until ``threshold`` consecutive failures; then open for ``cooldown`` seconds; then half-open,
-    when exactly one probe may be sent. Each failed probe doubles the cool-down up to ``max_cooldown``
-    (so deliveries spilled while it is open circulate less and less often); a success resets it.
-
-    The probe is reserved when it is *sent* (``sending``), so a delivery that is queued and then spilled
-    never holds the probe. Every sent probe ends in ``success``, ``failure`` or ``release`` (no
-    verdict), so the breaker cannot wedge."""
-
-    __slots__ = (
-        "_open_until",
-        "_probing",
-        "base_cooldown",
-        "cooldown",
-        "failures",
-        "max_cooldown",
-        "threshold",
-    )
-
-    def __init__(self, threshold: int, cooldown: float, max_cooldown: float | None = None) -> None:
-        self.threshold = threshold
-        self.base_cooldown = self.cooldown = cooldown
-        self.max_cooldown = max(cooldown, max_cooldown or cooldown)
-        self.failures = 0
-        self._open_until = 0.0
-        self._probing = False
-
-    @property
-    def state(self) -> str:
-        if self.failures < self.threshold:
-            return "closed"
-        return "open" if time.monotonic() < self._open_until or self._probing else "half-open"
-
-    def accepting(self) -> bool:
-        """May the lane take new deliveries? Not while open, nor while a probe is out."""
-        return self.failures < self.threshold or (not self._probing and time.monotonic() >= self._open_until)
-
-    def sending(self) -> bool:
-        """About to send: True if allowed (when half-open this reserves the one probe)."""
-        if self.failures < self.threshold:
-            return True
-        if self._probing or time.monotonic() < self._open_until:
-            return False
-        self._probing = True
-        return True
-
-    def remaining(self) -> float:
-        return max(0.0, self._open_until - time.monotonic())
-
-    def success(self) -> None:
-        self.failures = 0
-        self._probing = False
-        self.cooldown = self.base_cooldown
-
-    def release(self) -> None:
-        """The attempt ended without telling anything about the endpoint."""
-        self._probing = False
-
-    def failure(self) -> bool:
-        """Record a failure; True when this failure opened (or re-opened) the breaker."""
-        self.failures += 1
-        was_probing, self._probing = self._probing, False
-        if self.failures >= self.threshold:
-            if was_probing:  # the endpoint is still down: wait longer before the next probe
-                self.cooldown = min(self.cooldown * 2, self.max_cooldown)
-            self._open_until = time.monotonic() + self.cooldown
-            return True
-        return False
 
 
 @dataclass(frozen=True)
@@ -154,6 +58,8 @@ class Lane:
         self._closed = False
         self._tasks: set[asyncio.Future[None]] = set()
         self.rate_waits = 0
+        self._waiting_host = False
+        self.host = _host_key(sub.url)
         self._configure_bucket()
 
     def _configure_bucket(self) -> None:
@@ -171,6 +77,7 @@ class Lane:
     def update(self, sub: Subscription) -> None:
         """Adopt a new version of the subscription (limits apply from now on)."""
         self.sub = sub
+        self.host = _host_key(sub.url)
         self._configure_bucket()
         self._pump()
 
@@ -209,6 +116,10 @@ class Lane:
         self._owner.dequeued(self)
         return delivery
 
+    def _wake(self) -> None:
+        self._waiting_host = False
+        self._pump()
+
     def head_age(self, now: float) -> float:
         return now - self.queue[0].queued_at if self.queue else 0.0
 
@@ -219,20 +130,27 @@ class Lane:
     def _pump(self) -> None:
         queue = self.queue
         breaker = self.breaker
-        while queue and self.in_flight < self.sub.max_in_flight:
+        slots = self._owner.slots
+        while queue and self.in_flight < self.sub.max_in_flight and not self._waiting_host:
             if queue[0].ticket.fenced:
                 self._pop()
                 continue
             if breaker.failures >= breaker.threshold and not breaker.accepting():
                 return
+            if not slots.take(self.host):
+                self._waiting_host = True
+                slots.wait(self.host, self._wake)
+                return
             if self.bucket is not None:
                 wait = self.bucket.take()
                 if wait > 0:
+                    slots.give_back(self.host)
                     self.rate_waits += 1
                     if self._timer is None:
                         self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
                     return
             if not breaker.sending():
+                slots.give_back(self.host)
                 return
             self.in_flight += 1
             task = asyncio.ensure_future(self._run(self._pop()))
@@ -261,6 +179,7 @@ class Lane:
             error = RetryableDelivery(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.in_flight -= 1
+            self._owner.slots.give_back(self.host)
         self._owner.on_done(delivery, error, time.monotonic() - started)
         self._pump()
 
@@ -316,8 +235,11 @@ class Lanes:
         limits: LaneLimits,
         high_water: int = 1 << 62,
         on_pressure: Callable[[bool], None] = lambda held: None,
+        connections_per_host: int = 1 << 30,
     ) -> None:
         self.send = send
+        self.slots = HostSlots(connections_per_host)
+        self.waiting: set[Lane] = set()
         self.on_done = on_done
         self.limits = limits
         self._share_of: Callable[[Subscription], float] = lambda sub: 1.0
@@ -333,6 +255,7 @@ class Lanes:
 
     def enqueued(self, lane: Lane) -> None:
         self.queued += 1
+        self.waiting.add(lane)
         if (
             len(lane.queue) >= self._congested_at
             and lane not in self.congested
@@ -345,6 +268,8 @@ class Lanes:
 
     def dequeued(self, lane: Lane) -> None:
         self.queued -= 1
+        if not lane.queue:
+            self.waiting.discard(lane)
         if lane in self.congested and len(lane.queue) <= self._relieved_at:
             self.congested.discard(lane)
             self._update()
@@ -386,9 +311,8 @@ class Lanes:
     def expire(self) -> None:
         """Spill what waited too long; a congested lane whose head aged is slow, not congested."""
         now = time.monotonic()
-        for lane in list(self.by_id.values()):
-            if lane.queue:
-                lane.expire(now)
+        for lane in list(self.waiting):
+            lane.expire(now)
         aged = {lane for lane in self.congested if lane.head_age(now) >= self._young or lane._closed}
         if aged:
             self.congested -= aged
@@ -396,3 +320,10 @@ class Lanes:
 
     def in_flight(self) -> int:
         return sum(lane.in_flight for lane in self.by_id.values())
+
+
+def _host_key(url: str) -> str:
+    """scheme://host:port of a URL: the unit ``HostSlots`` limits (and the connection pool's key)."""
+    parsed = urlsplit(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    return f"{parsed.scheme}://{parsed.hostname}:{port}"

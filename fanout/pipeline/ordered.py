@@ -21,7 +21,8 @@ from collections.abc import Callable, Hashable
 
 from fanout.errors import DeliveryError, RetryableDelivery
 from fanout.model import Delivery
-from fanout.pipeline.lanes import MIN_SHARE, Send, TokenBucket
+from fanout.pipeline.lanes import MIN_SHARE, Send
+from fanout.pipeline.limits import TokenBucket
 from fanout.pipeline.settle import Settler
 from fanout.subscription import Subscription
 

@@ -11,14 +11,16 @@ import pytest
 from fanout.errors import DeliveryError, PermanentDelivery, RetryableDelivery
 from fanout.model import Delivery
 from fanout.pipeline import lanes as lanes_module
-from fanout.pipeline.lanes import Breaker, Lane, LaneLimits, Lanes, Spilled, TokenBucket
+from fanout.pipeline import limits as limits_module
+from fanout.pipeline.lanes import Lane, LaneLimits, Lanes, Spilled
+from fanout.pipeline.limits import Breaker, TokenBucket
 from fanout.pipeline.offsets import PartitionTracker
 from fanout.subscription import Subscription
 from tests.unit.factories import make_delivery, make_event, make_sub
 
 
 class FakeClock:
-    """Stands in for the ``time`` module inside ``fanout.pipeline.lanes`` only (asyncio keeps its clock)."""
+    """Stands in for ``time`` in ``fanout.pipeline.lanes`` and ``.limits`` only (asyncio keeps its clock)."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -34,6 +36,7 @@ class FakeClock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(lanes_module, "time", fake)
+    monkeypatch.setattr(limits_module, "time", fake)
     return fake
 
 
@@ -664,3 +667,24 @@ async def test_a_congested_lane_whose_head_ages_is_slow_not_congested() -> None:
     lane.close()
     await gate.sending(batch[0])
     gate.finish(batch[0])
+
+
+async def test_lanes_share_a_host_limit_and_wake_in_turn() -> None:
+    gate = Gate()
+    lanes = Lanes(gate, Outcomes(), limits(), connections_per_host=2)
+    a = lanes.get(make_sub(id="a", url="https://hooks.example.com/a"))
+    b = lanes.get(make_sub(id="b", url="https://hooks.example.com:443/b"))
+    other = lanes.get(make_sub(id="c", url="https://elsewhere.example.com/c"))
+    for d in [*deliveries(a.sub, 3), *deliveries(b.sub, 2), *deliveries(other.sub, 1)]:
+        lane = {"a": a, "b": b, "c": other}[d.subscription.id]
+        assert lane.offer(d) is None
+    await until(lambda: len(gate.waiting) == 3)  # two for hooks.example.com, one for elsewhere
+    assert a.in_flight + b.in_flight == 2 and other.in_flight == 1
+    assert lanes.slots.in_flight("https://hooks.example.com:443") == 2
+    assert len(a.queue) + len(b.queue) == 3  # waiting in their queues, not as tasks
+    for _ in range(6):
+        await until(lambda: len(gate.waiting) > 0)
+        assert lanes.slots.in_flight("https://hooks.example.com:443") <= 2
+        gate.finish(gate.waiting[0])
+    await until(lambda: lanes.slots.in_flight("https://hooks.example.com:443") == 0)
+    assert not a.queue and not b.queue and gate.peak <= 3 and len(gate.calls) == 6
