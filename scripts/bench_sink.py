@@ -35,7 +35,7 @@ http {{
         location = /ready {{ return 204; }}
         location /flaky {{
             access_log {dir}/receipts.log receipts buffer=256k flush=1s;
-            if ($flaky) {{ return 500; }}
+            if ($flaky) {{ return 500 "failing on purpose\n"; }}
             return 204;
         }}
         location / {{

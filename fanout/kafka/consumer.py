@@ -4,8 +4,9 @@ It polls in batches and hands records to the event loop. Everything that touches
 here, in one thread, in this order each cycle: commands from the loop (store offsets, re-subscribe),
 due retry partitions resumed, one ``consume()`` call, and the batch handed over.
 
-- **Retry tiers.** A retry record that is not due yet is not handed over: its partition is paused and
-  rewound to it, and resumed when it is due. The loop never sleeps; ``consume()`` keeps polling.
+- **Retry tiers.** A retry record that is not due yet is held back here, with the records behind it, and
+  its partition is paused; they are handed over in order as they come due, and the partition resumes
+  fetching once nothing is held back. Nothing is fetched twice, and the poll loop never sleeps.
 - **Backpressure.** Per partition, records read but not committed are bounded by ``max_uncommitted``,
   exactly: a record beyond the bound is not handed over (the partition is paused and rewound to it),
   and the partition resumes when commits bring it under half. A crash re-delivers at most that many.
@@ -24,6 +25,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -53,6 +55,7 @@ class _PartitionState:
     gated_until: float | None = None
     backpressured: bool = False
     paused: bool = False
+    held_back: deque[Message] = field(default_factory=deque)  # retry records not due yet, in order
 
 
 @dataclass
@@ -220,12 +223,10 @@ class ConsumerThread:
         messages = [first, *consumer.consume(batch - 1, 0)] if first is not None else []
         if self._ownership_changed:
             self._announce(consumer)
-        if not messages:
-            return
-        self.joined.set()
-        out: list[Message] = []
         now_ms = time.time() * 1000
-        limit = self._settings.dispatcher.max_uncommitted
+        out = self._release_due(now_ms)
+        if messages:
+            self.joined.set()
         rewound: set[TP] = set()
         for msg in messages:
             error = msg.error()
@@ -236,6 +237,9 @@ class ConsumerThread:
             state = self._parts.get(tp)
             if state is None or tp in rewound:
                 continue  # not ours any more / behind a rewind already made in this batch
+            if state.held_back:
+                state.held_back.append(msg)  # behind a retry record that is not due: keep the order
+                continue
             offset = msg.offset() or 0
             if state.paused:
                 self._rewind(consumer, tp, offset, state, rewound)
@@ -243,13 +247,11 @@ class ConsumerThread:
             if tp[0] in self._retry_topics:
                 due = not_before_ms(cast(Headers, msg.headers()))
                 if due is not None and due > now_ms:
+                    state.held_back.append(msg)
                     state.gated_until = due / 1000
-                    self._rewind(consumer, tp, offset, state, rewound)
+                    self._pause(consumer, tp, state)
                     continue
-            if state.committed is None:
-                state.committed = offset
-            if offset + 1 - state.committed > limit:
-                state.backpressured = True
+            if not self._within_bound(offset, state):
                 self._rewind(consumer, tp, offset, state, rewound)
                 continue
             state.last = offset
@@ -266,6 +268,41 @@ class ConsumerThread:
             self._processed += 1
             self._taken.set()
 
+    def _within_bound(self, offset: int, state: _PartitionState) -> bool:
+        """May ``offset`` be handed over under ``max_uncommitted``? If not, the partition is backpressured."""
+        if state.committed is None:
+            state.committed = offset
+        if offset + 1 - state.committed > self._settings.dispatcher.max_uncommitted:
+            state.backpressured = True
+            return False
+        return True
+
+    def _release_due(self, now_ms: float) -> list[Message]:
+        """Retry records held back that are now due, in order; a partition stays paused while its head
+        is not due (or the bound is reached), and resumes fetching once nothing is held back."""
+        out: list[Message] = []
+        for state in self._parts.values():
+            held = state.held_back
+            while held:
+                head = held[0]
+                due = not_before_ms(cast(Headers, head.headers()))
+                if due is not None and due > now_ms:
+                    state.gated_until = due / 1000
+                    break
+                if not self._within_bound(head.offset() or 0, state):
+                    break
+                held.popleft()
+                state.last = head.offset()
+                out.append(head)
+            if not held:
+                state.gated_until = None
+        return out
+
+    def _pause(self, consumer: Consumer, tp: TP, state: _PartitionState) -> None:
+        if not state.paused:
+            consumer.pause([TopicPartition(tp[0], tp[1])])
+            state.paused = True
+
     def _rewind(
         self, consumer: Consumer, tp: TP, offset: int, state: _PartitionState, rewound: set[TP]
     ) -> None:
@@ -281,24 +318,21 @@ class ConsumerThread:
     def _poll_timeout(self) -> float:
         if self.held:
             return HELD_POLL_SECONDS
-        gates = [s.gated_until for s in self._parts.values() if s.gated_until is not None]
+        gates = [s.gated_until for s in self._parts.values() if s.held_back and s.gated_until is not None]
         if not gates:
             return POLL_SECONDS
         return max(0.0, min(POLL_SECONDS, min(gates) - time.time()))
 
     def _update_pauses(self, consumer: Consumer) -> None:
         limit = self._settings.dispatcher.max_uncommitted
-        now = time.time()
         for (topic, partition), state in self._parts.items():
-            if state.gated_until is not None and state.gated_until <= now:
-                state.gated_until = None
             if state.last is not None and state.committed is not None:
                 window = state.last + 1 - state.committed
                 if not state.backpressured and window >= limit:
                     state.backpressured = True
                 elif state.backpressured and window <= limit // 2:
                     state.backpressured = False
-            should_pause = self.held or state.backpressured or state.gated_until is not None
+            should_pause = self.held or state.backpressured or bool(state.held_back)
             if should_pause != state.paused:
                 tp = [TopicPartition(topic, partition)]
                 consumer.pause(tp) if should_pause else consumer.resume(tp)
