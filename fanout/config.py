@@ -232,6 +232,9 @@ class DispatcherSettings(_Section):
     commit_interval_ms: int = Field(default=250, ge=50)
     drain_timeout: float = Field(default=30, gt=0)
     session_timeout_ms: int = Field(default=45_000, ge=6000)
+    heartbeat_interval_ms: int = Field(
+        default=1000, ge=100, description="Members learn of a rebalance at their next heartbeat."
+    )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 

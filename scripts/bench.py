@@ -11,6 +11,7 @@ Results: a table on stdout, JSON in bench-results/, and a PNG chart next to it.
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import os
 import platform
@@ -165,8 +166,11 @@ class Bench:
         monitor = ProcessMonitor(proc.pid)
         monitor.start()
         deadline = time.monotonic() + self.args.run_timeout
+        stable: float | None = None
         try:
             while sink.count(204) < scenario.deliveries:
+                if stable is None and members_with_partitions(self.settings, group) >= workers:
+                    stable = time.time()  # the group has settled: the steady state starts here
                 if proc.poll() is not None:
                     raise RuntimeError(f"the dispatcher exited with {proc.returncode}; see {log.name}")
                 if time.monotonic() > deadline:
@@ -183,7 +187,7 @@ class Bench:
                 proc.kill()
         time.sleep(1.2)  # nginx flushes its access log buffer every second
         receipts = [r for r in sink.receipts() if r.path.startswith(scenario.path)]
-        return summarise(scenario, workers, receipts, monitor)
+        return summarise(scenario, workers, receipts, monitor, stable or 0.0)
 
     # -- latency at a fixed offered load -----------------------------------------------------------
 
@@ -297,11 +301,30 @@ def paced_produce(settings: Any, topic: str, value: bytes, rate: float, seconds:
     return sent
 
 
-def summarise(scenario: Scenario, workers: int, receipts: list[Receipt], monitor: ProcessMonitor) -> Run:
+def members_with_partitions(settings: Any, group: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        admin = AdminClient(settings.kafka.librdkafka())
+        description = admin.describe_consumer_groups([group])[group].result(timeout=5)
+    except Exception:
+        return 0
+    return sum(1 for m in description.members if m.assignment and m.assignment.topic_partitions)
+
+
+def summarise(
+    scenario: Scenario, workers: int, receipts: list[Receipt], monitor: ProcessMonitor, stable: float
+) -> Run:
+    """Throughput and CPU over the middle of the run: from the 10th percentile of receipts (or the moment
+    the consumer group settled, if later: a rebalance is not the steady state) to the 90th."""
     ok = sorted(r.at for r in receipts if r.status == 204)
     failed = sum(1 for r in receipts if r.status != 204)
-    lo, hi = ok[len(ok) // 10], ok[(len(ok) * 9) // 10]
-    counted = (len(ok) * 9) // 10 - len(ok) // 10
+    start = max(len(ok) // 10, bisect.bisect_left(ok, stable))
+    end = (len(ok) * 9) // 10
+    if end - start < len(ok) // 4:
+        raise RuntimeError(f"{scenario.key}: the group settled too late for a steady-state window")
+    lo, hi = ok[start], ok[end]
+    counted = end - start
     cpu = monitor.cpu_at(hi) - monitor.cpu_at(lo)
     return Run(
         scenario=scenario.key,

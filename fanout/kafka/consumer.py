@@ -84,6 +84,7 @@ def consumer_config(
         "auto.commit.interval.ms": d.commit_interval_ms,
         "auto.offset.reset": d.auto_offset_reset,
         "session.timeout.ms": d.session_timeout_ms,
+        "heartbeat.interval.ms": min(d.heartbeat_interval_ms, d.session_timeout_ms // 3),
         "max.poll.interval.ms": d.max_poll_interval_ms,
         "isolation.level": "read_committed",
         "fetch.max.bytes": 16 * 1024 * 1024,
