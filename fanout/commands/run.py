@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -36,6 +38,10 @@ def run(
     log_level: str,
 ) -> None:
     """Consume events and deliver them to every matching subscription until SIGTERM."""
+    # Until the event loop installs its own handlers (which drain and commit), a SIGTERM finds nothing
+    # to drain: stop cleanly instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     from fanout.app import run_dispatcher
     from fanout.kafka.subscriptions import SubscriptionStore
     from fanout.routes import load_routes
@@ -72,6 +78,10 @@ def run(
     except FanoutError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def _config_args(state: CliState) -> list[str]:
