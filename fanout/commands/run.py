@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -24,7 +23,9 @@ from fanout.errors import FanoutError, ValidationFailed
 )
 @click.option("--worker-index", type=int, hidden=True)
 @click.option(
-    "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    help="Overrides telemetry.log_level (default INFO).",
 )
 @pass_state
 def run(
@@ -33,19 +34,19 @@ def run(
     group_id: str | None,
     workers: int | None,
     worker_index: int | None,
-    log_level: str,
+    log_level: str | None,
 ) -> None:
     """Consume events and deliver them to every matching subscription until SIGTERM."""
     from fanout.app import run_dispatcher
     from fanout.kafka.subscriptions import SubscriptionStore
     from fanout.routes import load_routes
     from fanout.supervisor import Supervisor
+    from fanout.telemetry.logs import setup_logging
 
-    prefix = f"[worker {worker_index}] " if worker_index is not None else ""
-    logging.basicConfig(
-        level=log_level, stream=sys.stderr, format=f"%(asctime)s %(levelname)s {prefix}%(name)s %(message)s"
-    )
     settings = state.settings
+    log_level = log_level or settings.telemetry.log_level
+    worker = {"worker": worker_index} if worker_index is not None else {}
+    setup_logging(settings.telemetry.log_format, log_level, **worker)
     if group_id:
         settings = settings.model_copy(
             update={"dispatcher": settings.dispatcher.model_copy(update={"group_id": group_id})}

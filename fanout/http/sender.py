@@ -117,8 +117,8 @@ class HttpSender:
             headers["traceparent"] = delivery.traceparent
         return headers
 
-    async def send(self, delivery: Delivery) -> None:
-        """One attempt. Returns on 2xx; raises a DeliveryError subclass otherwise."""
+    async def send(self, delivery: Delivery) -> int:
+        """One attempt. Returns the status on 2xx; raises a DeliveryError subclass otherwise."""
         sub = delivery.subscription
         refusal = self.refusal(sub)
         if refusal is not None:
@@ -155,6 +155,7 @@ class HttpSender:
         error: DeliveryError | None = classify(status, retry_after, sub.retry.retryable_statuses)
         if error is not None:
             raise error
+        return status
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:

@@ -24,7 +24,7 @@ from fanout.model import Delivery
 from fanout.subscription import Subscription
 
 MIN_SHARE = 1e-6
-Send = Callable[[Delivery], Awaitable[None]]
+Send = Callable[[Delivery], Awaitable[object]]
 Done = Callable[[Delivery, DeliveryError | None, float], None]
 
 
