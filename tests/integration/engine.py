@@ -26,6 +26,7 @@ from fanout.config import (
     KafkaSettings,
     RetrySettings,
     Settings,
+    TelemetrySettings,
     TopicSettings,
 )
 from fanout.http.signing import new_secret
@@ -50,6 +51,7 @@ def engine_settings(bootstrap: str, unique: str, partitions: int = 3, **sections
             session_timeout_ms=10_000,
             http_port=0,  # several dispatchers share this machine; tests that probe choose a port
         ),
+        "telemetry": TelemetrySettings(),
     }
     for name, value in sections.items():
         if isinstance(value, dict):

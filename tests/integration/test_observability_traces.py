@@ -123,7 +123,9 @@ async def test_one_trace_from_producer_to_subscriber_and_through_a_retry(bootstr
     tracing.shutdown()
 
 
-async def test_without_tracing_the_subscriber_gets_the_producers_traceparent(bootstrap: str, unique: str) -> None:
+async def test_without_tracing_the_subscriber_gets_the_producers_traceparent(
+    bootstrap: str, unique: str
+) -> None:
     settings = engine_settings(bootstrap, unique)
     topic = f"{unique}.users"
     create_engine_topics(settings, [topic])
