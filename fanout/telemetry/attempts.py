@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from opentelemetry.context import Context
-from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from fanout.errors import DeliveryError
 from fanout.model import Delivery
+from fanout.telemetry.histograms import HistogramCell, LocalHistograms
 from fanout.telemetry.metrics import LabelCap
 from fanout.telemetry.spans import TraceHandle
 from fanout.telemetry.tracing import format_traceparent
@@ -36,34 +36,38 @@ def result_of(error: DeliveryError) -> str:
 
 
 class AttemptMetrics:
-    """The two per-attempt histograms, with one attribute dict per (subscription, result), built once."""
+    """The two per-attempt histograms, with one cell per (subscription, result), resolved once."""
 
-    def __init__(self, meter: Meter, cap: LabelCap) -> None:
-        self.duration: Histogram = meter.create_histogram(
+    def __init__(self, histograms: LocalHistograms, cap: LabelCap) -> None:
+        self.duration = histograms.create(
             "fanout.delivery.attempt.duration",
-            unit="s",
-            description="Duration of HTTP delivery attempts, by subscription and result",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            "s",
+            "Duration of HTTP delivery attempts, by subscription and result",
+            DURATION_BUCKETS,
         )
-        self.latency: Histogram = meter.create_histogram(
+        self.latency = histograms.create(
             "fanout.delivery.latency",
-            unit="s",
-            description="End-to-end latency from the event's time to the subscriber's 2xx, by subscription",
-            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS,
+            "s",
+            "End-to-end latency from the event's time to the subscriber's 2xx, by subscription",
+            LATENCY_BUCKETS,
         )
         self._cap = cap
-        self._attributes: dict[str, dict[str, dict[str, str]]] = {}
+        self._cells: dict[str, dict[str, HistogramCell]] = {}
 
-    def attributes(self, sub_id: str, result: str) -> dict[str, str]:
-        by_result = self._attributes.get(sub_id)
+    def cell(self, sub_id: str, result: str) -> HistogramCell:
+        """``result`` "" is the subscription's latency cell; otherwise its attempt-duration cell."""
+        by_result = self._cells.get(sub_id)
         if by_result is None:
-            by_result = self._attributes[sub_id] = {}
-        attributes = by_result.get(result)
-        if attributes is None:
-            attributes = by_result[result] = {"subscription": self._cap(sub_id)}
+            by_result = self._cells[sub_id] = {}
+        cell = by_result.get(result)
+        if cell is None:
+            label = self._cap(sub_id)
             if result:
-                attributes["result"] = result
-        return attributes
+                cell = self.duration.cell({"subscription": label, "result": result})
+            else:
+                cell = self.latency.cell({"subscription": label})
+            by_result[result] = cell
+        return cell
 
 
 def redacted_url(url: str) -> str:
@@ -83,7 +87,7 @@ def instrument_send(send: Send, metrics: AttemptMetrics, tracer: Tracer | None) 
 
 
 def _measured(send: Send, metrics: AttemptMetrics) -> Send:
-    duration, latency, attributes = metrics.duration, metrics.latency, metrics.attributes
+    cell = metrics.cell
 
     async def attempt(delivery: Delivery) -> object:
         sub_id = delivery.subscription.id
@@ -91,17 +95,17 @@ def _measured(send: Send, metrics: AttemptMetrics) -> Send:
         try:
             status = await send(delivery)
         except DeliveryError as exc:
-            duration.record(time.monotonic() - started, attributes(sub_id, result_of(exc)))
+            cell(sub_id, result_of(exc)).record(time.monotonic() - started)
             raise
-        duration.record(time.monotonic() - started, attributes(sub_id, "2xx"))
-        latency.record(max(0.0, time.time() - delivery.event.time), attributes(sub_id, ""))
+        cell(sub_id, "2xx").record(time.monotonic() - started)
+        cell(sub_id, "").record(max(0.0, time.time() - delivery.event.time))
         return status
 
     return attempt
 
 
 def _traced(send: Send, metrics: AttemptMetrics, tracer: Tracer) -> Send:
-    duration, latency, attributes = metrics.duration, metrics.latency, metrics.attributes
+    cell = metrics.cell
     urls: dict[str, tuple[str, str, int]] = {}
 
     def url_attributes(url: str) -> tuple[str, str, int]:
@@ -138,7 +142,7 @@ def _traced(send: Send, metrics: AttemptMetrics, tracer: Tracer) -> Send:
         try:
             status = await send(delivery)
         except DeliveryError as exc:
-            duration.record(time.monotonic() - started, attributes(sub.id, result_of(exc)))
+            cell(sub.id, result_of(exc)).record(time.monotonic() - started)
             if exc.status is not None:
                 span.set_attribute("http.response.status_code", exc.status)
             span.set_attribute(
@@ -155,8 +159,8 @@ def _traced(send: Send, metrics: AttemptMetrics, tracer: Tracer) -> Send:
         if isinstance(status, int):
             span.set_attribute("http.response.status_code", status)
         span.end()
-        duration.record(time.monotonic() - started, attributes(sub.id, "2xx"))
-        latency.record(max(0.0, time.time() - delivery.event.time), attributes(sub.id, ""))
+        cell(sub.id, "2xx").record(time.monotonic() - started)
+        cell(sub.id, "").record(max(0.0, time.time() - delivery.event.time))
         return status
 
     return attempt

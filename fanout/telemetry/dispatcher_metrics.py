@@ -1,6 +1,7 @@
 """The dispatcher's metrics. Counters and gauges are observable instruments: the data path only bumps
 plain integers (``Settler.outcomes``, ``Lane.rate_waits``...), which these callbacks read when
-``/metrics`` is scraped or OTLP exports. The histograms are recorded as things happen (``attempts``).
+``/metrics`` is scraped or OTLP exports. The histograms are bound cells (``histograms``) recorded as
+things happen (``attempts``, ``on_retry_lag``).
 
 =====================================================  ============================================
 Prometheus name (labels)                               what
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from fanout.telemetry.attempts import AttemptMetrics
+from fanout.telemetry.histograms import HistogramCell
 from fanout.telemetry.metrics import LabelCap, Metrics
 
 if TYPE_CHECKING:
@@ -53,14 +55,14 @@ class DispatcherMetrics:
         self.app = app
         self.cap = LabelCap(max_subscription_labels)
         meter = metrics.meter
-        self.attempts = AttemptMetrics(meter, self.cap)
-        self.retry_lag = meter.create_histogram(
+        self.attempts = AttemptMetrics(metrics.histograms, self.cap)
+        self.retry_lag = metrics.histograms.create(
             "fanout.retry.tier.lag",
-            unit="s",
-            description="How late retry records are taken from their tier (now minus not-before time)",
-            explicit_bucket_boundaries_advisory=RETRY_LAG_BUCKETS,
+            "s",
+            "How late retry records are taken from their tier (now minus not-before time)",
+            RETRY_LAG_BUCKETS,
         )
-        self._tier_attributes: dict[str, dict[str, str]] = {}
+        self._tier_cells: dict[str, HistogramCell] = {}
         observables = (
             (meter.create_observable_counter, "fanout.deliveries", self._deliveries, "Deliveries by outcome"),
             (meter.create_observable_counter, "fanout.dead_letters", self._dead_letters, "Dead letters"),
@@ -124,10 +126,10 @@ class DispatcherMetrics:
     # -- called on the data path ---------------------------------------------------------------------
 
     def on_retry_lag(self, topic: str, seconds: float) -> None:
-        attributes = self._tier_attributes.get(topic)
-        if attributes is None:
-            attributes = self._tier_attributes[topic] = {"tier": topic.rsplit(".", 1)[-1]}
-        self.retry_lag.record(seconds, attributes)
+        cell = self._tier_cells.get(topic)
+        if cell is None:
+            cell = self._tier_cells[topic] = self.retry_lag.cell({"tier": topic.rsplit(".", 1)[-1]})
+        cell.record(seconds)
 
     # -- callbacks -------------------------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ aiohttp handler for ``GET /metrics``) and, when ``OTEL_METRICS_EXPORTER=otlp``, 
 
 Each ``Metrics`` has its own provider and Prometheus registry, so several can live in one process
 (tests). The API server mounts the same handler: ``app.router.add_get("/metrics", metrics.handler)``.
+Histograms on a hot path can use ``Metrics.histograms`` (``fanout.telemetry.histograms``): the readers
+here export them along with the SDK's instruments.
 
 Instrument names become Prometheus names by the exporter's rules: ``fanout.deliveries`` (a counter)
 is scraped as ``fanout_deliveries_total``, a histogram ``fanout.delivery.latency`` with unit ``s`` as
@@ -13,16 +15,28 @@ is scraped as ``fanout_deliveries_total``, a histogram ``fanout.delivery.latency
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.export import (
+    Metric,
+    MetricExporter,
+    MetricReader,
+    MetricsData,
+    PeriodicExportingMetricReader,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from fanout import __version__
+from fanout.telemetry.histograms import LocalHistograms
 from fanout.telemetry.tracing import SCOPE, resource
 
 OTHER = "_other"
@@ -47,13 +61,57 @@ class LabelCap:
         return label
 
 
-def _otlp_reader(environ: Mapping[str, str]) -> MetricReader | None:
+Extra = Callable[[], list[Metric]]
+
+
+def with_extra(data: MetricsData | None, extra: list[Metric], fallback: Resource) -> MetricsData | None:
+    """``data`` plus the ``extra`` metrics, in a scope of their own under the first resource."""
+    if not extra:
+        return data
+    scope = ScopeMetrics(InstrumentationScope(SCOPE, __version__), extra, "")
+    if data is None or not data.resource_metrics:
+        return MetricsData([ResourceMetrics(fallback, [scope], "")])
+    first, *rest = data.resource_metrics
+    merged = ResourceMetrics(first.resource, [*first.scope_metrics, scope], first.schema_url)
+    return MetricsData([merged, *rest])
+
+
+class _WithExtra(MetricReader):
+    """Adds the extra metrics to every collection (``Metrics`` keeps one SDK instrument,
+    ``fanout.build_info``, so there is always a collection to add them to)."""
+
+    _extra: Extra
+    _fallback: Resource
+
+    def _receive_metrics(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> None:
+        merged = with_extra(metrics_data, self._extra(), self._fallback)
+        if merged is not None:
+            super()._receive_metrics(merged, timeout_millis, **kwargs)  # type: ignore[safe-super]
+
+
+class _PrometheusReader(_WithExtra, PrometheusMetricReader):
+    def __init__(self, extra: Extra, fallback: Resource, **options: Any) -> None:
+        self._extra = extra
+        self._fallback = fallback
+        super().__init__(**options)
+
+
+class _OtlpReader(_WithExtra, PeriodicExportingMetricReader):
+    def __init__(self, exporter: MetricExporter, extra: Extra, fallback: Resource) -> None:
+        self._extra = extra
+        self._fallback = fallback
+        super().__init__(exporter)
+
+
+def _otlp_reader(environ: Mapping[str, str], extra: Extra, fallback: Resource) -> MetricReader | None:
     names = [n.strip().lower() for n in environ.get("OTEL_METRICS_EXPORTER", "none").split(",")]
     if "otlp" not in names or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-    return PeriodicExportingMetricReader(OTLPMetricExporter())
+    return _OtlpReader(OTLPMetricExporter(), extra, fallback)
 
 
 class Metrics:
@@ -64,14 +122,22 @@ class Metrics:
         attributes: Mapping[str, str] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
+        self.histograms = LocalHistograms()
+        own = resource(service_name, attributes)
+        extra = self.histograms.metrics
         readers: list[MetricReader] = [
-            PrometheusMetricReader(scope_info_enabled=False, registry=self.registry)
+            _PrometheusReader(extra, own, scope_info_enabled=False, registry=self.registry)
         ]
-        otlp = _otlp_reader(os.environ if environ is None else environ)
+        otlp = _otlp_reader(os.environ if environ is None else environ, extra, own)
         if otlp is not None:
             readers.append(otlp)
-        self.provider = MeterProvider(metric_readers=readers, resource=resource(service_name, attributes))
+        self.provider = MeterProvider(metric_readers=readers, resource=own)
         self.meter: Meter = self.provider.get_meter(SCOPE, __version__)
+        self.meter.create_observable_gauge(
+            "fanout.build_info",
+            callbacks=[lambda options: [Observation(1, {"version": __version__})]],
+            description="1, labelled with the running fanout version",
+        )
 
     def scrape(self) -> bytes:
         """The current metrics in the Prometheus text format."""

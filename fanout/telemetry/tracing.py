@@ -30,6 +30,10 @@ from fanout import __version__
 log = logging.getLogger("fanout.telemetry")
 
 SCOPE = "fanout"
+# The SDK's batch defaults (2048 spans, every 5 s) drop spans at a few thousand deliveries per second
+# (three spans each); these apply unless OTEL_BSP_MAX_QUEUE_SIZE / OTEL_BSP_SCHEDULE_DELAY are set.
+BSP_MAX_QUEUE_SIZE = 32768
+BSP_SCHEDULE_DELAY_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,13 @@ def setup_tracing(
     """A ``Tracing`` for this process. ``processors`` (tests: a SimpleSpanProcessor over an in-memory
     exporter) replace the exporters the environment would configure."""
     if processors is None:
-        processors = [BatchSpanProcessor(e) for e in _exporters(os.environ if environ is None else environ)]
+        environ = os.environ if environ is None else environ
+        queue = None if "OTEL_BSP_MAX_QUEUE_SIZE" in environ else BSP_MAX_QUEUE_SIZE
+        delay = None if "OTEL_BSP_SCHEDULE_DELAY" in environ else BSP_SCHEDULE_DELAY_MS
+        processors = [
+            BatchSpanProcessor(e, max_queue_size=queue, schedule_delay_millis=delay)
+            for e in _exporters(environ)
+        ]
     if not processors:
         return TRACING_OFF
     provider = TracerProvider(

@@ -132,7 +132,7 @@ def scrape_value(metrics: Metrics, name: str) -> float:
 
 async def test_instrumented_attempt_records_duration_latency_and_the_attempt_span() -> None:
     metrics = Metrics("fanout-test", environ={})
-    attempt_metrics = AttemptMetrics(metrics.meter, LabelCap(10))
+    attempt_metrics = AttemptMetrics(metrics.histograms, LabelCap(10))
     exporter = InMemorySpanExporter()
     tracing = setup_tracing(1.0, "fanout-test", processors=[SimpleSpanProcessor(exporter)])
     seen: list[str | None] = []
@@ -200,3 +200,48 @@ def test_client_injects_the_trace_context_once() -> None:
         "timestamp": "2023-11-14T22:13:20.000Z",
         "data": {"id": 1},
     }
+
+
+def test_local_histograms_reach_the_otlp_reader_too() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+    from opentelemetry.sdk.resources import Resource
+
+    from fanout.telemetry.histograms import LocalHistograms
+    from fanout.telemetry.metrics import _OtlpReader
+
+    exported: list[MetricsData] = []
+
+    class Capture(MetricExporter):
+        def export(
+            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
+        ) -> MetricExportResult:
+            exported.append(metrics_data)
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+            pass
+
+    histograms = LocalHistograms()
+    histograms.create("fanout.delivery.latency", "s", "d", (1.0, 10.0)).cell({"subscription": "s"}).record(
+        2.0
+    )
+    reader = _OtlpReader(Capture(), histograms.metrics, Resource({}))
+    provider = MeterProvider(metric_readers=[reader])
+    provider.get_meter("t").create_counter("c").add(1)
+    provider.force_flush()
+    names = {m.name for d in exported for r in d.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    assert {"c", "fanout.delivery.latency"} <= names
+    (point,) = next(
+        m.data.data_points
+        for d in exported
+        for r in d.resource_metrics
+        for s in r.scope_metrics
+        for m in s.metrics
+        if m.name == "fanout.delivery.latency"
+    )
+    assert (point.count, point.sum, list(point.bucket_counts)) == (1, 2.0, [0, 1, 0])
+    provider.shutdown()
