@@ -255,7 +255,16 @@ class DispatcherApp:
         self._disabled[sub.id] = sub.version
         self._swap(self.table)
         self.settler.ops.disabled(delivery, reason)
-        log.warning("disabling subscription %s: %s", sub.id, reason)
+        log.warning(
+            "disabling subscription %s: %s",
+            sub.id,
+            reason,
+            extra={
+                "subscription": sub.id,
+                "event_id": delivery.event.id,
+                "traceparent": delivery.traceparent,
+            },
+        )
         future = asyncio.get_running_loop().run_in_executor(
             None, lambda: self.store.update(sub.id, lambda s: _disabled(s, reason))
         )

@@ -14,6 +14,7 @@ only the token is missing a single timer re-runs ``_pump`` when the next token i
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from fanout.errors import DeliveryError, RetryableDelivery
 from fanout.model import Delivery
 from fanout.subscription import Subscription
+
+log = logging.getLogger("fanout.lanes")
 
 MIN_SHARE = 1e-6
 Send = Callable[[Delivery], Awaitable[object]]
@@ -245,6 +248,16 @@ class Lane:
         except RetryableDelivery as exc:
             error = exc
             if breaker.failure():
+                log.warning(
+                    "circuit opened for %.0fs after %d consecutive failures",
+                    breaker.remaining(),
+                    breaker.failures,
+                    extra={
+                        "subscription": self.sub.id,
+                        "event_id": delivery.event.id,
+                        "traceparent": delivery.traceparent,
+                    },
+                )
                 self._spill_all(Spilled("circuit open", retry_after=breaker.remaining()))
         except DeliveryError as exc:
             error = exc

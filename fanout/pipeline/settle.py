@@ -150,6 +150,11 @@ class Settler:
         n = self._consecutive.get(sub_id, 0) + 1
         self._consecutive[sub_id] = n
         if n == self._delivery.failing_after:
+            log.warning(
+                "subscription failing: %d consecutive failed attempts",
+                n,
+                extra=delivery_fields(delivery, error=delivery.last_error),
+            )
             self.ops.failing(delivery, n)
             if self._on_failing is not None:
                 self._on_failing(delivery, n)

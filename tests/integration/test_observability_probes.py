@@ -1,13 +1,28 @@
 """Probes: ``/readyz`` once joined (also for a member that owns no partition), ``/healthz`` failing
-within ``dispatcher.stall_timeout`` when the poll loop stalls (test hook), and recovering after."""
+within ``dispatcher.stall_timeout`` when the poll loop stalls (test hook), and recovering after;
+with ``--workers 2``, each worker on its own port."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
+from pathlib import Path
 
-from tests.integration.engine import apply, create_engine_topics, engine_settings, running, subscription
-from tests.integration.test_observability_metrics import free_port, scrape
+import aiohttp
+import orjson
+
+from tests.integration.engine import (
+    DispatcherProcess,
+    apply,
+    create_engine_topics,
+    engine_settings,
+    events,
+    produce,
+    running,
+    subscription,
+)
+from tests.integration.test_observability_metrics import free_port, parse_scrape, scrape, total
 from tests.receivers import Receiver
 
 STALL_TIMEOUT = 2.0
@@ -17,7 +32,10 @@ async def wait_status(port: int, path: str, status: int, timeout: float) -> floa
     """Poll ``path`` until it answers ``status``; return how long that took."""
     start = time.monotonic()
     while True:
-        got, body = await scrape(port, path)
+        try:
+            got, body = await scrape(port, path)
+        except aiohttp.ClientConnectionError as exc:  # not listening yet
+            got, body = 0, str(exc)
         if got == status:
             return time.monotonic() - start
         assert time.monotonic() - start < timeout, f"{path} still {got} after {timeout}s: {body}"
@@ -65,3 +83,49 @@ async def test_healthz_fails_when_the_poll_loop_stalls_and_readyz_needs_no_parti
         status, body = await scrape(ports[0], "/readyz")
         assert status == 503 and "stalled" in body
         await wait_status(ports[0], "/healthz", 200, 10)
+
+
+def free_port_pair() -> int:
+    """A port P such that P and P + 1 are both free now."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no two consecutive free ports")
+
+
+async def test_each_worker_serves_probes_and_metrics_on_its_own_port(
+    bootstrap: str, unique: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    port = free_port_pair()
+    settings = engine_settings(
+        bootstrap, unique, dispatcher={"http_port": port, "http_host": "127.0.0.1", "workers": 2}
+    )
+    topic = f"{unique}.events"
+    create_engine_topics(settings, [topic])
+    await apply(settings, [subscription("s", receiver.url, [topic])])
+    process = DispatcherProcess(settings, tmp_path / "workers.log")
+    process.start()
+    try:
+        for worker_port in (port, port + 1):
+            await wait_status(worker_port, "/readyz", 200, 60)
+        produce(settings, topic, events(40))
+        await receiver.wait_count(40)
+        delivered = 0.0
+        for worker_port in (port, port + 1):
+            status, text = await scrape(worker_port)
+            assert status == 200 and "fanout_build_info" in text
+            delivered += total(parse_scrape(text), "fanout_deliveries_total", outcome="delivered")
+        assert delivered == len(receiver.requests) == 40, "the workers' counters add up"
+    finally:
+        code = process.terminate()
+        process.close()
+    assert code == 0
+    workers = {
+        orjson.loads(line).get("worker") for line in process.log().splitlines() if line.startswith("{")
+    }
+    assert {0, 1} <= workers
