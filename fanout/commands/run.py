@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -37,6 +39,7 @@ def run(
     log_level: str | None,
 ) -> None:
     """Consume events and deliver them to every matching subscription until SIGTERM."""
+    signal.signal(signal.SIGTERM, _stop_while_starting)
     from fanout.app import run_dispatcher
     from fanout.kafka.subscriptions import SubscriptionStore
     from fanout.routes import load_routes
@@ -73,6 +76,13 @@ def run(
     except FanoutError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+def _stop_while_starting(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM before the dispatcher's own handler is installed (while importing, applying routes or
+    starting): nothing was consumed yet, so stop at once with exit 0. The dispatcher and the supervisor
+    replace this handler with their graceful ones."""
+    raise SystemExit(0)
 
 
 def _config_args(state: CliState) -> list[str]:
