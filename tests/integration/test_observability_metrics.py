@@ -79,6 +79,7 @@ async def test_metrics_match_receivers_and_dead_letters_and_logs_are_json_withou
         bootstrap,
         unique,
         dispatcher={"http_port": port, "http_host": "127.0.0.1"},
+        delivery={"breaker_failures": 1000},  # every first attempt to "flaky" fails: no probe cool-downs
         telemetry={"log_format": "json", "log_level": "DEBUG"},
     )
     topic = f"{unique}.orders"
