@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint install kafka-start kafka-stop clean
+.PHONY: test demo bench lint install kafka-start kafka-stop clean promtool
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check fanout tests scripts
 	$(BIN)/ruff format --check fanout tests scripts
 	$(BIN)/mypy --strict fanout
+
+## promtool: build Prometheus' promtool once (pinned, cached in ~/.cache/fanout/promtool); the alert-rule tests use it
+promtool:
+	scripts/promtool --path
 
 kafka-start:
 	scripts/kafka start

@@ -34,6 +34,9 @@ from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
 from fanout.pipeline.settle import Settler
 from fanout.subscription import Subscription
+from fanout.telemetry.dispatcher import DispatcherTelemetry
+from fanout.telemetry.metrics import Metrics
+from fanout.telemetry.tracing import Tracing
 
 log = logging.getLogger("fanout.app")
 
@@ -50,6 +53,8 @@ class DispatcherApp:
         resolver: AbstractResolver | None = None,
         handle_signals: bool = True,
         worker: int | None = None,
+        tracing: Tracing | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self._handle_signals = handle_signals
@@ -64,6 +69,7 @@ class DispatcherApp:
         self._stopping: set[asyncio.Future[None]] = set()
         self.store = SubscriptionStore(settings)
         self.started = asyncio.Event()
+        self.telemetry = DispatcherTelemetry(self, settings, worker, tracing, metrics)
 
     def stop(self) -> None:
         self._stop.set()
@@ -85,7 +91,15 @@ class DispatcherApp:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, self.stop)
+        await self.telemetry.start()
+        try:
+            return await self._run(loop)
+        finally:
+            await self.telemetry.stop()
+
+    async def _run(self, loop: asyncio.AbstractEventLoop) -> int:
         settings = self.settings
+        telemetry = self.telemetry
         tables: asyncio.Queue[RoutingTable] = asyncio.Queue()
 
         def on_subscriptions(subs: dict[str, Subscription]) -> None:
@@ -108,12 +122,14 @@ class DispatcherApp:
         self.settler = Settler(
             settings, producer, OpsEvents(producer, settings.topics.ops), on_gone=self._disable
         )
+        telemetry.attach_settler(self.settler, settings.dispatcher.group_id)
+        self._send = telemetry.send(sender.send)
         d = settings.delivery
         limits = LaneLimits(
             d.lane_queue, d.lane_max_wait, d.breaker_failures, d.breaker_cooldown, d.breaker_max_cooldown
         )
         lanes = Lanes(
-            sender.send,
+            self._send,
             self.settler.done,
             limits,
             settings.dispatcher.max_queued,
@@ -125,7 +141,9 @@ class DispatcherApp:
         self.main = GroupMember(
             settings,
             loop,
-            Dispatcher(unordered, lanes, self.settler, retry_topics),
+            telemetry.attach(
+                Dispatcher(unordered, lanes, self.settler, retry_topics), settings.dispatcher.group_id
+            ),
             self._source_topics(unordered),
             settings.dispatcher.group_id,
             self._fail,
@@ -206,9 +224,11 @@ class DispatcherApp:
                 existing.subscribe(sub.topics)
 
     def _ordered_member(self, sub: Subscription) -> GroupMember:
-        lanes = KeyedLanes(self._sender.send, self.settler)
-        dispatcher = Dispatcher(RoutingTable.build([sub]), lanes, self.settler, [])
+        lanes = KeyedLanes(self._send, self.settler)
         group = f"{self.settings.dispatcher.group_id}.ordered.{sub.id}"
+        dispatcher = self.telemetry.attach(
+            Dispatcher(RoutingTable.build([sub]), lanes, self.settler, []), group
+        )
         return GroupMember(
             self.settings,
             asyncio.get_running_loop(),
@@ -243,7 +263,16 @@ class DispatcherApp:
         self._disabled[sub.id] = sub.version
         self._swap(self.table)
         self.settler.ops.disabled(delivery, reason)
-        log.warning("disabling subscription %s: %s", sub.id, reason)
+        log.warning(
+            "disabling subscription %s: %s",
+            sub.id,
+            reason,
+            extra={
+                "subscription": sub.id,
+                "event_id": delivery.event.id,
+                "traceparent": delivery.traceparent,
+            },
+        )
         future = asyncio.get_running_loop().run_in_executor(
             None, lambda: self.store.update(sub.id, lambda s: _disabled(s, reason))
         )

@@ -237,6 +237,39 @@ class DispatcherSettings(_Section):
     )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    http_port: int = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="/healthz, /readyz, /metrics; worker i of --workers N uses http_port + i; 0: off.",
+    )
+    http_host: str = "0.0.0.0"
+    stall_timeout: float = Field(
+        default=60,
+        gt=0,
+        description="/healthz fails when a poll loop has not completed a cycle for this many seconds.",
+    )
+
+    @model_validator(mode="after")
+    def _stall(self) -> DispatcherSettings:
+        if self.stall_timeout <= self.drain_timeout:
+            raise ValueError(
+                "stall_timeout must exceed drain_timeout (a revoke blocks the poll loop while draining)"
+            )
+        return self
+
+
+class TelemetrySettings(_Section):
+    """Logs, traces and metrics. OTLP export is configured by the standard OTEL_* variables (README)."""
+
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    trace_sample_ratio: float = Field(
+        default=1.0, ge=0, le=1, description="Parent-based: applies to records that arrive without a trace."
+    )
+    max_subscription_labels: int = Field(
+        default=1000, ge=1, description="Distinct subscription label values; the rest are reported as _other."
+    )
 
 
 class Settings(BaseSettings):
@@ -256,6 +289,7 @@ class Settings(BaseSettings):
     dispatcher: DispatcherSettings = DispatcherSettings()
     api: ApiSettings = ApiSettings()
     secrets: SecretsSettings = SecretsSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
 
     @model_validator(mode="after")
     def _api_topics(self) -> Settings:

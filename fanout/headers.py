@@ -16,7 +16,10 @@ A retry or dead-letter record keeps the source record's key, value and headers, 
 ``fanout-last-error``       last status (``HTTP 503``) or error (``timeout after 15s``), if any
 ``fanout-reason``           why it was dead-lettered or spilled (``retries exhausted``, ``circuit open``)
 ``fanout-status``           last HTTP status, if any
-``traceparent``             W3C trace context of the original event (kept from the source headers)
+``traceparent``             W3C trace context of the original event (kept from the source headers;
+                            added from the dispatcher's span when the source had none and tracing is on)
+``fanout-traceparent``      trace context of the span that wrote this record (tracing on): a retry's
+                            spans continue from it and link to ``traceparent``
 ==========================  ===================================================================
 """
 
@@ -39,6 +42,7 @@ EVENT_ID = "fanout-event-id"
 LAST_ERROR = "fanout-last-error"
 REASON = "fanout-reason"
 STATUS = "fanout-status"
+TRACEPARENT = "fanout-traceparent"
 
 
 def original(headers: Headers | None) -> Headers:

@@ -85,7 +85,9 @@ class Delivery:
     ``first_attempt`` is when the delivery entered fanout (or was replayed): ``max_age`` counts from it.
     ``ticket.release()`` is called exactly once, when the delivery is settled (delivered, or handed to a
     retry or dead-letter topic and acknowledged by the broker). A ``fenced`` ticket belongs to a revoked
-    partition: its work is dropped.
+    partition: its work is dropped. ``traceparent`` is sent to the subscriber (the source record's, or
+    the attempt span's when tracing is on); ``trace`` is the span the delivery's next span continues
+    from (``fanout.telemetry.spans.TraceHandle``), None when tracing is off.
     """
 
     event: Event
@@ -96,6 +98,7 @@ class Delivery:
     last_error: str = ""
     traceparent: str | None = None
     queued_at: float = 0.0
+    trace: object | None = None
 
     @property
     def age(self) -> float:

@@ -90,7 +90,10 @@ class Supervisor:
         codes: dict[int, int] = {}
         for worker in self._workers.values():
             try:
-                codes[worker.index] = worker.proc.wait(max(0.1, deadline - time.monotonic()))
+                code = worker.proc.wait(max(0.1, deadline - time.monotonic()))
+                # Killed by our SIGTERM itself: it came before the worker installed any handler (the
+                # `run` command does so first thing), so the worker had consumed nothing: a clean stop.
+                codes[worker.index] = 0 if code == -signal.SIGTERM else code
             except subprocess.TimeoutExpired:
                 log.error("worker %d did not stop in time; killing it", worker.index)
                 worker.proc.kill()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -26,7 +25,9 @@ from fanout.errors import FanoutError, ValidationFailed
 )
 @click.option("--worker-index", type=int, hidden=True)
 @click.option(
-    "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    help="Overrides telemetry.log_level (default INFO).",
 )
 @pass_state
 def run(
@@ -35,23 +36,20 @@ def run(
     group_id: str | None,
     workers: int | None,
     worker_index: int | None,
-    log_level: str,
+    log_level: str | None,
 ) -> None:
     """Consume events and deliver them to every matching subscription until SIGTERM."""
-    # Until the event loop installs its own handlers (which drain and commit), a SIGTERM finds nothing
-    # to drain: stop cleanly instead of dying by the signal.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _exit_cleanly)
+    signal.signal(signal.SIGTERM, _stop_while_starting)
     from fanout.app import run_dispatcher
     from fanout.kafka.subscriptions import SubscriptionStore
     from fanout.routes import load_routes
     from fanout.supervisor import Supervisor
+    from fanout.telemetry.logs import setup_logging
 
-    prefix = f"[worker {worker_index}] " if worker_index is not None else ""
-    logging.basicConfig(
-        level=log_level, stream=sys.stderr, format=f"%(asctime)s %(levelname)s {prefix}%(name)s %(message)s"
-    )
     settings = state.settings
+    log_level = log_level or settings.telemetry.log_level
+    worker = {"worker": worker_index} if worker_index is not None else {}
+    setup_logging(settings.telemetry.log_format, log_level, **worker)
     if group_id:
         settings = settings.model_copy(
             update={"dispatcher": settings.dispatcher.model_copy(update={"group_id": group_id})}
@@ -80,7 +78,10 @@ def run(
     sys.exit(code)
 
 
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+def _stop_while_starting(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM before the dispatcher's own handler is installed (while importing, applying routes or
+    starting): nothing was consumed yet, so stop at once with exit 0. The dispatcher and the supervisor
+    replace this handler with their graceful ones."""
     raise SystemExit(0)
 
 

@@ -163,14 +163,15 @@ class HttpSender:
             headers["traceparent"] = delivery.traceparent
         return headers
 
-    async def send(self, delivery: Delivery) -> None:
-        """One attempt. Returns on 2xx; raises a DeliveryError subclass otherwise."""
+    async def send(self, delivery: Delivery) -> int:
+        """One attempt. Returns the status on 2xx; raises a DeliveryError subclass otherwise."""
         status, retry_after = await self.attempt(delivery)
         error: DeliveryError | None = classify(
             status, retry_after, delivery.subscription.retry.retryable_statuses
         )
         if error is not None:
             raise error
+        return status
 
     async def attempt(self, delivery: Delivery, max_seconds: float | None = None) -> tuple[int, str | None]:
         """One attempt: (status, Retry-After); raises DeliveryError when no response came."""

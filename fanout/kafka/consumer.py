@@ -16,6 +16,10 @@ due retry partitions resumed, one ``consume()`` call, and the batch handed over.
   revoke blocks this thread while the loop drains the partitions' deliveries under the drain deadline;
   then their offsets are committed synchronously. Each assignment gets a new local epoch, and stores
   from an older epoch are ignored (the Python client does not expose the group generation).
+- **Health.** ``last_cycle`` is when the loop last started a cycle (``/healthz``); ``stats`` is the
+  latest librdkafka statistics digest (every ``STATS_INTERVAL_MS``): brokers up, group join state and
+  consumer lag per owned partition (``/readyz`` and metrics). ``stall(seconds)`` is a test hook that
+  blocks the loop.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from fanout.config import Settings
@@ -44,6 +49,7 @@ TP = tuple[str, int]
 POLL_SECONDS = 0.1
 HELD_POLL_SECONDS = 0.01
 HOLD_WITHOUT_PAUSE = 1.0
+STATS_INTERVAL_MS = 5000
 Drain = Callable[[list[TP] | None, float], Coroutine[Any, Any, dict[TP, int]]]
 
 
@@ -58,6 +64,38 @@ class _PartitionState:
     held_back: deque[Message] = field(default_factory=deque)  # retry records not due yet, in order
 
 
+@dataclass(frozen=True)
+class ConsumerStats:
+    """A digest of librdkafka's statistics: when it came (monotonic), whether any broker connection is
+    up, the group's join state, and the lag (records) of each owned partition."""
+
+    at: float = 0.0
+    brokers_up: bool = False
+    join_state: str = ""
+    lag: dict[TP, int] = field(default_factory=dict)
+
+
+def digest_stats(text: str, owned: Iterable[TP]) -> ConsumerStats:
+    stats = orjson.loads(text)
+    brokers_up = any(
+        b.get("state") == "UP" and b.get("nodeid", -1) >= 0 for b in (stats.get("brokers") or {}).values()
+    )
+    owned = set(owned)
+    lag: dict[TP, int] = {}
+    for topic, info in (stats.get("topics") or {}).items():
+        for pid, part in (info.get("partitions") or {}).items():
+            tp = (topic, int(pid))
+            if tp not in owned:
+                continue
+            value = part.get("consumer_lag", -1)
+            if value < 0:
+                value = part.get("consumer_lag_stored", -1)
+            if value >= 0:
+                lag[tp] = value
+    join_state = str((stats.get("cgrp") or {}).get("join_state", ""))
+    return ConsumerStats(time.monotonic(), brokers_up, join_state, lag)
+
+
 @dataclass
 class ConsumerHooks:
     """What the consumer thread calls on the event loop."""
@@ -70,10 +108,16 @@ class ConsumerHooks:
 
 
 def consumer_config(
-    settings: Settings, group_id: str, on_commit: Callable[..., None], instance_id: str | None = None
+    settings: Settings,
+    group_id: str,
+    on_commit: Callable[..., None],
+    instance_id: str | None = None,
+    on_stats: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     d = settings.dispatcher
-    static = {"group.instance.id": instance_id} if instance_id else {}
+    static: dict[str, Any] = {"group.instance.id": instance_id} if instance_id else {}
+    if on_stats is not None:
+        static.update({"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": on_stats})
     return {
         **static,
         **settings.kafka.librdkafka(),
@@ -130,6 +174,7 @@ class ConsumerThread:
         self._taken = threading.Event()
         self._ownership_changed = False
         self.last_cycle = time.monotonic()
+        self.stats = ConsumerStats()
         self.finished: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(target=self._run, name="fanout-consumer", daemon=True)
 
@@ -163,13 +208,23 @@ class ConsumerThread:
     def assigned(self) -> int:
         return len(self._parts)
 
+    @property
+    def group_id(self) -> str:
+        return self._group_id
+
+    def stall(self, seconds: float) -> None:
+        """Test hook: block the poll loop for ``seconds`` (``/healthz`` must notice)."""
+        self._commands.put(lambda c: time.sleep(seconds))
+
     # -- the thread ---------------------------------------------------------------------------
 
     def _run(self) -> None:
         consumer: Consumer | None = None
         try:
             consumer = Consumer(
-                consumer_config(self._settings, self._group_id, self._on_commit, self._instance_id)
+                consumer_config(
+                    self._settings, self._group_id, self._on_commit, self._instance_id, self._on_stats
+                )
             )
             if self._seed_from is not None:
                 seed_offsets(self._settings, consumer, self._topics, self._seed_from)
@@ -358,6 +413,12 @@ class ConsumerThread:
             consumer.store_offsets(offsets=current)
         except KafkaException as exc:
             log.warning("storing offsets: %s", exc)
+
+    def _on_stats(self, text: str) -> None:
+        try:
+            self.stats = digest_stats(text, self._parts)
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("could not read the client statistics: %s", exc)
 
     def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if error is not None and error.code() != KafkaError._NO_OFFSET:

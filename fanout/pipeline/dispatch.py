@@ -5,6 +5,10 @@ partition's tracker, then either decoded and routed (source topics) or turned ba
 delivery it carries (retry topics). Every delivery is offered to its subscription's lane; a refusal
 spills it to a retry tier. Nothing here blocks or awaits: the loop keeps moving whatever one
 subscriber does.
+
+Telemetry: with a ``tracer`` each record gets a process span, which its deliveries continue from;
+without one, deliveries carry the source record's ``traceparent`` as it is. ``on_retry_lag(topic,
+seconds)`` hears how late each retry record is taken from its tier.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from fanout import headers as H
 from fanout.errors import PoisonRecord
 from fanout.model import Delivery
 from fanout.pipeline.decode import decode
 from fanout.pipeline.lanes import Lanes
+from fanout.pipeline.observe import PipelineTracer, TracedSpan
 from fanout.pipeline.offsets import PartitionTracker, Ticket
 from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
@@ -40,6 +45,8 @@ class Dispatcher:
         self.settler = settler
         self.retry_topics = frozenset(retry_topics)
         self.trackers: dict[TopicPartition, PartitionTracker] = {}
+        self.tracer: PipelineTracer | None = None
+        self.on_retry_lag: Callable[[str, float], None] | None = None
 
     # -- routing table ---------------------------------------------------------------------------
 
@@ -50,6 +57,7 @@ class Dispatcher:
         for sub_id in old.subscriptions.keys() - table.subscriptions.keys():
             for delivery in self.lanes.remove(sub_id):
                 self.settler.stats["dropped_deleted"] += 1
+                self.settler.outcomes[(sub_id, "dropped")] += 1
                 delivery.ticket.release()
         for sub in table.subscriptions.values():
             lane = self.lanes.by_id.get(sub.id)
@@ -103,18 +111,32 @@ class Dispatcher:
     def on_records(self, records: Sequence[SourceRecord]) -> None:
         trackers = self.trackers
         retry_topics = self.retry_topics
+        tracer = self.tracer
         for record in records:
             topic = record.topic() or ""
             tracker = trackers.get((topic, record.partition() or 0))
             if tracker is None:
                 continue  # revoked meanwhile: the next owner reads it
             ticket = tracker.track(record.offset() or 0)
-            if topic in retry_topics:
-                self._retry_record(record, ticket)
-            else:
-                self._source_record(record, topic, ticket)
+            retry = topic in retry_topics
+            if tracer is None:
+                if retry:
+                    self._retry_record(record, ticket)
+                else:
+                    self._source_record(record, topic, ticket)
+                continue
+            span = tracer.record(record, retry)
+            try:
+                if retry:
+                    self._retry_record(record, ticket, span)
+                else:
+                    self._source_record(record, topic, ticket, span)
+            finally:
+                span.end()
 
-    def _source_record(self, record: SourceRecord, topic: str, ticket: Ticket) -> None:
+    def _source_record(
+        self, record: SourceRecord, topic: str, ticket: Ticket, span: TracedSpan | None = None
+    ) -> None:
         try:
             event = decode(
                 topic,
@@ -126,17 +148,22 @@ class Dispatcher:
                 record.timestamp()[1] / 1000,
             )
         except PoisonRecord as poison:
-            self.settler.poison(record, poison.reason, ticket)
+            if span is not None:
+                span.failed(poison.reason)
+            self.settler.poison(record, poison.reason, ticket, span)
             return
         subs = self.table.route(event)
+        if span is not None:
+            span.decoded(event, len(subs))
         if subs:
             ticket.add(len(subs))
             now = time.time()
+            traceparent = event.attributes.get("traceparent")
             for sub in subs:
-                self._deliver(Delivery(event, sub, 0, now, ticket))
+                self._deliver(Delivery(event, sub, 0, now, ticket, traceparent=traceparent, trace=span))
         ticket.release()
 
-    def _retry_record(self, record: SourceRecord, ticket: Ticket) -> None:
+    def _retry_record(self, record: SourceRecord, ticket: Ticket, span: TracedSpan | None = None) -> None:
         try:
             meta = H.RetryMeta.parse(record.headers())
             event = decode(
@@ -150,14 +177,32 @@ class Dispatcher:
                 event_id=meta.event_id,
             )
         except (ValueError, PoisonRecord) as exc:
-            self.settler.poison(record, str(exc), ticket)
+            if span is not None:
+                span.failed(str(exc))
+            self.settler.poison(record, str(exc), ticket, span)
             return
+        if self.on_retry_lag is not None:
+            due = H.not_before_ms(record.headers())
+            if due is not None:
+                self.on_retry_lag(record.topic() or "", max(0.0, time.time() - due / 1000))
         sub = self.table.get(meta.subscription)
+        if span is not None:
+            span.decoded(event, 0 if sub is None else 1)
         if sub is None:
             self.settler.stats["dropped_deleted"] += 1
+            self.settler.outcomes[(meta.subscription, "dropped")] += 1
             ticket.release()
             return
-        delivery = Delivery(event, sub, meta.attempt, meta.first_attempt, ticket, meta.last_error)
+        delivery = Delivery(
+            event,
+            sub,
+            meta.attempt,
+            meta.first_attempt,
+            ticket,
+            meta.last_error,
+            traceparent=event.attributes.get("traceparent"),
+            trace=span,
+        )
         self._deliver(delivery)
 
     def _deliver(self, delivery: Delivery) -> None:

@@ -16,6 +16,7 @@ woken when a slot frees. No task waits.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -27,8 +28,10 @@ from fanout.model import Delivery
 from fanout.pipeline.limits import Breaker, HostSlots, TokenBucket
 from fanout.subscription import Subscription
 
+log = logging.getLogger("fanout.lanes")
+
 MIN_SHARE = 1e-6
-Send = Callable[[Delivery], Awaitable[None]]
+Send = Callable[[Delivery], Awaitable[object]]
 Done = Callable[[Delivery, DeliveryError | None, float], None]
 
 
@@ -167,6 +170,16 @@ class Lane:
         except RetryableDelivery as exc:
             error = exc
             if breaker.failure():
+                log.warning(
+                    "circuit opened for %.0fs after %d consecutive failures",
+                    breaker.remaining(),
+                    breaker.failures,
+                    extra={
+                        "subscription": self.sub.id,
+                        "event_id": delivery.event.id,
+                        "traceparent": delivery.traceparent,
+                    },
+                )
                 self._spill_all(Spilled("circuit open", retry_after=breaker.remaining()))
         except DeliveryError as exc:
             error = exc

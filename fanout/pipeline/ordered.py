@@ -46,6 +46,7 @@ class KeyedLane:
         self._tasks: set[asyncio.Future[None]] = set()
         self._retry_timers: set[asyncio.TimerHandle] = set()
         self._closed = False
+        self.rate_waits = 0
         self._configure_bucket()
 
     def _configure_bucket(self) -> None:
@@ -98,6 +99,7 @@ class KeyedLane:
             if self.bucket is not None:
                 wait = self.bucket.take()
                 if wait > 0:
+                    self.rate_waits += 1
                     if self._timer is None:
                         self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
                     return
@@ -132,6 +134,7 @@ class KeyedLane:
             delay, reason = settler.next_delay(delivery, error)
             if delay is not None:
                 settler.stats["retried_in_place"] += 1
+                settler.outcomes[(delivery.subscription.id, "retried")] += 1
                 self._retry_later(key, delay)
                 return
             settler.dead_letter(delivery, reason, error.status)

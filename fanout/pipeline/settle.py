@@ -23,13 +23,34 @@ from fanout.config import Settings
 from fanout.errors import DeliveryError, EndpointGone, PermanentDelivery, RetryableDelivery
 from fanout.model import Delivery, Headers, Settlement
 from fanout.pipeline.lanes import Spilled
+from fanout.pipeline.observe import PipelineTracer
 from fanout.pipeline.ops import OpsEvents
 from fanout.pipeline.sink import RecordMetadata, RecordSink
+from fanout.telemetry.logs import delivery_fields
 
 log = logging.getLogger("fanout.settle")
 
 HAND_OFF_RETRY_SECONDS = 1.0
 DISABLED_REASON = "subscription disabled"
+REASON_KINDS = (
+    ("retries exhausted", "retries_exhausted"),
+    ("max age exceeded", "max_age_exceeded"),
+    ("endpoint gone", "endpoint_gone"),
+    ("permanent failure", "permanent_failure"),
+    (DISABLED_REASON, "subscription_disabled"),
+    ("circuit open", "circuit_open"),
+    ("rate limited", "rate_limited"),
+    ("lane full", "lane_full"),
+    ("lane closed", "lane_closed"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """A dead-letter reason as a short, bounded label value (``retries_exhausted``, ``poison``, ...)."""
+    for prefix, kind in REASON_KINDS:
+        if reason.startswith(prefix):
+            return kind
+    return "other"
 
 
 class SourceRecord(Protocol):
@@ -45,7 +66,9 @@ class SourceRecord(Protocol):
 
 
 class Settler:
-    """Turns outcomes into acknowledged records; counts what happened in ``stats``."""
+    """Turns outcomes into acknowledged records; counts what happened in ``stats`` (totals),
+    ``outcomes`` (by subscription id and outcome: delivered, retried, spilled, dead_lettered) and
+    ``dead_letters`` (by subscription id, "" for poison records, and ``reason_kind``)."""
 
     def __init__(
         self,
@@ -64,6 +87,9 @@ class Settler:
         self._on_failing = on_failing
         self.stats: Counter[str] = Counter()
         self.dead_letter_reasons: Counter[str] = Counter()
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.dead_letters: Counter[tuple[str, str]] = Counter()
+        self.tracer: PipelineTracer | None = None
         self._consecutive: dict[str, int] = {}
 
     # -- outcomes reported by the lanes ------------------------------------------------------------
@@ -87,10 +113,20 @@ class Settler:
             self.dead_letter(delivery, reason, error.status)
             return
         self.stats["retried"] += 1
+        self.outcomes[(delivery.subscription.id, "retried")] += 1
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "attempt failed; retrying in %.1fs",
+                delay,
+                extra=delivery_fields(delivery, attempt=delivery.attempt, error=error.error),
+            )
         self._to_retry_tier(delivery, delay, reason="", status=error.status)
 
     def delivered(self, delivery: Delivery) -> None:
         self.stats["delivered"] += 1
+        self.outcomes[(delivery.subscription.id, "delivered")] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("delivered", extra=delivery_fields(delivery, attempt=delivery.attempt + 1))
         self._consecutive.pop(delivery.subscription.id, None)
         delivery.ticket.release()
 
@@ -114,6 +150,11 @@ class Settler:
         n = self._consecutive.get(sub_id, 0) + 1
         self._consecutive[sub_id] = n
         if n == self._delivery.failing_after:
+            log.warning(
+                "subscription failing: %d consecutive failed attempts",
+                n,
+                extra=delivery_fields(delivery, error=delivery.last_error),
+            )
             self.ops.failing(delivery, n)
             if self._on_failing is not None:
                 self._on_failing(delivery, n)
@@ -143,6 +184,9 @@ class Settler:
             self.dead_letter(delivery, reason)
             return
         self.stats["spilled"] += 1
+        self.outcomes[(delivery.subscription.id, "spilled")] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("spilled to a retry tier", extra=delivery_fields(delivery, reason=reason))
         self._to_retry_tier(delivery, delay if delay is not None else self._retry.tiers[0], reason, None)
 
     def tier_for(self, delay: float) -> int:
@@ -157,8 +201,9 @@ class Settler:
             H.STATUS: status,
         }
         topic = self._topics.retry(self.tier_for(delay))
+        headers = self._headers(delivery, extra)
         self._hand_off(
-            topic, delivery.event.key, delivery.event.value, self._headers(delivery, extra), delivery.ticket
+            topic, delivery.event.key, delivery.event.value, headers, delivery.ticket, delivery.trace
         )
 
     # -- dead letters ----------------------------------------------------------------------------
@@ -166,21 +211,31 @@ class Settler:
     def dead_letter(self, delivery: Delivery, reason: str, status: int | None = None) -> None:
         if delivery.ticket.fenced:
             return
+        sub_id = delivery.subscription.id
         self.stats["dead_lettered"] += 1
         self.dead_letter_reasons[reason] += 1
+        self.outcomes[(sub_id, "dead_lettered")] += 1
+        self.dead_letters[(sub_id, reason_kind(reason))] += 1
         log.warning(
-            "dead-lettered",
-            extra={"subscription": delivery.subscription.id, "event_id": delivery.event.id, "reason": reason},
+            "dead-lettered", extra=delivery_fields(delivery, reason=reason, attempts=delivery.attempt)
         )
         headers = self._headers(delivery, {H.REASON: reason, H.STATUS: status})
-        self._hand_off(self._topics.dlq, delivery.event.key, delivery.event.value, headers, delivery.ticket)
+        self._hand_off(
+            self._topics.dlq,
+            delivery.event.key,
+            delivery.event.value,
+            headers,
+            delivery.ticket,
+            delivery.trace,
+        )
         if reason != DISABLED_REASON:
             self.ops.dead_lettered(delivery, reason)
 
-    def poison(self, record: SourceRecord, reason: str, ticket: Settlement) -> None:
+    def poison(self, record: SourceRecord, reason: str, ticket: Settlement, trace: object = None) -> None:
         """A record that could not be decoded: dead letter it with the reason, so the offset can move on."""
         self.stats["poison"] += 1
         self.dead_letter_reasons["poison: " + reason.split(":")[0]] += 1
+        self.dead_letters[("", "poison")] += 1
         log.warning(
             "poison record", extra={"topic": record.topic(), "offset": record.offset(), "reason": reason}
         )
@@ -194,7 +249,12 @@ class Settler:
             }
         )
         self._hand_off(
-            self._topics.dlq, record.key(), record.value(), H.original(record.headers()) + extra, ticket
+            self._topics.dlq,
+            record.key(),
+            record.value(),
+            H.original(record.headers()) + extra,
+            ticket,
+            trace,
         )
 
     def _headers(self, delivery: Delivery, extra: dict[str, str | int | None]) -> Headers:
@@ -216,14 +276,28 @@ class Settler:
     # -- hand-off --------------------------------------------------------------------------------
 
     def _hand_off(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, ticket: Settlement
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        ticket: Settlement,
+        trace: object = None,
     ) -> None:
-        future = self._sink.produce(topic, value, key, headers)
+        span = None
+        written = headers
+        if self.tracer is not None:
+            span, written = self.tracer.hand_off(topic, trace, headers)
+        future = self._sink.produce(topic, value, key, written)
 
         def acked(f: asyncio.Future[RecordMetadata]) -> None:
             if f.cancelled():
                 return
             exc = f.exception()
+            if span is not None:
+                if exc is not None:
+                    span.failed(str(exc))
+                span.end()
             if exc is None:
                 ticket.release()
                 return
@@ -232,7 +306,7 @@ class Settler:
             self.stats["hand_off_errors"] += 1
             log.error("could not write to %s, trying again: %s", topic, exc)
             asyncio.get_running_loop().call_later(
-                HAND_OFF_RETRY_SECONDS, self._hand_off, topic, key, value, headers, ticket
+                HAND_OFF_RETRY_SECONDS, self._hand_off, topic, key, value, headers, ticket, trace
             )
 
         future.add_done_callback(acked)

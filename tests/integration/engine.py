@@ -28,6 +28,7 @@ from fanout.config import (
     RetrySettings,
     SecretsSettings,
     Settings,
+    TelemetrySettings,
     TopicSettings,
 )
 from fanout.http.signing import new_secret
@@ -52,8 +53,10 @@ def engine_settings(bootstrap: str, unique: str, partitions: int = 3, **sections
             commit_interval_ms=200,
             drain_timeout=10,
             session_timeout_ms=10_000,
+            http_port=0,  # several dispatchers share this machine; tests that probe choose a port
         ),
         "secrets": SecretsSettings(keys=[SecretStr(new_key())]),
+        "telemetry": TelemetrySettings(),
     }
     for name, value in sections.items():
         if isinstance(value, dict):
@@ -117,10 +120,11 @@ async def apply(settings: Settings, subs: Iterable[Subscription]) -> None:
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, resolver: AbstractResolver | None = None
+    settings: Settings, resolver: AbstractResolver | None = None, **app_options: Any
 ) -> AsyncIterator[DispatcherApp]:
-    """A dispatcher running in this event loop; stopped (drained) on exit."""
-    app = DispatcherApp(settings, resolver=resolver, handle_signals=False)
+    """A dispatcher running in this event loop; stopped (drained) on exit. ``app_options`` go to
+    ``DispatcherApp`` (``tracing``, ``metrics``)."""
+    app = DispatcherApp(settings, resolver=resolver, handle_signals=False, **app_options)
     task = asyncio.create_task(app.run())
     started = asyncio.create_task(app.started.wait())
     done, _ = await asyncio.wait({task, started}, timeout=60, return_when=asyncio.FIRST_COMPLETED)

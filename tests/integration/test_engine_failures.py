@@ -131,6 +131,8 @@ async def test_tier_order_and_long_delays_do_not_hold_back_short_ones(bootstrap:
 
 
 async def test_permanent_failures_gone_and_ops_events(bootstrap: str, unique: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The breaker stays out of this test: with it, the failing subscription's last attempts wait for
+    # probes whose cool-down doubles (2 + 4 + 8 + 16 + 32 s), longer than the test waits under load.
     settings = engine_settings(
         bootstrap,
         unique,

@@ -96,7 +96,7 @@ async def test_two_workers_share_one_rate_limit(bootstrap: str, unique: str, tmp
         assert max_in_window(times, window) <= allowed, f"more than {allowed} requests in {window}s"
     assert times[-1] - times[0] >= (n - 6) / 20 * 0.95, "300 events at 20/s take ~15s"
     log = supervisor.log()
-    assert "[worker 0]" in log and "[worker 1]" in log
+    assert '"worker":0' in log and '"worker":1' in log  # JSON log lines name their worker
 
 
 def children_of(pid: int) -> list[int]:

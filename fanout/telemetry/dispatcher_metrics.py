@@ -1,0 +1,225 @@
+"""The dispatcher's metrics. Counters and gauges are observable instruments: the data path only bumps
+plain integers (``Settler.outcomes``, ``Lane.rate_waits``...), which these callbacks read when
+``/metrics`` is scraped or OTLP exports. The histograms are bound cells (``histograms``) recorded as
+things happen (``attempts``, ``on_retry_lag``).
+
+=====================================================  ============================================
+Prometheus name (labels)                               what
+=====================================================  ============================================
+``fanout_deliveries_total`` (subscription, outcome)    delivered, retried, spilled, dead_lettered,
+                                                       dropped (subscription deleted)
+``fanout_delivery_attempt_duration_seconds`` (subscription, result)   HTTP attempts: 2xx, 3xx, 4xx,
+                                                       5xx, timeout, error
+``fanout_delivery_latency_seconds`` (subscription)     event time → 2xx response
+``fanout_dead_letters_total`` (subscription, reason)   dead letters by reason kind (poison: no
+                                                       subscription label)
+``fanout_lane_in_flight``, ``fanout_lane_queued`` (subscription)   requests out, deliveries waiting
+``fanout_rate_limit_waits_total`` (subscription)       times a lane waited for a rate-limit token
+``fanout_circuit_state`` (subscription)                0 closed, 1 half-open, 2 open
+``fanout_consumer_lag`` (group, topic, partition)      records behind, per owned partition
+``fanout_retry_tier_depth`` (tier)                     records waiting in the owned retry partitions
+``fanout_retry_tier_lag_seconds`` (tier)               how late retry records leave their tier
+``fanout_routing_table_subscriptions``                 subscriptions in the routing table
+``fanout_subscriptions_disabled``                      disabled subscriptions (count)
+``fanout_subscription_disabled`` (subscription)        1 for each disabled subscription
+``fanout_consumer_assigned_partitions`` (group)        partitions this process owns
+``fanout_poll_loop_age_seconds`` (group)               time since the poll loop's last cycle
+=====================================================  ============================================
+
+The subscription label is capped (``telemetry.max_subscription_labels``); the rest are ``_other``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from fanout.telemetry.attempts import AttemptMetrics
+from fanout.telemetry.histograms import HistogramCell
+from fanout.telemetry.metrics import LabelCap, Metrics
+
+if TYPE_CHECKING:
+    from fanout.app import DispatcherApp
+    from fanout.member import GroupMember
+
+CIRCUIT = {"closed": 0, "half-open": 1, "open": 2}
+RETRY_LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class DispatcherMetrics:
+    def __init__(self, metrics: Metrics, app: DispatcherApp, max_subscription_labels: int) -> None:
+        self.app = app
+        self.cap = LabelCap(max_subscription_labels)
+        meter = metrics.meter
+        self.attempts = AttemptMetrics(metrics.histograms, self.cap)
+        self.retry_lag = metrics.histograms.create(
+            "fanout.retry.tier.lag",
+            "s",
+            "How late retry records are taken from their tier (now minus not-before time)",
+            RETRY_LAG_BUCKETS,
+        )
+        self._tier_cells: dict[str, HistogramCell] = {}
+        observables = (
+            (meter.create_observable_counter, "fanout.deliveries", self._deliveries, "Deliveries by outcome"),
+            (meter.create_observable_counter, "fanout.dead_letters", self._dead_letters, "Dead letters"),
+            (meter.create_observable_gauge, "fanout.lane.in_flight", self._in_flight, "Requests in flight"),
+            (meter.create_observable_gauge, "fanout.lane.queued", self._queued, "Deliveries queued"),
+            (
+                meter.create_observable_counter,
+                "fanout.rate_limit.waits",
+                self._rate_waits,
+                "Rate-limit waits",
+            ),
+            (
+                meter.create_observable_gauge,
+                "fanout.circuit.state",
+                self._circuits,
+                "0 closed, 1 half-open, 2 open",
+            ),
+            (
+                meter.create_observable_gauge,
+                "fanout.consumer.lag",
+                self._lag,
+                "Records behind, per partition",
+            ),
+            (
+                meter.create_observable_gauge,
+                "fanout.retry.tier.depth",
+                self._tier_depth,
+                "Records in retry tiers",
+            ),
+            (
+                meter.create_observable_gauge,
+                "fanout.routing_table.subscriptions",
+                self._table_size,
+                "Subscriptions in the routing table",
+            ),
+            (
+                meter.create_observable_gauge,
+                "fanout.subscriptions.disabled",
+                self._disabled_count,
+                "Disabled subscriptions",
+            ),
+            (
+                meter.create_observable_gauge,
+                "fanout.subscription.disabled",
+                self._disabled,
+                "1 for each disabled subscription",
+            ),
+            (
+                meter.create_observable_gauge,
+                "fanout.consumer.assigned_partitions",
+                self._assigned,
+                "Partitions owned",
+            ),
+        )
+        for create, name, callback, description in observables:
+            create(name, callbacks=[callback], description=description)
+        meter.create_observable_gauge(
+            "fanout.poll_loop.age", callbacks=[self._loop_age], unit="s", description="Since the last poll"
+        )
+
+    # -- called on the data path ---------------------------------------------------------------------
+
+    def on_retry_lag(self, topic: str, seconds: float) -> None:
+        cell = self._tier_cells.get(topic)
+        if cell is None:
+            cell = self._tier_cells[topic] = self.retry_lag.cell({"tier": topic.rsplit(".", 1)[-1]})
+        cell.record(seconds)
+
+    # -- callbacks -------------------------------------------------------------------------------------
+
+    def _capped(self, counts: Iterable[tuple[tuple[str, str], int]], name: str) -> Iterator[Observation]:
+        totals: Counter[tuple[str, str]] = Counter()
+        for (sub_id, value), n in counts:
+            totals[(self.cap(sub_id) if sub_id else "", value)] += n
+        for (label, value), n in totals.items():
+            attributes = {name: value, "subscription": label} if label else {name: value}
+            yield Observation(n, attributes)
+
+    def _deliveries(self, options: CallbackOptions) -> Iterable[Observation]:
+        settler = getattr(self.app, "settler", None)
+        return self._capped(settler.outcomes.items(), "outcome") if settler is not None else ()
+
+    def _dead_letters(self, options: CallbackOptions) -> Iterable[Observation]:
+        settler = getattr(self.app, "settler", None)
+        return self._capped(settler.dead_letters.items(), "reason") if settler is not None else ()
+
+    def _lanes(self) -> Iterator[tuple[str, object]]:
+        for member in self.app.members():
+            yield from member.dispatcher.lanes.by_id.items()
+
+    def _per_lane(self, value: str) -> Iterator[Observation]:
+        totals: Counter[str] = Counter()
+        for sub_id, lane in self._lanes():
+            totals[self.cap(sub_id)] += _lane_value(lane, value)
+        for label, n in totals.items():
+            yield Observation(n, {"subscription": label})
+
+    def _in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._per_lane("in_flight")
+
+    def _queued(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._per_lane("queued")
+
+    def _rate_waits(self, options: CallbackOptions) -> Iterable[Observation]:
+        return self._per_lane("rate_waits")
+
+    def _circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        worst: dict[str, int] = {}
+        for sub_id, lane in self._lanes():
+            breaker = getattr(lane, "breaker", None)
+            if breaker is not None:
+                label = self.cap(sub_id)
+                worst[label] = max(worst.get(label, 0), CIRCUIT.get(breaker.state, 0))
+        return (Observation(state, {"subscription": label}) for label, state in worst.items())
+
+    def _lag(self, options: CallbackOptions) -> Iterable[Observation]:
+        for member in self.app.members():
+            group = member.group_id
+            for (topic, partition), lag in member.consumer.stats.lag.items():
+                yield Observation(lag, {"group": group, "topic": topic, "partition": str(partition)})
+
+    def _tier_depth(self, options: CallbackOptions) -> Iterable[Observation]:
+        main: GroupMember | None = self.app.main
+        if main is None:
+            return
+        depth: Counter[str] = Counter()
+        for (topic, _), lag in main.consumer.stats.lag.items():
+            if topic in main.dispatcher.retry_topics:
+                depth[topic] += lag
+        for topic in sorted(main.dispatcher.retry_topics):
+            yield Observation(depth[topic], {"tier": topic.rsplit(".", 1)[-1]})
+
+    def _table_size(self, options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(len(self.app.table))
+
+    def _disabled_count(self, options: CallbackOptions) -> Iterable[Observation]:
+        yield Observation(sum(1 for s in self.app.table.subscriptions.values() if not s.enabled))
+
+    def _disabled(self, options: CallbackOptions) -> Iterable[Observation]:
+        for sub in self.app.table.subscriptions.values():
+            if not sub.enabled:
+                yield Observation(1, {"subscription": self.cap(sub.id)})
+
+    def _assigned(self, options: CallbackOptions) -> Iterable[Observation]:
+        for member in self.app.members():
+            yield Observation(member.consumer.assigned, {"group": member.group_id})
+
+    def _loop_age(self, options: CallbackOptions) -> Iterable[Observation]:
+        now = time.monotonic()
+        for member in self.app.members():
+            yield Observation(now - member.consumer.last_cycle, {"group": member.group_id})
+
+
+def _lane_value(lane: object, value: str) -> int:
+    if value == "queued":
+        queue = getattr(lane, "queue", None)
+        if queue is not None:
+            return len(queue)
+        return sum(len(q) for q in getattr(lane, "keys", {}).values())
+    return int(getattr(lane, value, 0))
