@@ -2,7 +2,8 @@
 
 Middlewares, outermost first: ``problems`` (every error is problem+json), ``authenticate`` (credential
 and scope of the operation), ``validate`` (parameters and body against the OpenAPI document). The
-routes are in one module per area; ``/metrics`` is left free for the metrics exporter.
+routes are in one module per area; ``/metrics`` serves this process's metrics (``fanout.telemetry``),
+and a ``traceparent`` sent to ``POST /v1/events`` continues into the Kafka headers.
 
 On start: follow the subscriptions topic (reads are served from memory), start the producer (publish,
 ops events), the HTTP sender (``.../test``) and the broker probe (``/readyz``). On SIGTERM/SIGINT:
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
+from aiohttp.typedefs import Handler, Middleware
 
 from fanout.api import deadletters, health, ingest, jobs, publish, subscriptions
 from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
@@ -28,12 +30,14 @@ from fanout.api.jobs import Jobs
 from fanout.api.live import LiveSubscriptions
 from fanout.api.openapi import bundle
 from fanout.api.problems import problems
-from fanout.api.validation import OPERATIONS, operations, validate
+from fanout.api.validation import OPERATIONS, operation_of, operations, validate
 from fanout.config import Settings
 from fanout.http.sender import HttpSender
 from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.topics import admin_client, publish_topic_problems
 from fanout.pipeline.ops import OpsEvents
+from fanout.telemetry.metrics import Metrics
+from fanout.telemetry.tracing import Tracing, setup_tracing
 
 log = logging.getLogger("fanout.api")
 
@@ -43,9 +47,36 @@ log = logging.getLogger("fanout.api")
 MAX_LINE_BYTES = 64 * 1024
 
 
-def build_app(settings: Settings, resolver: AbstractResolver | None = None) -> web.Application:
+def count_requests(metrics: Metrics) -> Middleware:
+    """``fanout_api_requests_total{operation,status}``: every request, by OpenAPI operation and status."""
+    requests = metrics.meter.create_counter(
+        "fanout.api.requests", description="HTTP requests served by the API"
+    )
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        op = operation_of(request)
+        name = str(op.spec.get("operationId", op.path)) if op is not None else "unknown"
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            requests.add(1, {"operation": name, "status": str(status)})
+
+    return middleware
+
+
+def build_app(
+    settings: Settings, resolver: AbstractResolver | None = None, tracing: Tracing | None = None
+) -> web.Application:
+    metrics = Metrics("fanout-api")
     app = web.Application(
-        middlewares=[problems, authenticate, validate],
+        middlewares=[count_requests(metrics), problems, authenticate, validate],
         client_max_size=settings.api.max_body_bytes,
         handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES},
     )
@@ -53,6 +84,8 @@ def build_app(settings: Settings, resolver: AbstractResolver | None = None) -> w
     app[AUTHENTICATOR] = Authenticator(settings.api)
     for module in (health, publish, ingest, subscriptions, deadletters, jobs):
         app.router.add_routes(module.routes)
+    app.router.add_get("/metrics", metrics.handler)
+    app.on_cleanup.append(lambda _app: _shutdown(metrics))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -71,7 +104,8 @@ def build_app(settings: Settings, resolver: AbstractResolver | None = None) -> w
         probe = BrokerProbe(settings, live)
         await probe.check()
         probe_task = asyncio.create_task(probe.run())
-        api = app[API] = Api(settings, live, producer, sender, ops, Jobs(settings, ops), probe)
+        traces = tracing or setup_tracing(settings.telemetry.trace_sample_ratio, "fanout-api")
+        api = app[API] = Api(settings, live, producer, sender, ops, Jobs(settings, ops), probe, traces)
         log.info("API ready: %d subscriptions", len(live.all()))
         try:
             yield
@@ -83,9 +117,14 @@ def build_app(settings: Settings, resolver: AbstractResolver | None = None) -> w
             await sender.close()
             await producer.close(10)
             await live.stop()
+            traces.shutdown()
 
     app.cleanup_ctx.append(lifecycle)
     return app
+
+
+async def _shutdown(metrics: Metrics) -> None:
+    metrics.shutdown()
 
 
 def runner(app: web.Application) -> web.AppRunner:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from fanout.telemetry.tracing import TRACING_OFF, Tracing
+
 if TYPE_CHECKING:
     from fanout.api.health import BrokerProbe
     from fanout.api.jobs import Jobs
@@ -26,6 +28,7 @@ class Api:
     ops: OpsEvents
     jobs: Jobs
     probe: BrokerProbe
+    tracing: Tracing = TRACING_OFF
 
 
 API: web.AppKey[Api] = web.AppKey("api")

@@ -19,11 +19,14 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from fanout.api.auth import PRINCIPAL
 from fanout.api.context import Api, api
 from fanout.api.problems import Problem
 from fanout.api.validation import BODY, PARAMS
+from fanout.client import inject_trace_headers
 from fanout.kafka.producer import ProduceFailed, RecordTooLarge
 from fanout.model import Headers
 from fanout.pipeline.sink import RecordMetadata
@@ -73,6 +76,26 @@ def _trace_headers(request: web.Request) -> Headers:
     return headers
 
 
+def _publish_span(app: Api, request: web.Request, topic: str, trace: Headers) -> Span | None:
+    """With tracing on, a PRODUCER span for the write, child of the request's trace context (if any);
+    its context replaces the request's in the records' headers."""
+    tracer = app.tracing.tracer
+    if tracer is None:
+        return None
+    carrier = {name: value.decode() for name, value in trace if value is not None}
+    parent = TraceContextTextMapPropagator().extract(carrier) if carrier else None
+    return tracer.start_span(
+        f"send {topic}",
+        context=parent,
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+        },
+    )
+
+
 def chosen_topic(app: Api, params: dict[str, Any]) -> str:
     topic = params.get("topic") or app.settings.api.default_topic
     if topic is None:
@@ -96,6 +119,9 @@ async def publish(request: web.Request) -> web.Response:
     principal = request[PRINCIPAL].name
     key = params["key"].encode() if "key" in params else None
     trace = _trace_headers(request)
+    span = _publish_span(app, request, topic, trace)
+    if span is not None:
+        trace = inject_trace_headers([], span)
     records: list[Record] = []
     ids = []
     for index, event in enumerate(events):
@@ -107,7 +133,11 @@ async def publish(request: web.Request) -> web.Response:
         content_type = b"application/cloudevents+json" if "specversion" in event else b"application/json"
         records.append((orjson.dumps(event), key, [*trace, ("content-type", content_type)]))
         ids.append(str(event["id"]))
-    written = await write(app, topic, records)
+    try:
+        written = await write(app, topic, records)
+    finally:
+        if span is not None:
+            span.end()
     results = [
         {"id": event_id, "topic": m.topic, "partition": m.partition, "offset": m.offset}
         for event_id, m in zip(ids, written, strict=True)

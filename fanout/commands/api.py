@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
@@ -15,17 +14,18 @@ from fanout.errors import FanoutError
 @click.option("--host", help="Address to listen on (default: api.host).")
 @click.option("--port", type=click.IntRange(0, 65535), help="Port (default: api.port).")
 @click.option(
-    "--log-level", default="INFO", show_default=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"])
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    help="Overrides telemetry.log_level (default INFO).",
 )
 @pass_state
-def api(state: CliState, host: str | None, port: int | None, log_level: str) -> None:
+def api(state: CliState, host: str | None, port: int | None, log_level: str | None) -> None:
     """Serve the HTTP API until SIGTERM."""
     from fanout.api.app import run_api
+    from fanout.telemetry.logs import setup_logging
 
-    logging.basicConfig(
-        level=log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
     settings = state.settings
+    setup_logging(settings.telemetry.log_format, log_level or settings.telemetry.log_level)
     changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     if changes:
         settings = settings.model_copy(update={"api": settings.api.model_copy(update=changes)})

@@ -98,9 +98,9 @@ def orjson_bytes(value: Any) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def running_api(settings: Settings) -> AsyncIterator[Client]:
+async def running_api(settings: Settings, tracing: Any = None) -> AsyncIterator[Client]:
     """The API serving on 127.0.0.1 (a free port) in this event loop, until the block ends."""
-    runner = api_runner(build_app(settings))
+    runner = api_runner(build_app(settings, tracing=tracing))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

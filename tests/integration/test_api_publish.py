@@ -3,6 +3,8 @@ trace context, and every error status (400, 401, 403, 413, 415)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from tests.integration.api import (
@@ -104,3 +106,42 @@ def test_publish_topics_are_checked_at_start(bootstrap: str, unique: str) -> Non
     assert len(problems) == 2
     assert f"{unique}.small takes records up to 4096 bytes" in problems[0]
     assert f"{unique}.missing does not exist" in problems[1]
+
+
+async def test_the_api_serves_its_metrics(bootstrap: str, unique: str) -> None:
+    settings = api_settings(bootstrap, unique)
+    create_api_topics(settings)
+    async with running_api(settings) as api:
+        assert (await api.call("POST", "/v1/events", {"event": "a", "data": 1}))[0] == 202
+        assert (await api.call("POST", "/v1/events", {"event": "a", "data": 1}, key=None))[0] == 401
+        async with api.session.get(api.base + "/metrics") as response:
+            assert response.status == 200
+            text = await response.text()
+    assert "fanout_build_info{" in text
+    assert 'fanout_api_requests_total{operation="publishEvents",status="202"} 1.0' in text
+    assert 'fanout_api_requests_total{operation="publishEvents",status="401"} 1.0' in text
+
+
+async def test_publish_continues_the_callers_trace_with_a_producer_span(bootstrap: str, unique: str) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from fanout.telemetry.tracing import setup_tracing
+
+    exporter = InMemorySpanExporter()
+    tracing = setup_tracing(1.0, "fanout-api", processors=[SimpleSpanProcessor(exporter)])
+    settings = api_settings(bootstrap, unique)
+    create_api_topics(settings)
+    async with running_api(settings, tracing=tracing) as api:
+        status, _, body = await api.call(
+            "POST", "/v1/events", {"event": "a", "data": 1}, headers={"traceparent": TRACEPARENT}
+        )
+        assert status == 202, body
+    (span,) = exporter.get_finished_spans()
+    trace_id, parent_id = TRACEPARENT.split("-")[1:3]
+    assert span.name == f"send {source_topic(settings)}"
+    assert format(span.context.trace_id, "032x") == trace_id
+    assert span.parent is not None and format(span.parent.span_id, "016x") == parent_id
+    (record,) = await asyncio.to_thread(read_topic, settings, source_topic(settings), 1)
+    sent = header(record, "traceparent") or ""
+    assert sent.split("-")[1] == trace_id and sent.split("-")[2] == format(span.context.span_id, "016x")
