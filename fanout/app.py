@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractResolver
 
 from fanout.config import Settings
 from fanout.errors import FanoutError, FatalKafkaError
+from fanout.gc_tuning import settle_heap, tune_gc
 from fanout.http.sender import HttpSender
 from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.subscriptions import SubscriptionStore, TableWatcher
@@ -55,8 +56,10 @@ class DispatcherApp:
         worker: int | None = None,
         tracing: Tracing | None = None,
         metrics: Metrics | None = None,
+        own_process: bool = False,
     ) -> None:
         self.settings = settings
+        self._own_process = own_process  # the process is ours alone: its garbage collector may be tuned
         self._handle_signals = handle_signals
         self._resolver = resolver
         self._worker = worker
@@ -64,6 +67,7 @@ class DispatcherApp:
         self._fatal: FatalKafkaError | None = None
         self._disabled: dict[str, int] = {}
         self.table = RoutingTable.build([])
+        self._sender: HttpSender | None = None
         self.main: GroupMember | None = None
         self.ordered: dict[str, GroupMember] = {}
         self._stopping: set[asyncio.Future[None]] = set()
@@ -114,10 +118,13 @@ class DispatcherApp:
                 f"could not read {settings.topics.subscriptions}: {watcher.error or 'timed out'}"
             )
         self.table = await tables.get()
+        if self._own_process:
+            settle_heap()
 
         producer = AsyncProducer(settings, loop, on_fatal=self._fail)
         sender = HttpSender(settings.delivery, self._resolver)
         await sender.start()
+        sender.prepare(self.table.subscriptions.values())
         self._sender = sender
         self.settler = Settler(
             settings, producer, OpsEvents(producer, settings.topics.ops), on_gone=self._disable
@@ -201,6 +208,8 @@ class DispatcherApp:
     def _swap(self, table: RoutingTable) -> None:
         assert self.main is not None
         self.table = table = self._with_local_disables(table)
+        if self._sender is not None:
+            self._sender.prepare(table.subscriptions.values())
         unordered = self._unordered(table)
         self.main.dispatcher.set_table(unordered)
         self.main.subscribe(self._source_topics(unordered))
@@ -290,7 +299,8 @@ def _disabled(sub: Subscription, reason: str) -> Subscription:
 
 def run_dispatcher(settings: Settings, worker: int | None = None) -> int:
     """Run one dispatcher until SIGTERM/SIGINT; the process exit code."""
-    app = DispatcherApp(settings, worker=worker)
+    tune_gc()
+    app = DispatcherApp(settings, worker=worker, own_process=True)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - non-Linux

@@ -39,7 +39,7 @@ FORBIDDEN_HEADERS = frozenset(
 )
 
 
-CACHED = ("signing_keys", "previous_keys")
+CACHED = ("signing_keys", "previous_keys", "origin")
 
 
 class _Strict(BaseModel):
@@ -234,6 +234,18 @@ class Subscription(_Strict):
     @property
     def host(self) -> str:
         return urlsplit(self.url).hostname or ""
+
+    @cached_property
+    def origin(self) -> str:
+        """``scheme://host:port``: the unit whose concurrent deliveries ``connections_per_host`` limits."""
+        parsed = urlsplit(self.url)
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        return f"{parsed.scheme}://{parsed.hostname}:{port}"
+
+    def warm(self) -> None:
+        """Derive what deliveries use (signing keys, origin) now, off the event loop (table builds run in
+        the subscriptions watcher's thread), rather than on the first delivery."""
+        _ = self.signing_keys, self.previous_keys, self.origin
 
     def public(self) -> dict[str, Any]:
         """The subscription as JSON-able data without its secrets: signing secrets are counted, every

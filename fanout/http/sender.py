@@ -13,11 +13,13 @@ requests are control-plane traffic and go through an aiohttp session (same resol
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import socket
 import ssl
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +101,13 @@ class HttpSender:
     def refusal(self, sub: Subscription) -> str | None:
         """Why this subscription's URL may not be contacted at all (scheme, IP literal), or None."""
         return self._target(sub).refusal
+
+    def prepare(self, subs: Iterable[Subscription]) -> None:
+        """Resolve the targets of ``subs`` now (URL parsing, TLS context, the literal-address check), when a
+        routing table is installed, rather than on each subscription's first delivery."""
+        for sub in subs:
+            with contextlib.suppress(PermanentDelivery):  # raised again, and settled, on delivery
+                self._target(sub)
 
     def _target(self, sub: Subscription) -> _Target:
         key = (sub.url, sub.client_certificate)

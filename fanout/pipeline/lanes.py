@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from fanout.errors import DeliveryError, RetryableDelivery
 from fanout.model import Delivery
@@ -62,7 +61,7 @@ class Lane:
         self._tasks: set[asyncio.Future[None]] = set()
         self.rate_waits = 0
         self._waiting_host = False
-        self.host = _host_key(sub.url)
+        self.host = sub.origin
         self._configure_bucket()
 
     def _configure_bucket(self) -> None:
@@ -80,7 +79,7 @@ class Lane:
     def update(self, sub: Subscription) -> None:
         """Adopt a new version of the subscription (limits apply from now on)."""
         self.sub = sub
-        self.host = _host_key(sub.url)
+        self.host = sub.origin
         self._configure_bucket()
         self._pump()
 
@@ -264,6 +263,7 @@ class Lanes:
         self._relieved_at = limits.queue_size // 4
         self._young = limits.max_wait / 2
         self._on_pressure = on_pressure
+        self._next_scan = 0.0
         self.by_id: dict[str, Lane] = {}
 
     def enqueued(self, lane: Lane) -> None:
@@ -322,10 +322,16 @@ class Lanes:
         return queued
 
     def expire(self) -> None:
-        """Spill what waited too long; a congested lane whose head aged is slow, not congested."""
+        """Spill what waited too long; a congested lane whose head aged is slow, not congested.
+
+        Queues are scanned every quarter of ``max_wait`` (so a delivery spills after between 1 and 1.25
+        times ``max_wait``): with thousands of lanes waiting for a busy host, scanning them all at every
+        tick cost more than the deliveries themselves."""
         now = time.monotonic()
-        for lane in list(self.waiting):
-            lane.expire(now)
+        if now >= self._next_scan:
+            self._next_scan = now + self.limits.max_wait / 4
+            for lane in list(self.waiting):
+                lane.expire(now)
         aged = {lane for lane in self.congested if lane.head_age(now) >= self._young or lane._closed}
         if aged:
             self.congested -= aged
@@ -333,10 +339,3 @@ class Lanes:
 
     def in_flight(self) -> int:
         return sum(lane.in_flight for lane in self.by_id.values())
-
-
-def _host_key(url: str) -> str:
-    """scheme://host:port of a URL: the unit ``HostSlots`` limits (and the connection pool's key)."""
-    parsed = urlsplit(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    return f"{parsed.scheme}://{parsed.hostname}:{port}"

@@ -97,6 +97,7 @@ class RoutingTable:
         by_id = {s.id: s for s in subscriptions}
         index: dict[str, _TopicIndex] = {}
         for sub in by_id.values():
+            sub.warm()
             for topic in sub.topics:
                 topic_index = index.setdefault(topic, _TopicIndex())
                 for pattern in dict.fromkeys(sub.events):

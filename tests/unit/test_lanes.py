@@ -489,6 +489,26 @@ async def test_half_open_probe_that_is_never_sent_does_not_wedge_the_breaker(clo
 # -- Lane: expiry and fencing --------------------------------------------------------------------
 
 
+async def test_lanes_scan_their_queues_for_expiry_every_quarter_of_max_wait(clock: FakeClock) -> None:
+    lanes, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=1), max_wait=4.0)
+    first, queued = deliveries(sub, 2)
+    try:
+        lane.offer(first)
+        lane.offer(queued)
+        await gate.sending(first)
+        clock.advance(3.5)
+        lanes.expire()  # scans: nothing is old yet; the next scan is due a quarter of max_wait later
+        clock.advance(0.6)  # ``queued`` is now older than max_wait, but no scan is due
+        lanes.expire()
+        assert outcomes.items == [] and list(lane.queue) == [queued]
+        clock.advance(0.4)  # a quarter of max_wait after the last scan
+        lanes.expire()
+        assert [d for d, _ in outcomes.items] == [queued]
+        assert isinstance(outcomes.of(queued)[0], Spilled)
+    finally:
+        lane.close()
+
+
 async def test_expire_spills_deliveries_older_than_max_wait() -> None:
     lanes, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=1), max_wait=1.0)
     d1, d2, d3 = deliveries(sub, 3)
