@@ -40,16 +40,20 @@ class ServerDisconnected(ConnectionError):
 
 @dataclass(frozen=True, slots=True)
 class Origin:
+    """Where connections go, and the connection pool's key. Senders reuse one instance per origin: a
+    dictionary lookup with the very same key skips the field-by-field comparison."""
+
     scheme: str
     host: str
     port: int
     tls: ssl.SSLContext | None = field(default=None, compare=True)
+    host_header: bytes = field(init=False, compare=False, repr=False)
 
-    @property
-    def host_header(self) -> bytes:
+    def __post_init__(self) -> None:
         default = 443 if self.scheme == "https" else 80
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return (host if self.port == default else f"{host}:{self.port}").encode("ascii")
+        header = (host if self.port == default else f"{host}:{self.port}").encode("ascii")
+        object.__setattr__(self, "host_header", header)
 
 
 @dataclass(slots=True)

@@ -60,6 +60,7 @@ class HttpSender:
         self._tls: ssl.SSLContext | None = None
         self._client_tls: dict[tuple[str, str], ssl.SSLContext] = {}
         self._targets: dict[tuple[str, object], _Target] = {}
+        self._origins: dict[Origin, Origin] = {}
         self._signer = Signer()
         self._user_agent = f"{settings.user_agent}/{__version__}"
         self.auth = OutboundAuth(self._live_session, self.policy, settings.allow_http)
@@ -126,6 +127,7 @@ class HttpSender:
         https = url.scheme == "https"
         tls = self._tls_for(sub) if https else None
         origin = Origin(url.scheme, host, url.port or (443 if https else 80), tls)
+        origin = self._origins.setdefault(origin, origin)
         refusal: str | None = None
         if not https and not self.settings.allow_http:
             refusal = "http:// endpoints are refused; set delivery.allow_http to allow them"

@@ -53,7 +53,7 @@ class _Bucket:
             if value is None:
                 continue
             for sub, rest in self.by_attribute.get((name, value), ()):
-                if all(attributes.get(k) == v for k, v in rest):
+                if not rest or all(attributes.get(k) == v for k, v in rest):
                     out.append(sub)
 
 
