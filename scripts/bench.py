@@ -15,6 +15,7 @@ import bisect
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -116,6 +117,22 @@ class Bench:
         self.body = body(args.size)
         self.workdir = RESULTS / f"work-{self.run_id}"
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.topics: list[str] = []
+
+    def clean_up(self, succeeded: bool) -> None:
+        """Delete the topics this run created (a development broker would otherwise collect thousands of
+        partitions over repeated runs, and slow down), and the working folder unless the run failed (it
+        holds the dispatchers' logs)."""
+        if self.topics:
+            admin = admin_client(self.settings)  # kept until the futures resolve
+            futures = admin.delete_topics(self.topics, operation_timeout=30)
+            for future in futures.values():
+                try:
+                    future.result(timeout=60)
+                except KafkaException as exc:  # report it and go on: the results are written
+                    print(f"bench: could not delete a topic: {exc}", file=sys.stderr)
+        if succeeded:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- setup -----------------------------------------------------------------------------------
 
@@ -125,7 +142,9 @@ class Bench:
         topic = f"{prefix}-events"
         env = env_for(prefix, "unused")
         settings = load_settings_from(env)
-        create_topics(admin_client(settings), internal_topics(settings) + source_topics(settings, [topic]))
+        specs = internal_topics(settings) + source_topics(settings, [topic])
+        create_topics(admin_client(settings), specs)
+        self.topics += [spec.name for spec in specs]
         subs = []
         for i in range(max(scenario.fanout, scenario.subscriptions)):
             doc: dict[str, Any] = {
@@ -371,24 +390,31 @@ def main() -> int:
         ),
     )
     started = time.time()
-    with Sink(bench.workdir / "sink", SINK_PORT) as sink:
-        report.sink_capacity = bench.sink_capacity(sink)
-        report.ceiling = bench.ceiling(sink)
-        print(
-            f"ceiling: {report.ceiling['per_second']:.0f} requests/s; sink alone: {report.sink_capacity:.0f}/s"
-        )
-        for key in args.scenarios:
-            scenario = SCENARIOS[key](args.events)
-            prefix, _ = bench.prepare(scenario, sink.url)
-            for workers in (int(w) for w in args.workers.split(",")):
-                run = bench.dispatch(scenario, prefix, workers, sink)
-                run.ratio_throughput = run.per_second / report.ceiling["per_second"]
-                run.ratio_cpu = run.cpu_per_1000 / report.ceiling["cpu_per_1000"]
-                report.runs.append(run)
-                print(f"  ({key}) {scenario.title}, {workers} worker(s): {run.per_second:.0f}/s", flush=True)
-        a_runs = [r for r in report.runs if r.scenario == "a" and r.workers == 1]
-        if a_runs and args.latency_seconds > 0:
-            report.latency = bench.latency(a_runs[0].per_second * 0.5, sink)
+    succeeded = False
+    try:
+        with Sink(bench.workdir / "sink", SINK_PORT) as sink:
+            report.sink_capacity = bench.sink_capacity(sink)
+            report.ceiling = bench.ceiling(sink)
+            print(
+                f"ceiling: {report.ceiling['per_second']:.0f} requests/s; sink alone: {report.sink_capacity:.0f}/s"
+            )
+            for key in args.scenarios:
+                scenario = SCENARIOS[key](args.events)
+                prefix, _ = bench.prepare(scenario, sink.url)
+                for workers in (int(w) for w in args.workers.split(",")):
+                    run = bench.dispatch(scenario, prefix, workers, sink)
+                    run.ratio_throughput = run.per_second / report.ceiling["per_second"]
+                    run.ratio_cpu = run.cpu_per_1000 / report.ceiling["cpu_per_1000"]
+                    report.runs.append(run)
+                    print(
+                        f"  ({key}) {scenario.title}, {workers} worker(s): {run.per_second:.0f}/s", flush=True
+                    )
+            a_runs = [r for r in report.runs if r.scenario == "a" and r.workers == 1]
+            if a_runs and args.latency_seconds > 0:
+                report.latency = bench.latency(a_runs[0].per_second * 0.5, sink)
+        succeeded = True
+    finally:
+        bench.clean_up(succeeded)
     report.machine["seconds"] = round(time.time() - started, 1)
     from bench_report import write_report
 
