@@ -42,4 +42,5 @@ kafka-stop:
 
 clean:
 	scripts/kafka stop --clean || true
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench-results
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	find bench-results -mindepth 1 -maxdepth 1 ! -name published -exec rm -rf {} + 2>/dev/null || true

@@ -376,6 +376,11 @@ def main() -> int:
     parser.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1,2")
     parser.add_argument("--latency-seconds", type=float, default=15)
     parser.add_argument("--run-timeout", type=float, default=180)
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also copy the results to bench-results/published/ (committed; README shows them)",
+    )
     args = parser.parse_args()
     bench = Bench(args)
     report = Report(
@@ -419,6 +424,12 @@ def main() -> int:
     from bench_report import write_report
 
     write_report(report, RESULTS, asdict)
+    if args.publish:
+        published = RESULTS / "published"
+        published.mkdir(exist_ok=True)
+        for suffix in ("json", "txt", "png"):
+            shutil.copyfile(RESULTS / f"latest.{suffix}", published / f"bench.{suffix}")
+        print(f"published to {published}/bench.{{json,txt,png}}")
     return 0
 
 

@@ -49,6 +49,7 @@ TP = tuple[str, int]
 POLL_SECONDS = 0.1
 HELD_POLL_SECONDS = 0.01
 HOLD_WITHOUT_PAUSE = 1.0
+HELD_BACK_MAX = 500  # retry records not due yet that one partition holds in memory before it pauses
 STATS_INTERVAL_MS = 5000
 Drain = Callable[[list[TP] | None, float], Coroutine[Any, Any, dict[TP, int]]]
 
@@ -293,19 +294,25 @@ class ConsumerThread:
             state = self._parts.get(tp)
             if state is None or tp in rewound:
                 continue  # not ours any more / behind a rewind already made in this batch
-            if state.held_back:
-                state.held_back.append(msg)  # behind a retry record that is not due: keep the order
-                continue
             offset = msg.offset() or 0
+            if state.held_back:  # behind a retry record that is not due: keep the order
+                if len(state.held_back) < HELD_BACK_MAX:
+                    state.held_back.append(msg)
+                else:
+                    self._rewind(consumer, tp, offset, state, rewound)  # fetched again later
+                continue
             if state.paused:
                 self._rewind(consumer, tp, offset, state, rewound)
                 continue
             if tp[0] in self._retry_topics:
                 due = not_before_ms(cast(Headers, msg.headers()))
                 if due is not None and due > now_ms:
+                    # Held here until due. The partition keeps fetching (a tier's records come due in
+                    # order, so the next ones queue behind this one) up to HELD_BACK_MAX records, then
+                    # pauses: pausing at every record not due made librdkafka fetch a tier one record
+                    # at a time.
                     state.held_back.append(msg)
                     state.gated_until = due / 1000
-                    self._pause(consumer, tp, state)
                     continue
             if not self._within_bound(offset, state):
                 self._rewind(consumer, tp, offset, state, rewound)
@@ -334,8 +341,8 @@ class ConsumerThread:
         return True
 
     def _release_due(self, now_ms: float) -> list[Message]:
-        """Retry records held back that are now due, in order; a partition stays paused while its head
-        is not due (or the bound is reached), and resumes fetching once nothing is held back."""
+        """Retry records held back that are now due, in order (up to the ``max_uncommitted`` bound); a
+        partition holding ``HELD_BACK_MAX`` records is paused until releases bring it below that."""
         out: list[Message] = []
         for state in self._parts.values():
             held = state.held_back
@@ -388,7 +395,7 @@ class ConsumerThread:
                     state.backpressured = True
                 elif state.backpressured and window <= limit // 2:
                     state.backpressured = False
-            should_pause = self.held or state.backpressured or bool(state.held_back)
+            should_pause = self.held or state.backpressured or len(state.held_back) >= HELD_BACK_MAX
             if should_pause != state.paused:
                 tp = [TopicPartition(topic, partition)]
                 consumer.pause(tp) if should_pause else consumer.resume(tp)

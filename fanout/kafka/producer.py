@@ -1,9 +1,9 @@
 """An idempotent, acks=all producer whose ``produce`` returns an asyncio future (a ``RecordSink``).
 
 librdkafka serves delivery reports from ``poll()``; a small thread polls and resolves the futures on
-the event loop with ``call_soon_threadsafe``. ``produce`` itself never blocks the loop: a full local
-queue fails the future at once (callers try again later). The future resolves to the record's
-``RecordMetadata`` (topic, partition, offset).
+the event loop with one ``call_soon_threadsafe`` per poll. ``produce`` itself never blocks the loop: a
+full local queue fails the future at once (callers try again later). The future resolves to the
+record's ``RecordMetadata`` (topic, partition, offset).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -62,6 +63,14 @@ def _settle(
         future.set_exception(_failure(error) if error is not None else ProduceFailed("no delivery report"))
 
 
+Report = tuple["asyncio.Future[RecordMetadata]", KafkaError | None, RecordMetadata | None]
+
+
+def _settle_all(reports: list[Report]) -> None:
+    for future, error, where in reports:
+        _settle(future, error, where)
+
+
 class AsyncProducer:
     def __init__(
         self,
@@ -74,6 +83,7 @@ class AsyncProducer:
         self._on_fatal = on_fatal
         self._producer = Producer(producer_config(settings, error_cb=self._on_error, **(extra or {})))
         self._running = True
+        self._reports: deque[Report] = deque()
         self._thread = threading.Thread(target=self._poll, name="fanout-producer", daemon=True)
         self._thread.start()
 
@@ -89,18 +99,32 @@ class AsyncProducer:
     def _poll(self) -> None:
         while self._running:
             self._producer.poll(0.1)
+            self._hand_reports()
+        self._hand_reports()  # the reports served by a final flush()
+
+    def _hand_reports(self) -> None:
+        """Settle the futures of the delivery reports served so far, in one call on the loop (a call per
+        report woke the loop once per record). Only this thread takes from the queue; a report added
+        meanwhile (by ``flush()`` in another thread) waits for the next round."""
+        reports = self._reports
+        if not reports:
+            return
+        batch = []
+        while reports:
+            batch.append(reports.popleft())
+        self._loop.call_soon_threadsafe(_settle_all, batch)
 
     def produce(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> asyncio.Future[RecordMetadata]:
-        loop = self._loop
-        future: asyncio.Future[RecordMetadata] = loop.create_future()
+        future: asyncio.Future[RecordMetadata] = self._loop.create_future()
+        reports = self._reports
 
         def delivered(error: KafkaError | None, msg: Message) -> None:
             where = None
             if error is None:
                 where = RecordMetadata(msg.topic() or topic, msg.partition() or 0, msg.offset() or 0)
-            loop.call_soon_threadsafe(_settle, future, error, where)
+            reports.append((future, error, where))
 
         try:
             self._producer.produce(
