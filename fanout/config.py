@@ -193,7 +193,9 @@ class DeliverySettings(_Section):
     dns_cache_seconds: float = Field(default=10, ge=0)
     lane_queue: int = Field(default=2000, ge=4, description="Deliveries a lane buffers before spilling.")
     lane_max_wait: float = Field(
-        default=2.0, gt=0, description="Seconds a queued delivery waits before spilling."
+        default=2.0,
+        gt=0,
+        description="Seconds a queued delivery waits before spilling (checked every quarter of it).",
     )
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=30, gt=0)
