@@ -361,11 +361,6 @@ class ConsumerThread:
                 state.gated_until = None
         return out
 
-    def _pause(self, consumer: Consumer, tp: TP, state: _PartitionState) -> None:
-        if not state.paused:
-            consumer.pause([TopicPartition(tp[0], tp[1])])
-            state.paused = True
-
     def _rewind(
         self, consumer: Consumer, tp: TP, offset: int, state: _PartitionState, rewound: set[TP]
     ) -> None:
