@@ -21,10 +21,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from fanout.errors import DeliveryError, RetryableDelivery
 from fanout.model import Delivery
-from fanout.pipeline.limits import Breaker, HostSlots, TokenBucket
+from fanout.pipeline.limits import Breaker, HostSlots, TokenBucket, shared_bucket
 from fanout.subscription import Subscription
 
 log = logging.getLogger("fanout.lanes")
@@ -65,16 +66,7 @@ class Lane:
         self._configure_bucket()
 
     def _configure_bucket(self) -> None:
-        limit = self.sub.rate_limit
-        if limit is None:
-            self.bucket = None
-            return
-        rate = limit.per_second * self._share
-        capacity = max(1.0, limit.burst * self._share)
-        if self.bucket is None:
-            self.bucket = TokenBucket(rate, capacity)
-        else:
-            self.bucket.reconfigure(rate, capacity)
+        self.bucket = shared_bucket(self.sub.rate_limit, self._share, self.bucket)
 
     def update(self, sub: Subscription) -> None:
         """Adopt a new version of the subscription (limits apply from now on)."""
@@ -228,7 +220,45 @@ class Spilled(RetryableDelivery):
     """Not an attempt: the lane could not take (or keep) the delivery. ``error`` is the reason."""
 
 
-class Lanes:
+class _RatedLane(Protocol):
+    sub: Subscription
+
+    def set_share(self, share: float) -> None: ...
+
+    def update(self, sub: Subscription) -> None: ...
+
+
+L = TypeVar("L", bound=_RatedLane)
+
+
+class LaneRegistry(Generic[L]):
+    """Lanes by subscription id, created on first use (``_new_lane``); when a subscription changes, its
+    lane takes the new definition and this member's share of its rate."""
+
+    def __init__(self) -> None:
+        self._share_of: Callable[[Subscription], float] = lambda sub: 1.0
+        self.by_id: dict[str, L] = {}
+
+    def _new_lane(self, sub: Subscription, share: float) -> L:
+        raise NotImplementedError
+
+    def get(self, sub: Subscription) -> L:
+        lane = self.by_id.get(sub.id)
+        if lane is None:
+            lane = self.by_id[sub.id] = self._new_lane(sub, self._share_of(sub))
+        elif lane.sub is not sub:
+            lane.set_share(self._share_of(sub))
+            lane.update(sub)
+        return lane
+
+    def set_shares(self, share_of: Callable[[Subscription], float]) -> None:
+        """Each subscription's share of its rate on this member (see ``fanout.pipeline.share``)."""
+        self._share_of = share_of
+        for lane in self.by_id.values():
+            lane.set_share(share_of(lane.sub))
+
+
+class Lanes(LaneRegistry[Lane]):
     """Lanes by subscription id, created on first use and updated when a subscription changes.
 
     Flow control. A lane is *congested* when its queue is half full while its oldest delivery is still
@@ -249,12 +279,12 @@ class Lanes:
         on_pressure: Callable[[bool], None] = lambda held: None,
         connections_per_host: int = 1 << 30,
     ) -> None:
+        super().__init__()
         self.send = send
         self.slots = HostSlots(connections_per_host)
         self.waiting: set[Lane] = set()
         self.on_done = on_done
         self.limits = limits
-        self._share_of: Callable[[Subscription], float] = lambda sub: 1.0
         self.queued = 0
         self.high_water = high_water
         self.held = False
@@ -264,7 +294,6 @@ class Lanes:
         self._young = limits.max_wait / 2
         self._on_pressure = on_pressure
         self._next_scan = 0.0
-        self.by_id: dict[str, Lane] = {}
 
     def enqueued(self, lane: Lane) -> None:
         self.queued += 1
@@ -296,20 +325,8 @@ class Lanes:
             self.held = held
             self._on_pressure(held)
 
-    def get(self, sub: Subscription) -> Lane:
-        lane = self.by_id.get(sub.id)
-        if lane is None:
-            lane = self.by_id[sub.id] = Lane(sub, self, self._share_of(sub))
-        elif lane.sub is not sub:
-            lane.set_share(self._share_of(sub))
-            lane.update(sub)
-        return lane
-
-    def set_shares(self, share_of: Callable[[Subscription], float]) -> None:
-        """Each subscription's share of its rate on this member (see ``fanout.pipeline.share``)."""
-        self._share_of = share_of
-        for lane in self.by_id.values():
-            lane.set_share(share_of(lane.sub))
+    def _new_lane(self, sub: Subscription, share: float) -> Lane:
+        return Lane(sub, self, share)
 
     def remove(self, sub_id: str) -> list[Delivery]:
         lane = self.by_id.pop(sub_id, None)

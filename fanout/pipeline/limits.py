@@ -6,6 +6,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from fanout.subscription import RateLimit
+
 
 class TokenBucket:
     """``rate`` tokens per second up to ``capacity``; ``take`` spends one if there is one."""
@@ -35,6 +37,18 @@ class TokenBucket:
         self._refill(time.monotonic())
         self.rate, self.capacity = rate, capacity
         self._tokens = min(self._tokens, capacity)
+
+
+def shared_bucket(limit: RateLimit | None, share: float, bucket: TokenBucket | None) -> TokenBucket | None:
+    """This member's ``share`` of a subscription's group-wide rate limit as a token bucket: ``bucket``
+    reconfigured in place (its tokens carry over), a new one, or None when there is no limit."""
+    if limit is None:
+        return None
+    rate, capacity = limit.per_second * share, max(1.0, limit.burst * share)
+    if bucket is None:
+        return TokenBucket(rate, capacity)
+    bucket.reconfigure(rate, capacity)
+    return bucket
 
 
 class Breaker:

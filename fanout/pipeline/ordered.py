@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 
 from fanout.errors import DeliveryError, RetryableDelivery
 from fanout.model import Delivery
-from fanout.pipeline.lanes import MIN_SHARE, Send
-from fanout.pipeline.limits import TokenBucket
+from fanout.pipeline.lanes import MIN_SHARE, LaneRegistry, Send
+from fanout.pipeline.limits import TokenBucket, shared_bucket
 from fanout.pipeline.settle import Settler
 from fanout.subscription import Subscription
 
@@ -50,15 +50,7 @@ class KeyedLane:
         self._configure_bucket()
 
     def _configure_bucket(self) -> None:
-        limit = self.sub.rate_limit
-        if limit is None:
-            self.bucket = None
-            return
-        rate, capacity = limit.per_second * self._share, max(1.0, limit.burst * self._share)
-        if self.bucket is None:
-            self.bucket = TokenBucket(rate, capacity)
-        else:
-            self.bucket.reconfigure(rate, capacity)
+        self.bucket = shared_bucket(self.sub.rate_limit, self._share, self.bucket)
 
     def update(self, sub: Subscription) -> None:
         self.sub = sub
@@ -175,29 +167,17 @@ class KeyedLane:
         return queued
 
 
-class KeyedLanes:
+class KeyedLanes(LaneRegistry[KeyedLane]):
     """The lanes registry for one ordered subscription (same interface as ``Lanes``)."""
 
     def __init__(self, send: Send, settler: Settler) -> None:
+        super().__init__()
         self._send = send
         self._settler = settler
-        self._share_of: Callable[[Subscription], float] = lambda sub: 1.0
-        self.by_id: dict[str, KeyedLane] = {}
         self.queued = 0
 
-    def get(self, sub: Subscription) -> KeyedLane:
-        lane = self.by_id.get(sub.id)
-        if lane is None:
-            lane = self.by_id[sub.id] = KeyedLane(sub, self._send, self._settler, self._share_of(sub))
-        elif lane.sub is not sub:
-            lane.set_share(self._share_of(sub))
-            lane.update(sub)
-        return lane
-
-    def set_shares(self, share_of: Callable[[Subscription], float]) -> None:
-        self._share_of = share_of
-        for lane in self.by_id.values():
-            lane.set_share(share_of(lane.sub))
+    def _new_lane(self, sub: Subscription, share: float) -> KeyedLane:
+        return KeyedLane(sub, self._send, self._settler, share)
 
     def remove(self, sub_id: str) -> list[Delivery]:
         lane = self.by_id.pop(sub_id, None)
