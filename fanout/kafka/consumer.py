@@ -49,7 +49,9 @@ TP = tuple[str, int]
 POLL_SECONDS = 0.1
 HELD_POLL_SECONDS = 0.01
 HOLD_WITHOUT_PAUSE = 1.0
-HELD_BACK_MAX = 500  # retry records not due yet that one partition holds in memory before it pauses
+# Retry records not due yet that this consumer holds in memory, all partitions together. A partition
+# always holds its first one (that is what gates it); past the budget, the partitions holding any pause.
+HELD_BACK_BUDGET = 2000
 STATS_INTERVAL_MS = 5000
 Drain = Callable[[list[TP] | None, float], Coroutine[Any, Any, dict[TP, int]]]
 
@@ -285,6 +287,7 @@ class ConsumerThread:
         if messages:
             self.joined.set()
         rewound: set[TP] = set()
+        held_total = self.held_back_count()
         for msg in messages:
             error = msg.error()
             if error is not None:
@@ -296,8 +299,9 @@ class ConsumerThread:
                 continue  # not ours any more / behind a rewind already made in this batch
             offset = msg.offset() or 0
             if state.held_back:  # behind a retry record that is not due: keep the order
-                if len(state.held_back) < HELD_BACK_MAX:
+                if held_total < HELD_BACK_BUDGET:
                     state.held_back.append(msg)
+                    held_total += 1
                 else:
                     self._rewind(consumer, tp, offset, state, rewound)  # fetched again later
                 continue
@@ -308,10 +312,11 @@ class ConsumerThread:
                 due = not_before_ms(cast(Headers, msg.headers()))
                 if due is not None and due > now_ms:
                     # Held here until due. The partition keeps fetching (a tier's records come due in
-                    # order, so the next ones queue behind this one) up to HELD_BACK_MAX records, then
-                    # pauses: pausing at every record not due made librdkafka fetch a tier one record
-                    # at a time.
+                    # order, so the next ones queue behind this one) while the consumer holds fewer
+                    # than HELD_BACK_BUDGET records, then pauses: pausing at every record not due made
+                    # librdkafka fetch a tier one record at a time.
                     state.held_back.append(msg)
+                    held_total += 1
                     state.gated_until = due / 1000
                     continue
             if not self._within_bound(offset, state):
@@ -341,8 +346,7 @@ class ConsumerThread:
         return True
 
     def _release_due(self, now_ms: float) -> list[Message]:
-        """Retry records held back that are now due, in order (up to the ``max_uncommitted`` bound); a
-        partition holding ``HELD_BACK_MAX`` records is paused until releases bring it below that."""
+        """Retry records held back that are now due, in order (up to the ``max_uncommitted`` bound)."""
         out: list[Message] = []
         for state in self._parts.values():
             held = state.held_back
@@ -360,6 +364,10 @@ class ConsumerThread:
             if not held:
                 state.gated_until = None
         return out
+
+    def held_back_count(self) -> int:
+        """Retry records held in memory until due, all partitions together."""
+        return sum(len(state.held_back) for state in self._parts.values())
 
     def _rewind(
         self, consumer: Consumer, tp: TP, offset: int, state: _PartitionState, rewound: set[TP]
@@ -383,6 +391,7 @@ class ConsumerThread:
 
     def _update_pauses(self, consumer: Consumer) -> None:
         limit = self._settings.dispatcher.max_uncommitted
+        over_budget = self.held_back_count() >= HELD_BACK_BUDGET
         for (topic, partition), state in self._parts.items():
             if state.last is not None and state.committed is not None:
                 window = state.last + 1 - state.committed
@@ -390,7 +399,7 @@ class ConsumerThread:
                     state.backpressured = True
                 elif state.backpressured and window <= limit // 2:
                     state.backpressured = False
-            should_pause = self.held or state.backpressured or len(state.held_back) >= HELD_BACK_MAX
+            should_pause = self.held or state.backpressured or (over_budget and bool(state.held_back))
             if should_pause != state.paused:
                 tp = [TopicPartition(topic, partition)]
                 consumer.pause(tp) if should_pause else consumer.resume(tp)
