@@ -140,7 +140,9 @@ async def test_retry_records_held_in_memory_stay_within_the_budget(
     budget = 60
     monkeypatch.setattr(consumer_module, "HELD_BACK_BUDGET", budget)
     partitions = 4
-    settings = engine_settings(bootstrap, unique, partitions=partitions, delivery={"breaker_failures": 100_000})
+    settings = engine_settings(
+        bootstrap, unique, partitions=partitions, delivery={"breaker_failures": 100_000}
+    )
     topic = f"{unique}.events"
     create_engine_topics(settings, [topic])
     failed_once: set[str] = set()
