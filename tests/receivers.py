@@ -31,6 +31,22 @@ async def answer_204(request: web.Request, n: int) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+def failing_first_attempt(
+    first: Callable[[str], web.StreamResponse] = lambda event_id: web.Response(status=500),
+) -> Responder:
+    """Answers each event's first request (by ``webhook-id``) with ``first(event_id)``, later ones 204."""
+    seen: set[str] = set()
+
+    async def respond(request: web.Request, n: int) -> web.StreamResponse:
+        event_id = request.headers["webhook-id"]
+        if event_id in seen:
+            return web.Response(status=204)
+        seen.add(event_id)
+        return first(event_id)
+
+    return respond
+
+
 class Receiver:
     """Records requests; ``respond(request, n)`` (n counts from 0) decides each answer."""
 

@@ -24,7 +24,7 @@ from tests.integration.engine import (
     running,
     subscription,
 )
-from tests.receivers import Received, Receiver
+from tests.receivers import Received, Receiver, failing_first_attempt
 
 
 def attempts_by_id(requests: list[Received]) -> Counter[str]:
@@ -93,18 +93,13 @@ async def test_tier_order_and_long_delays_do_not_hold_back_short_ones(bootstrap:
     settings = engine_settings(bootstrap, unique, partitions=1, delivery={"breaker_failures": 1000})
     topic = f"{unique}.events"
     create_engine_topics(settings, [topic])
-    first_seen: set[str] = set()
 
-    async def fail_first(request: web.Request, n: int) -> web.StreamResponse:
-        event_id = request.headers["webhook-id"]
-        if event_id in first_seen:
-            return web.Response(status=204)
-        first_seen.add(event_id)
+    def first_answer(event_id: str) -> web.StreamResponse:
         if event_id == "long":
             return web.Response(status=503, headers={"Retry-After": "4"})
         return web.Response(status=500)
 
-    async with Receiver(fail_first) as receiver:
+    async with Receiver(failing_first_attempt(first_answer)) as receiver:
         sub = subscription("ordered", receiver.url, [topic], max_in_flight=1, retry={"schedule": [0.3, 0.3]})
         await apply(settings, [sub])
         async with running(settings):
@@ -145,18 +140,9 @@ async def test_retry_records_held_in_memory_stay_within_the_budget(
     )
     topic = f"{unique}.events"
     create_engine_topics(settings, [topic])
-    failed_once: set[str] = set()
-
-    async def fail_first(request: web.Request, n: int) -> web.StreamResponse:
-        event_id = request.headers["webhook-id"]
-        if event_id in failed_once:
-            return web.Response(status=204)
-        failed_once.add(event_id)
-        return web.Response(status=500)
-
     n = 600
     held_samples: list[int] = []
-    async with Receiver(fail_first) as receiver:
+    async with Receiver(failing_first_attempt()) as receiver:
         await apply(settings, [subscription("later", receiver.url, [topic], retry={"schedule": [3]})])
         async with running(settings) as app:
             produce(settings, topic, events(n))
