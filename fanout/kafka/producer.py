@@ -29,6 +29,9 @@ from fanout.pipeline.sink import RecordMetadata
 log = logging.getLogger("fanout.kafka.producer")
 
 
+QUEUE_KBYTES = 64 * 1024
+
+
 def producer_config(settings: Settings, **extra: Any) -> LibrdkafkaConfig:
     return {
         **settings.kafka.librdkafka(),
@@ -37,7 +40,7 @@ def producer_config(settings: Settings, **extra: Any) -> LibrdkafkaConfig:
         "linger.ms": 5,
         "message.max.bytes": settings.kafka.message_max_bytes,
         "compression.type": "lz4",
-        "queue.buffering.max.kbytes": 64 * 1024,  # bounded: a full queue fails the produce, callers retry
+        "queue.buffering.max.kbytes": QUEUE_KBYTES,  # bounded: a full queue fails the produce, callers retry
         **extra,
     }
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from fanout.config import RECORD_OVERHEAD_BYTES, Settings
+from fanout.config import RECORD_OVERHEAD_BYTES, LibrdkafkaConfig, Settings
+from fanout.kafka.producer import QUEUE_KBYTES
 
 HOUR_MS = 3600 * 1000
 HEADER_ROOM_BYTES = 64 * 1024  # what fanout's headers add to a record it hands off, with room to spare
@@ -197,6 +198,12 @@ class ProducerSizing:
 
     message_max_bytes: int
     warnings: tuple[str, ...] = ()
+
+    def config(self) -> LibrdkafkaConfig:
+        """The producer settings: the record limit, and a local queue that holds two such records
+        (librdkafka refuses a record larger than its queue as "queue full", forever)."""
+        queue_kbytes = max(QUEUE_KBYTES, 2 * self.message_max_bytes // 1024)
+        return {"message.max.bytes": self.message_max_bytes, "queue.buffering.max.kbytes": queue_kbytes}
 
 
 def hand_off_topics(settings: Settings) -> list[str]:

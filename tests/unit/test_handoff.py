@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError
 
 from fanout import headers as H
 from fanout.errors import ProduceFailed, RecordRefused, RecordTooLarge, RetryableDelivery
-from fanout.kafka.producer import produce_error
+from fanout.kafka.producer import QUEUE_KBYTES, produce_error
 from fanout.kafka.topics import HEADER_ROOM_BYTES, LIBRDKAFKA_MAX_MESSAGE_BYTES, size_producer
 from fanout.pipeline.handoff import Backoff
 from fanout.pipeline.offsets import PartitionTracker
@@ -252,3 +252,12 @@ def test_the_producer_takes_what_the_internal_topics_take_without_warnings_when_
 def test_the_producer_limit_stays_within_what_librdkafka_accepts() -> None:
     sizing = size_producer(SETTINGS, {"huge": 2_000_000_000}, ["huge"])
     assert sizing.message_max_bytes == LIBRDKAFKA_MAX_MESSAGE_BYTES
+
+
+def test_the_producer_queue_holds_two_records_of_the_limit() -> None:
+    """librdkafka refuses a record larger than its local queue as "queue full", forever."""
+    default = size_producer(SETTINGS, {}, []).config()
+    assert default == {"message.max.bytes": DEFAULT, "queue.buffering.max.kbytes": QUEUE_KBYTES}
+    big = size_producer(SETTINGS, {"big": 100 << 20}, ["big"]).config()
+    assert big["message.max.bytes"] == (100 << 20) + HEADER_ROOM_BYTES
+    assert big["queue.buffering.max.kbytes"] * 1024 >= 2 * big["message.max.bytes"]
