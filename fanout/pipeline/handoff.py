@@ -13,8 +13,8 @@ What ``HandOff.write`` does when the broker does not take the record:
      key, the source record's headers and fanout's (subscription, attempt, origin, event id, last
      error, status) kept, and the dropped value's size in ``fanout-value-dropped``;
   2. if that is refused too (huge source headers or key): the same with fanout's headers only;
-  3. if even that is refused there is nothing smaller to write (``fallback`` returns None): the settler
-     logs the record's origin at ERROR, counts it (``hand_off_dropped``) and releases its offset.
+  3. if even that is refused there is nothing smaller to write (``fallback`` returns None): the record
+     is dropped, its origin logged at ERROR, counted (``hand_off_dropped``), and its ticket released.
      Trying again forever would stall the partition at ``max_uncommitted`` and every later record
      with it, for a record that can never be written.
 """
