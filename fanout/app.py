@@ -26,6 +26,7 @@ from fanout.gc_tuning import settle_heap, tune_gc
 from fanout.http.sender import HttpSender
 from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.subscriptions import SubscriptionStore, TableWatcher
+from fanout.kafka.topics import ProducerSizing, producer_sizing
 from fanout.member import GroupMember
 from fanout.model import Delivery
 from fanout.pipeline.dispatch import Dispatcher
@@ -121,7 +122,8 @@ class DispatcherApp:
         if self._own_process:
             settle_heap()
 
-        producer = AsyncProducer(settings, loop, on_fatal=self._fail)
+        sizing = await loop.run_in_executor(None, self._producer_sizing, self._source_topics(self.table))
+        producer = AsyncProducer(settings, loop, on_fatal=self._fail, extra=sizing.config())
         sender = HttpSender(settings.delivery, self._resolver)
         await sender.start()
         sender.prepare(self.table.subscriptions.values())
@@ -188,6 +190,15 @@ class DispatcherApp:
                 self._fail(
                     FatalKafkaError(f"following {self.settings.topics.subscriptions}: {watcher.error}")
                 )
+
+    def _producer_sizing(self, sources: set[str]) -> ProducerSizing:
+        """The producer's record limit, sized from the source and hand-off topics' limits (read once at
+        start; a source topic added later is covered by the dead letter without value)."""
+        sizing = producer_sizing(self.settings, sources)
+        for warning in sizing.warnings:
+            log.warning(warning)
+        log.info("producer record limit: %d bytes", sizing.message_max_bytes)
+        return sizing
 
     def members(self) -> list[GroupMember]:
         return ([self.main] if self.main is not None else []) + list(self.ordered.values())

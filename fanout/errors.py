@@ -11,6 +11,12 @@ FanoutError
 │       └── EndpointGone   410: the subscription is disabled, the delivery dead-lettered
 ├── ValidationFailed       a subscription (or other object) failed validation; names object and field
 ├── VersionConflict        compare-and-set on the subscriptions topic lost: the caller's version is stale
+├── ProduceFailed          the broker did not acknowledge a record (broker down, timed out, not enough
+│   │                      replicas, local queue full, ...): retriable, the writer tries again later
+│   └── RecordRefused      the broker (or the producer) refuses this record and always will (invalid
+│       │                  record, ...): final; a retry or dead-letter write becomes a dead letter
+│       │                  without the value, and the offset moves on
+│       └── RecordTooLarge over the producer's message.max.bytes or the topic's max.message.bytes
 └── FatalKafkaError        the Kafka client reports a fatal error: stop the process, a restart replays
                            from the committed offsets
 """
@@ -76,6 +82,19 @@ class VersionConflict(FanoutError):
         self.key = key
         self.expected = expected
         self.current = current
+
+
+class ProduceFailed(FanoutError):
+    """The broker did not acknowledge a record (after the Kafka client's own retries). Retriable: the
+    same record may be accepted later."""
+
+
+class RecordRefused(ProduceFailed):
+    """This record is refused and would be refused again, however often it is sent: final."""
+
+
+class RecordTooLarge(RecordRefused):
+    """The record exceeds the producer's ``message.max.bytes`` or the topic's ``max.message.bytes``."""
 
 
 class FatalKafkaError(FanoutError):

@@ -16,6 +16,9 @@ A retry or dead-letter record keeps the source record's key, value and headers, 
 ``fanout-last-error``       last status (``HTTP 503``) or error (``timeout after 15s``), if any
 ``fanout-reason``           why it was dead-lettered or spilled (``retries exhausted``, ``circuit open``)
 ``fanout-status``           last HTTP status, if any
+``fanout-value-dropped``    on a dead letter written without the value (reason ``record too large``):
+                            the size in bytes of the value it dropped. Such a dead letter cannot be
+                            replayed; its origin headers find the event in its source topic
 ``traceparent``             W3C trace context of the original event (kept from the source headers;
                             added from the dispatcher's span when the source had none and tracing is on)
 ``fanout-traceparent``      trace context of the span that wrote this record (tracing on): a retry's
@@ -42,6 +45,7 @@ EVENT_ID = "fanout-event-id"
 LAST_ERROR = "fanout-last-error"
 REASON = "fanout-reason"
 STATUS = "fanout-status"
+VALUE_DROPPED = "fanout-value-dropped"
 TRACEPARENT = "fanout-traceparent"
 
 
@@ -145,8 +149,10 @@ def for_replay(
 
 def replay_of_dead_letter(headers: Headers | None, now_ms: int) -> Headers | None:
     """The replay headers for a dead-letter record, or None when it cannot be replayed (a poison
-    record: no subscription, event id or origin)."""
+    record: no subscription, event id or origin; a dead letter written without its value)."""
     h = as_dict(headers)
+    if VALUE_DROPPED in h:
+        return None
     try:
         origin = (
             h[ORIGIN_TOPIC],

@@ -120,4 +120,4 @@ def replay_(
     if as_json:
         print_json({"replayed": counts.replayed, "skipped": counts.skipped})
     else:
-        click.echo(f"replayed {counts.replayed}, skipped {counts.skipped} (poison records)")
+        click.echo(f"replayed {counts.replayed}, skipped {counts.skipped} (poison records, values dropped)")

@@ -6,7 +6,14 @@ import click
 from confluent_kafka import KafkaException
 
 from fanout.commands.context import CliState, pass_state, print_json, print_table
-from fanout.kafka.topics import admin_client, create_topics, describe_topics, internal_topics, source_topics
+from fanout.kafka.topics import (
+    admin_client,
+    create_topics,
+    describe_topics,
+    internal_topics,
+    record_limits,
+    source_topics,
+)
 
 
 @click.group()
@@ -19,14 +26,19 @@ def topics() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_state
 def create(state: CliState, names: tuple[str, ...], as_json: bool) -> None:
-    """Create the internal topics and the source topics NAMES, idempotently."""
+    """Create the internal topics and the source topics NAMES, idempotently.
+
+    The retry and dead-letter topics take records at least as large as the largest existing topic of
+    NAMES takes (its max.message.bytes), so whatever a source topic accepts can be handed off."""
     settings = state.settings
     for name in names:
         if settings.topics.is_internal(name):
             raise click.BadParameter(f"{name!r} is in the internal namespace {settings.topics.prefix}.*")
-    specs = internal_topics(settings) + source_topics(settings, list(names))
     try:
-        results = create_topics(admin_client(settings), specs)
+        admin = admin_client(settings)
+        largest = max(record_limits(admin, names).values(), default=None)
+        specs = internal_topics(settings, largest) + source_topics(settings, list(names))
+        results = create_topics(admin, specs)
     except KafkaException as exc:
         raise click.ClickException(f"creating topics failed: {exc.args[0]}") from None
     if as_json:

@@ -8,8 +8,9 @@ match not shown or where the read stopped, so paging never skips or repeats a re
 
 **Replay** (DESIGN.md, "Replays"): each matching dead letter is written to the first retry tier,
 addressed to its subscription, with ``fanout-attempt: 0``, first attempt and not-before now, and the
-same event id and origin (``headers.replay_of_dead_letter``). Poison records have no subscription and
-are skipped (counted). The call returns once the broker acknowledged every record.
+same event id and origin (``headers.replay_of_dead_letter``). Poison records (no subscription) and dead
+letters written without their value (``record too large``) are skipped (counted). The call returns once
+the broker acknowledged every record.
 """
 
 from __future__ import annotations

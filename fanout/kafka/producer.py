@@ -3,7 +3,9 @@
 librdkafka serves delivery reports from ``poll()``; a small thread polls and resolves the futures on
 the event loop with one ``call_soon_threadsafe`` per poll. ``produce`` itself never blocks the loop: a
 full local queue fails the future at once (callers try again later). The future resolves to the
-record's ``RecordMetadata`` (topic, partition, offset).
+record's ``RecordMetadata`` (topic, partition, offset), or fails with ``produce_error``'s class:
+``RecordTooLarge`` / ``RecordRefused`` when this record will never be accepted, ``ProduceFailed``
+(retriable) for everything else.
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from fanout.config import LibrdkafkaConfig, Settings
-from fanout.errors import FatalKafkaError
+from fanout.errors import FatalKafkaError, RecordRefused
+from fanout.errors import ProduceFailed as ProduceFailed
+from fanout.errors import RecordTooLarge as RecordTooLarge
 from fanout.model import Headers
 from fanout.pipeline.sink import RecordMetadata
 
 log = logging.getLogger("fanout.kafka.producer")
+
+
+QUEUE_KBYTES = 64 * 1024
 
 
 def producer_config(settings: Settings, **extra: Any) -> LibrdkafkaConfig:
@@ -33,22 +40,31 @@ def producer_config(settings: Settings, **extra: Any) -> LibrdkafkaConfig:
         "linger.ms": 5,
         "message.max.bytes": settings.kafka.message_max_bytes,
         "compression.type": "lz4",
-        "queue.buffering.max.kbytes": 64 * 1024,  # bounded: a full queue fails the produce, callers retry
+        "queue.buffering.max.kbytes": QUEUE_KBYTES,  # bounded: a full queue fails the produce, callers retry
         **extra,
     }
 
 
-class ProduceFailed(Exception):
-    """The broker did not acknowledge a record (after librdkafka's own retries)."""
+# The codes after which the same record would be refused again, however often it is sent. librdkafka
+# reports the broker's MESSAGE_TOO_LARGE and its own local size check with the same code
+# (MSG_SIZE_TOO_LARGE); RECORD_LIST_TOO_LARGE is a batch larger than the topic's segment. Delivery
+# reports carry no retriable flag (``KafkaError.retriable()`` is False for all of them), so the codes
+# decide, and every code not named here counts as retriable: a wrongly final error would drop a
+# record's value, a wrongly retriable one only holds its offset back.
+TOO_LARGE_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+REFUSED_CODES = frozenset({KafkaError.INVALID_RECORD})
 
 
-class RecordTooLarge(ProduceFailed):
-    """The record exceeds the producer's or the broker's size limit."""
-
-
-def _failure(error: KafkaError) -> ProduceFailed:
-    if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+def produce_error(error: KafkaError) -> ProduceFailed:
+    """The fanout error for a failed produce: final (``RecordRefused``, ``RecordTooLarge``) only for a
+    refusal of this record; retriable (``ProduceFailed``) otherwise, including a fatal client error
+    (the process stops and replays from its committed offsets, so nothing may be settled by it)."""
+    if error.fatal():
+        return ProduceFailed(error.str())
+    if error.code() in TOO_LARGE_CODES:
         return RecordTooLarge(error.str())
+    if error.code() in REFUSED_CODES:
+        return RecordRefused(error.str())
     return ProduceFailed(error.str())
 
 
@@ -60,7 +76,9 @@ def _settle(
     if error is None and where is not None:
         future.set_result(where)
     else:
-        future.set_exception(_failure(error) if error is not None else ProduceFailed("no delivery report"))
+        future.set_exception(
+            produce_error(error) if error is not None else ProduceFailed("no delivery report")
+        )
 
 
 Report = tuple["asyncio.Future[RecordMetadata]", KafkaError | None, RecordMetadata | None]
@@ -131,7 +149,7 @@ class AsyncProducer:
                 topic, value=value, key=key, headers=cast(Any, headers), on_delivery=delivered
             )
         except KafkaException as exc:
-            future.set_exception(_failure(exc.args[0]))
+            future.set_exception(produce_error(exc.args[0]))
         except BufferError as exc:
             future.set_exception(ProduceFailed(str(exc)))
         return future
@@ -169,12 +187,12 @@ class BlockingProducer:
                 topic, value=value, key=key, headers=cast(Any, headers), on_delivery=delivered
             )
         except KafkaException as exc:
-            raise _failure(exc.args[0]) from None
+            raise produce_error(exc.args[0]) from None
         self._producer.flush(60)
         if not result:
             raise ProduceFailed("the broker did not acknowledge the record in time")
         if isinstance(result[0], KafkaError):
-            raise _failure(result[0])
+            raise produce_error(result[0])
         return result[0]
 
     def emit(self, event_type: str, key: str, data: dict[str, Any]) -> None:

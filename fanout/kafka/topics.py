@@ -1,15 +1,19 @@
-"""Create and describe fanout's topics, idempotently."""
+"""Create and describe fanout's topics, idempotently; size the producer's record limit from theirs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from fanout.config import RECORD_OVERHEAD_BYTES, Settings
+from fanout.config import RECORD_OVERHEAD_BYTES, LibrdkafkaConfig, Settings
+from fanout.kafka.producer import QUEUE_KBYTES
 
 HOUR_MS = 3600 * 1000
+HEADER_ROOM_BYTES = 64 * 1024  # what fanout's headers add to a record it hands off, with room to spare
+LIBRDKAFKA_MAX_MESSAGE_BYTES = 1_000_000_000  # the largest message.max.bytes librdkafka takes
 
 
 @dataclass(frozen=True)
@@ -39,17 +43,24 @@ class TopicInfo:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def _common(settings: Settings) -> dict[str, str]:
-    conf = {"max.message.bytes": str(settings.kafka.message_max_bytes + 64 * 1024)}
+def default_record_limit(settings: Settings) -> int:
+    """The ``max.message.bytes`` fanout gives the topics it creates."""
+    return settings.kafka.message_max_bytes + HEADER_ROOM_BYTES
+
+
+def _common(settings: Settings, record_limit: int | None = None) -> dict[str, str]:
+    conf = {"max.message.bytes": str(max(default_record_limit(settings), record_limit or 0))}
     if settings.topics.min_insync_replicas is not None:
         conf["min.insync.replicas"] = str(settings.topics.min_insync_replicas)
     return conf
 
 
-def internal_topics(settings: Settings) -> list[TopicSpec]:
-    """The subscriptions (compacted), retry tiers, dead-letter and operational-event topics."""
+def internal_topics(settings: Settings, record_limit: int | None = None) -> list[TopicSpec]:
+    """The subscriptions (compacted), retry tiers, dead-letter and operational-event topics. Their
+    ``max.message.bytes`` is the default one, or ``record_limit`` when larger (the largest source
+    topic's, so that whatever a source topic accepts can be handed off to a retry tier or the DLQ)."""
     t = settings.topics
-    common = _common(settings)
+    common = _common(settings, record_limit)
 
     def spec(name: str, role: str, partitions: int, **extra: str) -> TopicSpec:
         return TopicSpec(name, role, partitions, t.replication_factor, {**common, **extra})
@@ -168,3 +179,78 @@ def publish_topic_problems(admin: AdminClient, settings: Settings, names: list[s
                 f"headers ({needed}): raise its max.message.bytes, or lower api.max_body_bytes"
             )
     return problems
+
+
+def record_limits(admin: AdminClient, names: Iterable[str], timeout: float = 10.0) -> dict[str, int]:
+    """The ``max.message.bytes`` of each topic of ``names`` that exists (its own, or the broker's)."""
+    specs = [TopicSpec(n, "", 0, 0) for n in sorted(set(names))]
+    limits = {}
+    for info in describe_topics(admin, specs, timeout):
+        value = info.config.get("max.message.bytes", "")
+        if info.exists and value.isdigit():
+            limits[info.name] = int(value)
+    return limits
+
+
+@dataclass(frozen=True)
+class ProducerSizing:
+    """The producer's ``message.max.bytes`` for hand-offs, and what an operator should know about it."""
+
+    message_max_bytes: int
+    warnings: tuple[str, ...] = ()
+
+    def config(self) -> LibrdkafkaConfig:
+        """The producer settings: the record limit, and a local queue that holds two such records
+        (librdkafka refuses a record larger than its queue as "queue full", forever)."""
+        queue_kbytes = max(QUEUE_KBYTES, 2 * self.message_max_bytes // 1024)
+        return {"message.max.bytes": self.message_max_bytes, "queue.buffering.max.kbytes": queue_kbytes}
+
+
+def hand_off_topics(settings: Settings) -> list[str]:
+    """The topics the dispatcher hands records off to: every retry tier and the dead letters."""
+    return [settings.topics.retry(i) for i in range(len(settings.retry.tiers))] + [settings.topics.dlq]
+
+
+def size_producer(settings: Settings, limits: dict[str, int], sources: Iterable[str]) -> ProducerSizing:
+    """Size the producer so that whatever a source topic accepts can be handed off.
+
+    librdkafka checks a record's *uncompressed* size against ``message.max.bytes`` before sending; the
+    broker checks the compressed batch against the topic's ``max.message.bytes``. The producer's limit
+    is therefore the largest of ``kafka.message_max_bytes``, the internal topics' limits and each
+    source topic's limit plus room for fanout's headers. A record can still be larger uncompressed
+    (a source batch is compressed), and a hand-off topic can take less than a source topic (a warning
+    here): settle then writes a dead letter without the value (``record too large``)."""
+    sources = sorted(set(sources))
+    internal = {n: limits[n] for n in hand_off_topics(settings) if n in limits}
+    source = {n: limits[n] for n in sources if n in limits}
+    wanted = max(
+        settings.kafka.message_max_bytes,
+        max(internal.values(), default=0),
+        max(source.values(), default=0) + HEADER_ROOM_BYTES,
+    )
+    warnings = []
+    if internal:
+        smallest = min(internal, key=lambda n: internal[n])
+        for name, limit in source.items():
+            if limit > internal[smallest]:
+                warnings.append(
+                    f"source topic {name} accepts records up to {limit} bytes, more than {smallest} takes "
+                    f"({internal[smallest]}): larger records that must be retried or dead-lettered will be "
+                    f"dead-lettered without their value; raise max.message.bytes of the retry and "
+                    f"dead-letter topics"
+                )
+    return ProducerSizing(min(wanted, LIBRDKAFKA_MAX_MESSAGE_BYTES), tuple(warnings))
+
+
+def producer_sizing(settings: Settings, sources: Iterable[str]) -> ProducerSizing:
+    """``size_producer`` from the limits the cluster reports now; ``kafka.message_max_bytes`` (with a
+    warning) when they cannot be read."""
+    sources = set(sources)
+    try:
+        limits = record_limits(admin_client(settings), sources | set(hand_off_topics(settings)))
+    except (KafkaException, TimeoutError) as exc:
+        return ProducerSizing(
+            settings.kafka.message_max_bytes,
+            (f"could not read the topics' max.message.bytes ({exc}); using kafka.message_max_bytes",),
+        )
+    return size_producer(settings, limits, sources)

@@ -1,15 +1,17 @@
 """settle: every delivery ends as success, a retry-tier record, or a dead letter.
 
 A retry or dead-letter hand-off counts as settled only when the broker acknowledged the produce; until
-then the source offset stays uncommitted. A failed produce is tried again (after a pause) rather than
-dropped. Retry delays follow the subscription's schedule with jitter; the record goes to the smallest
+then the source offset stays uncommitted. A failed produce is tried again (capped exponential
+backoff), and a record the broker refuses for good becomes a dead letter without its value
+(``fanout.pipeline.handoff``).
+
+Retry delays follow the subscription's schedule with jitter; the record goes to the smallest
 tier whose delay is at least the delay due, carrying its exact not-before time (see README, "How
 delivery works"). A spill (lane full, circuit open) is not an attempt; ``max_age`` still bounds it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
 import random
@@ -22,15 +24,15 @@ from fanout import headers as H
 from fanout.config import Settings
 from fanout.errors import DeliveryError, EndpointGone, PermanentDelivery, RetryableDelivery
 from fanout.model import Delivery, Headers, Settlement
+from fanout.pipeline import handoff
 from fanout.pipeline.lanes import Spilled
 from fanout.pipeline.observe import PipelineTracer
 from fanout.pipeline.ops import OpsEvents
-from fanout.pipeline.sink import RecordMetadata, RecordSink
+from fanout.pipeline.sink import RecordSink
 from fanout.telemetry.logs import delivery_fields
 
 log = logging.getLogger("fanout.settle")
 
-HAND_OFF_RETRY_SECONDS = 1.0
 DISABLED_REASON = "subscription disabled"
 REASON_KINDS = (
     ("retries exhausted", "retries_exhausted"),
@@ -42,6 +44,8 @@ REASON_KINDS = (
     ("rate limited", "rate_limited"),
     ("lane full", "lane_full"),
     ("lane closed", "lane_closed"),
+    (handoff.TOO_LARGE_REASON, "record_too_large"),
+    (handoff.REFUSED_REASON, "record_refused"),
 )
 
 
@@ -81,7 +85,6 @@ class Settler:
         self._topics = settings.topics
         self._retry = settings.retry
         self._delivery = settings.delivery
-        self._sink = sink
         self.ops = ops
         self._on_gone = on_gone
         self._on_failing = on_failing
@@ -89,8 +92,26 @@ class Settler:
         self.dead_letter_reasons: Counter[str] = Counter()
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.dead_letters: Counter[tuple[str, str]] = Counter()
-        self.tracer: PipelineTracer | None = None
+        self._writer = handoff.HandOff(
+            sink, self._topics.dlq, self.stats, self.dead_letters, self.dead_letter_reasons
+        )
         self._consecutive: dict[str, int] = {}
+
+    @property
+    def tracer(self) -> PipelineTracer | None:
+        return self._writer.tracer
+
+    @tracer.setter
+    def tracer(self, tracer: PipelineTracer | None) -> None:
+        self._writer.tracer = tracer
+
+    @property
+    def hand_off_backoff(self) -> handoff.Backoff:
+        return self._writer.backoff
+
+    @hand_off_backoff.setter
+    def hand_off_backoff(self, backoff: handoff.Backoff) -> None:
+        self._writer.backoff = backoff
 
     # -- outcomes reported by the lanes ------------------------------------------------------------
 
@@ -284,29 +305,5 @@ class Settler:
         ticket: Settlement,
         trace: object = None,
     ) -> None:
-        span = None
-        written = headers
-        if self.tracer is not None:
-            span, written = self.tracer.hand_off(topic, trace, headers)
-        future = self._sink.produce(topic, value, key, written)
-
-        def acked(f: asyncio.Future[RecordMetadata]) -> None:
-            if f.cancelled():
-                return
-            exc = f.exception()
-            if span is not None:
-                if exc is not None:
-                    span.failed(str(exc))
-                span.end()
-            if exc is None:
-                ticket.release()
-                return
-            if ticket.fenced:
-                return
-            self.stats["hand_off_errors"] += 1
-            log.error("could not write to %s, trying again: %s", topic, exc)
-            asyncio.get_running_loop().call_later(
-                HAND_OFF_RETRY_SECONDS, self._hand_off, topic, key, value, headers, ticket, trace
-            )
-
-        future.add_done_callback(acked)
+        """Write the record; release ``ticket`` once the broker acknowledged it (``handoff.HandOff``)."""
+        self._writer.write(topic, key, value, headers, ticket, trace)

@@ -11,7 +11,8 @@ from confluent_kafka.admin import AdminClient
 
 from fanout.cli import main
 from fanout.config import Settings
-from fanout.kafka.topics import create_topics, internal_topics, source_topics
+from fanout.kafka.topics import TopicSpec, create_topics, default_record_limit, internal_topics, source_topics
+from tests.integration.engine import wait_for_topics
 from tests.receivers import Receiver
 
 
@@ -65,6 +66,26 @@ def test_topics_create_is_idempotent_and_describe_lists_them(
     assert all(i["exists"] for i in infos.values())
     assert infos[settings.topics.subscriptions]["config"]["cleanup.policy"] == "compact"
     assert infos[settings.topics.retry(0)]["partitions"] == settings.topics.partitions
+
+
+def test_topics_create_sizes_the_hand_off_topics_for_the_largest_existing_source(
+    settings: Settings, admin: AdminClient, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FANOUT_KAFKA__BOOTSTRAP_SERVERS", settings.kafka.bootstrap_servers)
+    monkeypatch.setenv("FANOUT_TOPICS__PREFIX", settings.topics.prefix)
+    big, new = f"{unique}.big", f"{unique}.new"
+    create_topics(admin, [TopicSpec(big, "source", 1, 1, {"max.message.bytes": str(8 << 20)})])
+    wait_for_topics(settings, [big])
+    runner = CliRunner()
+    result = runner.invoke(main, ["topics", "create", big, new, "--json"])
+    assert result.exit_code == 0, result.output
+    described = runner.invoke(main, ["topics", "describe", big, new, "--json"])
+    limits = {i["name"]: int(i["config"]["max.message.bytes"]) for i in orjson.loads(described.output)}
+    for tier in range(len(settings.retry.tiers)):
+        assert limits[settings.topics.retry(tier)] == 8 << 20
+    assert limits[settings.topics.dlq] == 8 << 20
+    assert limits[big] == 8 << 20  # an existing topic is left as it is
+    assert limits[new] == default_record_limit(settings)
 
 
 def test_describe_fails_when_topics_are_missing(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

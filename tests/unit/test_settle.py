@@ -14,6 +14,7 @@ from fanout.config import DeliverySettings, KafkaSettings, RetrySettings, Settin
 from fanout.errors import EndpointGone, PermanentDelivery, RetryableDelivery
 from fanout.model import Delivery, Headers
 from fanout.pipeline import settle as settle_module
+from fanout.pipeline.handoff import Backoff
 from fanout.pipeline.lanes import Spilled
 from fanout.pipeline.offsets import PartitionTracker
 from fanout.pipeline.ops import DEAD_LETTERED, FAILING, OpsEvents
@@ -205,11 +206,9 @@ async def test_ticket_is_released_only_when_the_broker_acknowledges() -> None:
     assert h.tracker.committable() == d.event.offset + 1
 
 
-async def test_a_failed_produce_is_tried_again_and_only_then_released(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(settle_module, "HAND_OFF_RETRY_SECONDS", 0.0)
+async def test_a_failed_produce_is_tried_again_and_only_then_released() -> None:
     h = Harness()
+    h.settler.hand_off_backoff = Backoff(first=0.0, cap=0.0)
     d = h.delivery()
     h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
     first = h.sink.records[0]
@@ -228,9 +227,9 @@ async def test_a_failed_produce_is_tried_again_and_only_then_released(
     await until(lambda: h.settled(d))
 
 
-async def test_a_failed_produce_of_a_fenced_ticket_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(settle_module, "HAND_OFF_RETRY_SECONDS", 0.0)
+async def test_a_failed_produce_of_a_fenced_ticket_is_dropped() -> None:
     h = Harness()
+    h.settler.hand_off_backoff = Backoff(first=0.0, cap=0.0)
     d = h.delivery()
     h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
     h.tracker.close()
