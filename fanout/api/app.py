@@ -26,6 +26,7 @@ from fanout.api import deadletters, health, ingest, jobs, publish, subscriptions
 from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
 from fanout.api.context import API, Api
 from fanout.api.health import BrokerProbe
+from fanout.api.idempotency import IdempotencyKeys
 from fanout.api.jobs import Jobs
 from fanout.api.live import LiveSubscriptions
 from fanout.api.openapi import bundle
@@ -105,7 +106,8 @@ def build_app(
         await probe.check()
         probe_task = asyncio.create_task(probe.run())
         traces = tracing or setup_tracing(settings.telemetry.trace_sample_ratio, "fanout-api")
-        api = app[API] = Api(settings, live, producer, sender, ops, Jobs(settings, ops), probe, traces)
+        keys = IdempotencyKeys(settings.api.idempotency_window, settings.api.idempotency_max_keys)
+        api = app[API] = Api(settings, live, producer, sender, ops, Jobs(settings, ops), probe, traces, keys)
         log.info("API ready: %d subscriptions", len(live.all()))
         try:
             yield

@@ -3,8 +3,9 @@
 The body was validated against ``schemas/envelope.schema.json`` (the ``validate`` middleware). The topic
 is the ``topic`` query parameter or ``api.default_topic`` and must be on ``api.topics``. Every event gets
 an id before it is written, so the answer can name it: its own, or one derived from the
-``Idempotency-Key`` (with the caller, the topic and the event's index in the batch: a repeated request
-gets the same ids, so subscribers see the same ``webhook-id``), or a new random one. The answer is 202
+``Idempotency-Key`` (with the caller, the topic, the event's index in the batch and the request's
+fingerprint: a repeated request gets the same ids, so subscribers see the same ``webhook-id``; the same
+key with a different request is a 409, see ``fanout.api.idempotency``), or a new random one. The answer is 202
 only after the broker acknowledged every record (acks=all). ``traceparent``/``tracestate`` go into the
 record headers. Values that would reach a subscriber's request headers must be valid
 (``fanout.pipeline.wire_syntax``), or the request is a 400 naming the field: the ``traceparent`` and
@@ -14,7 +15,6 @@ record headers. Values that would reach a subscriber's request headers must be v
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from typing import Any
 
@@ -25,6 +25,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from fanout.api.auth import PRINCIPAL
 from fanout.api.context import Api, api
+from fanout.api.idempotency import fingerprint, idempotent_id
 from fanout.api.problems import Problem
 from fanout.api.validation import BODY, PARAMS
 from fanout.client import inject_trace_headers
@@ -36,11 +37,6 @@ from fanout.pipeline.sink import RecordMetadata
 Record = tuple[bytes, bytes | None, Headers]
 
 routes = web.RouteTableDef()
-
-
-def idempotent_id(principal: str, topic: str, key: str, index: int) -> str:
-    digest = hashlib.blake2b(f"{principal}\x00{topic}\x00{key}\x00{index}".encode(), digest_size=12)
-    return f"evt_{digest.hexdigest()}"
 
 
 def new_id() -> str:
@@ -146,6 +142,16 @@ async def publish(request: web.Request) -> web.Response:
     key = params["key"].encode() if "key" in params else None
     check_attributes(events, batch)
     trace = _trace_headers(params)
+    digest = b""
+    if idempotency:
+        digest = fingerprint(topic, params.get("key"), body)
+        if not app.idempotency.claim(principal, idempotency, digest):
+            raise Problem(
+                409,
+                "this Idempotency-Key was used with a different request (body, topic or key); "
+                "use a new key for a new request",
+                slug="idempotency-key-reused",
+            )
     span = _publish_span(app, request, topic, trace)
     if span is not None:
         trace = inject_trace_headers([], span)
@@ -155,7 +161,9 @@ async def publish(request: web.Request) -> web.Response:
         if not event.get("id"):
             event = {
                 **event,
-                "id": idempotent_id(principal, topic, idempotency, index) if idempotency else new_id(),
+                "id": idempotent_id(principal, topic, idempotency, index, digest)
+                if idempotency
+                else new_id(),
             }
         content_type = b"application/cloudevents+json" if "specversion" in event else b"application/json"
         records.append((orjson.dumps(event), key, [*trace, ("content-type", content_type)]))
