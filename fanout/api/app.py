@@ -1,7 +1,9 @@
 """``fanout api``: the aiohttp application and its lifecycle.
 
-Middlewares, outermost first: ``problems`` (every error is problem+json), ``authenticate`` (credential
-and scope of the operation), ``validate`` (parameters and body against the OpenAPI document). The
+Middlewares, outermost first: ``read_deadline`` (``fanout.api.connections``: the request's read
+deadline; connections are guarded by ``ApiRunner``), ``count_requests``, ``problems`` (every error is
+problem+json), ``authenticate`` (credential and scope of the operation), ``validate`` (parameters and
+body against the OpenAPI document). The
 routes are in one module per area; ``/metrics`` serves this process's metrics (``fanout.telemetry``),
 and a ``traceparent`` sent to ``POST /v1/events`` continues into the Kafka headers.
 
@@ -24,6 +26,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from fanout.api import deadletters, health, ingest, jobs, publish, subscriptions
 from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
+from fanout.api.connections import LIMITS, ApiRunner, ConnectionLimits, read_deadline
 from fanout.api.context import API, Api
 from fanout.api.health import BrokerProbe
 from fanout.api.idempotency import IdempotencyKeys
@@ -46,6 +49,8 @@ log = logging.getLogger("fanout.api")
 # aiohttp's defaults (8190 bytes) would refuse, as text/plain, a request line with a long but valid
 # query (a 1024-character key is up to 12 KB percent-encoded); keep them above the document's limits.
 MAX_LINE_BYTES = 64 * 1024
+# How long aiohttp keeps reading a body the handler did not read (a 401, say) before it closes.
+LINGERING_SECONDS = 10.0
 
 
 def count_requests(metrics: Metrics) -> Middleware:
@@ -77,10 +82,15 @@ def build_app(
 ) -> web.Application:
     metrics = Metrics("fanout-api")
     app = web.Application(
-        middlewares=[count_requests(metrics), problems, authenticate, validate],
+        middlewares=[read_deadline, count_requests(metrics), problems, authenticate, validate],
         client_max_size=settings.api.max_body_bytes,
-        handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES},
+        handler_args={
+            "max_line_size": MAX_LINE_BYTES,
+            "max_field_size": MAX_LINE_BYTES,
+            "lingering_time": min(LINGERING_SECONDS, settings.api.read_timeout),
+        },
     )
+    app[LIMITS] = ConnectionLimits(settings.api.read_timeout, settings.api.max_connections_per_client)
     app[OPERATIONS] = operations(bundle())
     app[AUTHENTICATOR] = Authenticator(settings.api)
     for module in (health, publish, ingest, subscriptions, deadletters, jobs):
@@ -130,7 +140,7 @@ async def _shutdown(metrics: Metrics) -> None:
 
 
 def runner(app: web.Application) -> web.AppRunner:
-    return web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    return ApiRunner(app, access_log=None, shutdown_timeout=10)
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:

@@ -19,6 +19,7 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from fanout.api.connections import read_body
 from fanout.api.openapi import validator
 from fanout.api.problems import Handler, Problem
 from fanout.pipeline.wire_syntax import media_type
@@ -133,7 +134,7 @@ class Operation:
     async def read_body(self, request: web.Request) -> Any:
         if not self.bodies:
             return None
-        raw = await request.read()
+        raw = await read_body(request)
         if not raw:
             if self.body_required:
                 raise Problem(400, "a request body is required")
