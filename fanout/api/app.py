@@ -49,8 +49,6 @@ log = logging.getLogger("fanout.api")
 # aiohttp's defaults (8190 bytes) would refuse, as text/plain, a request line with a long but valid
 # query (a 1024-character key is up to 12 KB percent-encoded); keep them above the document's limits.
 MAX_LINE_BYTES = 64 * 1024
-# How long aiohttp keeps reading a body the handler did not read (a 401, say) before it closes.
-LINGERING_SECONDS = 10.0
 
 
 def count_requests(metrics: Metrics) -> Middleware:
@@ -84,11 +82,7 @@ def build_app(
     app = web.Application(
         middlewares=[read_deadline, count_requests(metrics), problems, authenticate, validate],
         client_max_size=settings.api.max_body_bytes,
-        handler_args={
-            "max_line_size": MAX_LINE_BYTES,
-            "max_field_size": MAX_LINE_BYTES,
-            "lingering_time": min(LINGERING_SECONDS, settings.api.read_timeout),
-        },
+        handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES},
     )
     app[LIMITS] = ConnectionLimits(settings.api.read_timeout, settings.api.max_connections_per_client)
     app[OPERATIONS] = operations(bundle())

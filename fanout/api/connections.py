@@ -10,8 +10,9 @@ application through ``GuardedHandler``, aiohttp's connection protocol with three
   byte (for a new connection: of the connection). While the head is incomplete a timer enforces it: the
   client gets a ``408`` and the connection is closed. Once the head is in, the ``read_deadline``
   middleware hands the rest of the deadline to the body read (``read_body``), which answers 408 and
-  closes the connection when the body is late. Waiting for the broker afterwards is not reading, and
-  is bounded by ``api.produce_timeout``.
+  closes the connection when the body is late. A body the handler did not read (a 401, say) is drained
+  by aiohttp only until the same deadline. Waiting for the broker afterwards is not reading, and is
+  bounded by ``api.produce_timeout``.
 - **Connections per client.** At most ``max_connections_per_client`` open connections per client
   address (0: no cap); one more is answered ``429`` and closed at once. Behind a proxy the client
   address is the proxy's.
@@ -84,6 +85,8 @@ class GuardedHandler(RequestHandler):
     def __init__(self, manager: web.Server, *, limits: ConnectionLimits, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.limits = limits
+        self.lingering = self._lingering_time
+        self.deadline = 0.0
         self.client: str | None = None
         self.began: float | None = None
         self.busy = False
@@ -94,7 +97,7 @@ class GuardedHandler(RequestHandler):
         peer = transport.get_extra_info("peername")
         client = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         if not self.limits.admit(client):
-            log.warning("refused a connection from %s: %d open already", client, self.limits.per_client)
+            log.info("429 for a connection from %s: %d open already", client, self.limits.per_client)
             self._refuse(TOO_MANY_CONNECTIONS)
             return
         self.client = client
@@ -122,10 +125,14 @@ class GuardedHandler(RequestHandler):
         began = self.began if self.began is not None else self._loop.time()
         self.began = None
         self.busy = True
-        return began + self.limits.read_timeout
+        self.deadline = began + self.limits.read_timeout
+        return self.deadline
 
     def request_finished(self) -> None:
+        """The handler is done. aiohttp may still read (and drop) a body the handler did not read, for
+        ``lingering_time``: only until the request's deadline."""
         self.busy = False
+        self._lingering_time = max(0.0, min(self.lingering, self.deadline - self._loop.time()))
 
     def _arm(self) -> None:
         self.began = self._loop.time()
@@ -214,3 +221,11 @@ async def read_body(request: web.Request) -> bytes:
     except TimeoutError:
         log.info("408 for %s %s from %s: body not read in time", request.method, request.path, request.remote)
         raise Problem(408, "the request did not arrive within the read timeout (api.read_timeout)") from None
+    except ConnectionError:
+        log.info(
+            "%s %s from %s: the client left before its body arrived",
+            request.method,
+            request.path,
+            request.remote,
+        )
+        raise Problem(400, "the connection closed before the body arrived") from None

@@ -139,3 +139,25 @@ async def test_an_oversized_header_is_a_quiet_400(
     assert line.levelno == logging.WARNING and line.exc_info is None
     assert "LineTooLong" in line.getMessage()
     assert all("s3cret" not in r.getMessage() and not r.exc_info for r in caplog.records)
+
+
+async def test_a_client_that_leaves_mid_body_is_no_error(
+    bootstrap: str, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = api_settings(bootstrap, unique)
+    create_api_topics(settings)
+    async with running_api(settings) as api:
+        port = int(api.base.rsplit(":", 1)[1])
+        with caplog.at_level(logging.INFO):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head(port) + BODY[:10])
+            await writer.drain()
+            writer.close()  # gone before the body arrived
+            deadline = time.monotonic() + 10
+            while not any("POST /v1/events" in r.getMessage() for r in caplog.records):
+                assert time.monotonic() < deadline, "the server never noticed the client left"
+                await asyncio.sleep(0.05)
+            status, _, _ = await api.call("POST", "/v1/events", {"event": "after"})
+            assert status == 202
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("left before its body arrived" in r.getMessage() for r in caplog.records)
