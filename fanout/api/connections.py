@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -40,6 +40,7 @@ from fanout.api.problems import Handler, Problem
 log = logging.getLogger("fanout.api")
 
 READ_DEADLINE: web.RequestKey[float] = web.RequestKey("read_deadline")
+RECHECK_SECONDS = 1.0
 
 
 def _raw_problem(status: int, reason: str, detail: str) -> bytes:
@@ -140,6 +141,9 @@ class GuardedHandler(RequestHandler):
 
     def _head_too_slow(self) -> None:
         self.timer = None
+        if self._request_in_progress:  # a response is being written: look again once it is out
+            self.timer = self._loop.call_later(RECHECK_SECONDS, self._head_too_slow)
+            return
         if not self.busy:
             log.info("408 for a connection from %s: no complete request head in time", self.client)
             self._refuse(HEAD_TOO_SLOW)
@@ -162,8 +166,10 @@ class GuardedHandler(RequestHandler):
             detail = "the request line or a header is longer than the limit"
         else:
             detail = "the request is not valid HTTP/1.1"
-        log.warning(
-            "400 for a malformed request from %s: %s (%s)", request.remote, detail, type(exc).__name__
+        # Not HTTP at all (TLS to a plain port, a scanner) is everyday noise on an open port: DEBUG.
+        level = logging.DEBUG if isinstance(exc, BadHttpMethod) else logging.WARNING
+        log.log(
+            level, "400 for a malformed request from %s: %s (%s)", request.remote, detail, type(exc).__name__
         )
         response = Problem(400, detail, slug="malformed-request").response()
         response.force_close()
