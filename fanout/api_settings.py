@@ -95,6 +95,20 @@ class ApiSettings(_Section):
     test_timeout: float = Field(default=10, gt=0, le=60)
     produce_timeout: float = Field(default=30, gt=0, le=300)
     resolve_urls: bool = Field(default=True, description="Resolve subscription hosts when they are written.")
+    read_timeout: float = Field(
+        default=30, gt=0, le=3600, description="Seconds from a request's first byte to its last, or 408."
+    )
+    max_connections_per_client: int = Field(
+        default=256, ge=0, description="Open connections per client address (0: no cap); more get 429."
+    )
+    idempotency_window: float = Field(
+        default=24 * 3600,
+        gt=0,
+        description="Seconds a replica remembers the request an Idempotency-Key was used with (409 on reuse)",
+    )
+    idempotency_max_keys: int = Field(
+        default=50_000, ge=1, description="Idempotency-Keys a replica remembers at most; the oldest go first."
+    )
 
     @field_validator("topics")
     @classmethod

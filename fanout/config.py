@@ -188,6 +188,10 @@ class DeliverySettings(_Section):
         default_factory=list, description="Address ranges the SSRF guard admits despite being non-global."
     )
     ca_bundle: Path | None = None
+    client_cert_dir: Path | None = Field(
+        default=None,
+        description="The only directory whose files a routes file's client_certificate may name.",
+    )
     connections_per_host: int = Field(default=256, ge=1)
     max_connections: int = Field(default=4096, ge=1)
     dns_cache_seconds: float = Field(default=10, ge=0)

@@ -12,6 +12,9 @@ subscriptions:
 Any string value may instead reference an environment variable or a file, so secrets need not be
 written into the file: ``secrets: ["${env:CRM_SECRET}"]``, ``password: "${file:/run/secrets/crm}"``
 (the file's content without a trailing newline). They are resolved when the file is loaded.
+
+``client_certificate.cert_file``/``key_file`` must name files under ``delivery.client_cert_dir``
+(``fanout.cert_paths``); the API takes inline PEM only.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from fanout.cert_paths import CertificatePathRefused, resolve_cert_file
 from fanout.config import DeliverySettings
 from fanout.errors import ValidationFailed
 from fanout.http.ssrf import AddressPolicy, AddressRefused
@@ -41,6 +45,19 @@ def check_url_allowed(sub: Subscription, delivery: DeliverySettings) -> None:
         AddressPolicy(delivery.allow_cidrs).check_literal(urlsplit(sub.url).hostname or "")
     except AddressRefused as exc:
         raise ValidationFailed(f"{sub.id}.url", f"{exc}; delivery.allow_cidrs can admit it") from None
+
+
+def check_certificate_files(sub: Subscription, delivery: DeliverySettings) -> None:
+    """A routes file may name client certificate files only under ``delivery.client_cert_dir``."""
+    cert = sub.client_certificate
+    if cert is None:
+        return
+    for field, name in (("cert_file", cert.cert_file), ("key_file", cert.key_file)):
+        if name is not None:
+            try:
+                resolve_cert_file(delivery.client_cert_dir, name)
+            except CertificatePathRefused as exc:
+                raise ValidationFailed(f"{sub.id}.client_certificate.{field}", str(exc)) from None
 
 
 REFERENCE = re.compile(r"^\$\{(env|file):([^}]+)\}$")
@@ -81,6 +98,7 @@ def parse_routes(document: Any, delivery: DeliverySettings, source: str = "route
             raise ValidationFailed(f"{sub.id}.id", "appears twice")
         seen.add(sub.id)
         check_url_allowed(sub, delivery)
+        check_certificate_files(sub, delivery)
         subs.append(sub)
     return subs
 

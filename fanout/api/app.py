@@ -1,7 +1,9 @@
 """``fanout api``: the aiohttp application and its lifecycle.
 
-Middlewares, outermost first: ``problems`` (every error is problem+json), ``authenticate`` (credential
-and scope of the operation), ``validate`` (parameters and body against the OpenAPI document). The
+Middlewares, outermost first: ``read_deadline`` (``fanout.api.connections``: the request's read
+deadline; connections are guarded by ``ApiRunner``), ``count_requests``, ``problems`` (every error is
+problem+json), ``authenticate`` (credential and scope of the operation), ``validate`` (parameters and
+body against the OpenAPI document). The
 routes are in one module per area; ``/metrics`` serves this process's metrics (``fanout.telemetry``),
 and a ``traceparent`` sent to ``POST /v1/events`` continues into the Kafka headers.
 
@@ -24,8 +26,10 @@ from aiohttp.typedefs import Handler, Middleware
 
 from fanout.api import deadletters, health, ingest, jobs, publish, subscriptions
 from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
+from fanout.api.connections import LIMITS, ApiRunner, ConnectionLimits, read_deadline
 from fanout.api.context import API, Api
 from fanout.api.health import BrokerProbe
+from fanout.api.idempotency import IdempotencyKeys
 from fanout.api.jobs import Jobs
 from fanout.api.live import LiveSubscriptions
 from fanout.api.openapi import bundle
@@ -76,10 +80,11 @@ def build_app(
 ) -> web.Application:
     metrics = Metrics("fanout-api")
     app = web.Application(
-        middlewares=[count_requests(metrics), problems, authenticate, validate],
+        middlewares=[read_deadline, count_requests(metrics), problems, authenticate, validate],
         client_max_size=settings.api.max_body_bytes,
         handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES},
     )
+    app[LIMITS] = ConnectionLimits(settings.api.read_timeout, settings.api.max_connections_per_client)
     app[OPERATIONS] = operations(bundle())
     app[AUTHENTICATOR] = Authenticator(settings.api)
     for module in (health, publish, ingest, subscriptions, deadletters, jobs):
@@ -105,7 +110,8 @@ def build_app(
         await probe.check()
         probe_task = asyncio.create_task(probe.run())
         traces = tracing or setup_tracing(settings.telemetry.trace_sample_ratio, "fanout-api")
-        api = app[API] = Api(settings, live, producer, sender, ops, Jobs(settings, ops), probe, traces)
+        keys = IdempotencyKeys(settings.api.idempotency_window, settings.api.idempotency_max_keys)
+        api = app[API] = Api(settings, live, producer, sender, ops, Jobs(settings, ops), probe, traces, keys)
         log.info("API ready: %d subscriptions", len(live.all()))
         try:
             yield
@@ -128,7 +134,7 @@ async def _shutdown(metrics: Metrics) -> None:
 
 
 def runner(app: web.Application) -> web.AppRunner:
-    return web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    return ApiRunner(app, access_log=None, shutdown_timeout=10)
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:

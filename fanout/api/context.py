@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from fanout.api.idempotency import IdempotencyKeys
 from fanout.telemetry.tracing import TRACING_OFF, Tracing
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ class Api:
     jobs: Jobs
     probe: BrokerProbe
     tracing: Tracing = TRACING_OFF
+    idempotency: IdempotencyKeys = field(default_factory=IdempotencyKeys)
 
 
 API: web.AppKey[Api] = web.AppKey("api")

@@ -3,17 +3,18 @@
 The body was validated against ``schemas/envelope.schema.json`` (the ``validate`` middleware). The topic
 is the ``topic`` query parameter or ``api.default_topic`` and must be on ``api.topics``. Every event gets
 an id before it is written, so the answer can name it: its own, or one derived from the
-``Idempotency-Key`` (with the caller, the topic and the event's index in the batch: a repeated request
-gets the same ids, so subscribers see the same ``webhook-id``), or a new random one. The answer is 202
+``Idempotency-Key`` (with the caller, the topic, the event's index in the batch and the request's
+fingerprint: a repeated request gets the same ids, so subscribers see the same ``webhook-id``; the same
+key with a different request is a 409, see ``fanout.api.idempotency``), or a new random one. The answer is 202
 only after the broker acknowledged every record (acks=all). ``traceparent``/``tracestate`` go into the
-record headers when ``traceparent`` is well-formed (W3C: an invalid one is ignored).
+record headers. Values that would reach a subscriber's request headers must be valid
+(``fanout.pipeline.wire_syntax``), or the request is a 400 naming the field: the ``traceparent`` and
+``tracestate`` headers, and a CloudEvent's ``traceparent``, ``tracestate`` and ``datacontenttype``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
 import uuid
 from typing import Any
 
@@ -24,22 +25,18 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from fanout.api.auth import PRINCIPAL
 from fanout.api.context import Api, api
+from fanout.api.idempotency import fingerprint, idempotent_id
 from fanout.api.problems import Problem
 from fanout.api.validation import BODY, PARAMS
 from fanout.client import inject_trace_headers
 from fanout.kafka.producer import ProduceFailed, RecordTooLarge
 from fanout.model import Headers
+from fanout.pipeline import wire_syntax
 from fanout.pipeline.sink import RecordMetadata
 
-TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 Record = tuple[bytes, bytes | None, Headers]
 
 routes = web.RouteTableDef()
-
-
-def idempotent_id(principal: str, topic: str, key: str, index: int) -> str:
-    digest = hashlib.blake2b(f"{principal}\x00{topic}\x00{key}\x00{index}".encode(), digest_size=12)
-    return f"evt_{digest.hexdigest()}"
 
 
 def new_id() -> str:
@@ -65,15 +62,40 @@ async def write(app: Api, topic: str, records: list[Record]) -> list[RecordMetad
             future.cancel()
 
 
-def _trace_headers(request: web.Request) -> Headers:
-    traceparent = request.headers.get("traceparent", "").strip().lower()
-    if not TRACEPARENT.match(traceparent) or traceparent.startswith("ff"):
+WIRE_CHECKS = {
+    "traceparent": (wire_syntax.traceparent, "must be a W3C traceparent: 00-<32 hex>-<16 hex>-<2 hex>"),
+    "tracestate": (wire_syntax.tracestate, "must be a W3C tracestate: up to 32 unique key=value members"),
+    "datacontenttype": (wire_syntax.media_type, "must be a media type: type/subtype[; name=value]..."),
+}
+
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def checked(value: str, name: str, field: str) -> str:
+    """``value`` as ``wire_syntax`` accepts it, or a 400 naming ``field``."""
+    check, message = WIRE_CHECKS[name]
+    valid = check(value)
+    if valid is None:
+        raise Problem(400, f"{field} is invalid: it {message}", errors=[{"field": field, "message": message}])
+    return valid
+
+
+def check_attributes(events: list[dict[str, Any]], batch: bool) -> None:
+    """A CloudEvent's attributes that become request headers downstream must be valid."""
+    for index, event in enumerate(events):
+        for name in WIRE_CHECKS:
+            value = event.get(name)
+            if isinstance(value, str):
+                checked(value, name, f"body/{index}/{name}" if batch else f"body/{name}")
+
+
+def _trace_headers(params: dict[str, Any]) -> Headers:
+    """The ``traceparent``/``tracestate`` request headers (400 if invalid); a tracestate alone is ignored."""
+    found = {name: checked(params[name], name, f"header.{name}") for name in TRACE_HEADERS if name in params}
+    if "traceparent" not in found:
         return []
-    headers: Headers = [("traceparent", traceparent.encode())]
-    tracestate = request.headers.get("tracestate")
-    if tracestate:
-        headers.append(("tracestate", tracestate.encode()))
-    return headers
+    return [(name, value.encode()) for name, value in found.items()]
 
 
 def _publish_span(app: Api, request: web.Request, topic: str, trace: Headers) -> Span | None:
@@ -118,7 +140,18 @@ async def publish(request: web.Request) -> web.Response:
     idempotency = params.get("Idempotency-Key")
     principal = request[PRINCIPAL].name
     key = params["key"].encode() if "key" in params else None
-    trace = _trace_headers(request)
+    check_attributes(events, batch)
+    trace = _trace_headers(params)
+    digest = b""
+    if idempotency:
+        digest = fingerprint(topic, params.get("key"), body)
+        if not app.idempotency.claim(principal, idempotency, digest):
+            raise Problem(
+                409,
+                "this Idempotency-Key was used with a different request (body, topic or key); "
+                "use a new key for a new request",
+                slug="idempotency-key-reused",
+            )
     span = _publish_span(app, request, topic, trace)
     if span is not None:
         trace = inject_trace_headers([], span)
@@ -128,7 +161,9 @@ async def publish(request: web.Request) -> web.Response:
         if not event.get("id"):
             event = {
                 **event,
-                "id": idempotent_id(principal, topic, idempotency, index) if idempotency else new_id(),
+                "id": idempotent_id(principal, topic, idempotency, index, digest)
+                if idempotency
+                else new_id(),
             }
         content_type = b"application/cloudevents+json" if "specversion" in event else b"application/json"
         records.append((orjson.dumps(event), key, [*trace, ("content-type", content_type)]))

@@ -4,7 +4,9 @@ Reads come from this instance's live view of the subscriptions topic and carry t
 ``ETag``. Writes are compare-and-set transactions (``fanout.subscription_plans``): ``If-Match`` gives
 the expected version, and a stale one is a 412; a write answers after it was read back. Every body was
 validated against ``schemas/subscription.schema.json`` first; then the subscription model validates it,
-and the endpoint URLs (and an OAuth token URL) pass the SSRF rules. Secrets are never returned,
+and the endpoint URLs (and an OAuth token URL) pass the SSRF rules. A client certificate is inline PEM
+here: file paths (``cert_file``, ``key_file``) are for routes files an operator applies, and a write
+through the API may only keep the ones the subscription already has. Secrets are never returned,
 except a secret fanout generated (create without secrets, rotate-secret), once, in that answer.
 """
 
@@ -23,6 +25,7 @@ from fanout.api.context import Api, api
 from fanout.api.openapi import file_validator
 from fanout.api.problems import Problem, not_found
 from fanout.api.validation import BODY, PARAMS, field_errors
+from fanout.cert_paths import named_files
 from fanout.endpoint_auth import OAuth2ClientCredentials
 from fanout.errors import DeliveryError, FanoutError, ValidationFailed, VersionConflict
 from fanout.http.signing import new_secret
@@ -68,6 +71,19 @@ def parse(data: dict[str, Any], sub_id: str) -> Subscription:
         return parse_subscription(data, default_id=sub_id)
     except ValidationFailed as exc:
         raise Problem(400, str(exc), errors=[{"field": exc.where, "message": exc.message}]) from None
+
+
+INLINE_ONLY = "the API takes inline PEM only (cert_pem, key_pem); certificate files are for routes files"
+
+
+def checked_certificate(sub: Subscription, existing: Subscription | None = None) -> Subscription:
+    """``sub``, unless its client certificate names a file other than the one ``existing`` has (400)."""
+    fields = named_files(sub.client_certificate, existing.client_certificate if existing else None)
+    if fields:
+        where = f"client_certificate/{fields[0]}"
+        errors = [{"field": f"body/{where}", "message": INLINE_ONLY}]
+        raise Problem(400, f"{sub.id}.{where}: {INLINE_ONLY}", errors=errors)
+    return sub
 
 
 def writable(sub: Subscription) -> dict[str, Any]:
@@ -156,7 +172,7 @@ async def create(request: web.Request) -> web.Response:
     if "secrets" not in body:
         generated = new_secret()
         body["secrets"] = [generated]
-    sub = parse(body, body["id"])
+    sub = checked_certificate(parse(body, body["id"]))
     await check_urls(app, sub)
     created = _written(await run(app, put_plan(sub, create=True)))
     extra = {"secret": generated} if generated else {}
@@ -190,7 +206,9 @@ async def replace(request: web.Request) -> web.Response:
         raise Problem(400, "the id in the body differs from the one in the path")
 
     def build(existing: Subscription) -> Subscription:
-        return parse(carry_over({**body, "id": sub_id}, existing, body), sub_id)
+        return checked_certificate(
+            parse(carry_over({**body, "id": sub_id}, existing, body), sub_id), existing
+        )
 
     return await _replace(request, app, sub_id, build)
 
@@ -206,7 +224,7 @@ async def patch(request: web.Request) -> web.Response:
         errors = field_errors(SUBSCRIPTION_SCHEMA, merged, "body")
         if errors:
             raise Problem(400, "the patched subscription is invalid", slug="invalid-body", errors=errors)
-        return parse(carry_over(merged, existing, body), sub_id)
+        return checked_certificate(parse(carry_over(merged, existing, body), sub_id), existing)
 
     return await _replace(request, app, sub_id, build)
 

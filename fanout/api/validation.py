@@ -3,10 +3,10 @@ so the document and the code cannot drift apart.
 
 For each operation: path, query and header parameters are converted to their schema's type and
 validated (a scalar query parameter given twice is an error); the body's media type must be one the
-operation lists (else 415); JSON bodies are parsed (invalid JSON is a 400) and validated against the
-operation's schema. The results are ``request[PARAMS]`` and ``request[BODY]`` (parsed JSON, or the
-raw bytes for ``*/*`` bodies, or None when an optional body is absent). Field errors never echo the
-offending value: it may be a secret.
+operation lists (else 415; a Content-Type that is no valid media type at all is a 400); JSON bodies
+are parsed (invalid JSON is a 400) and validated against the operation's schema. The results are
+``request[PARAMS]`` and ``request[BODY]`` (parsed JSON, or the raw bytes for ``*/*`` bodies, or None
+when an optional body is absent). Field errors never echo the offending value: it may be a secret.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from aiohttp import web
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
+from fanout.api.connections import read_body
 from fanout.api.openapi import validator
 from fanout.api.problems import Handler, Problem
+from fanout.pipeline.wire_syntax import media_type
 
 MAX_ERRORS = 10
 METHODS = ("get", "put", "post", "delete", "patch")
@@ -132,13 +134,21 @@ class Operation:
     async def read_body(self, request: web.Request) -> Any:
         if not self.bodies:
             return None
-        raw = await request.read()
+        raw = await read_body(request)
         if not raw:
             if self.body_required:
                 raise Problem(400, "a request body is required")
             return None
         if "*/*" in self.bodies:
             return raw
+        given = request.headers.get("Content-Type")
+        if given is not None and media_type(given) is None:
+            message = "must be a media type: type/subtype[; name=value]..."
+            raise Problem(
+                400,
+                f"header.Content-Type is invalid: it {message}",
+                errors=[{"field": "header.Content-Type", "message": message}],
+            )
         media = request.content_type
         if media not in self.bodies:
             listed = ", ".join(self.bodies)

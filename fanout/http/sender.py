@@ -28,6 +28,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from fanout import __version__
+from fanout.cert_paths import CertificatePathRefused, resolve_cert_file
 from fanout.config import DeliverySettings
 from fanout.errors import DeliveryError, PermanentDelivery, RetryableDelivery
 from fanout.http.auth import OutboundAuth
@@ -149,7 +150,9 @@ class HttpSender:
             ca = str(self.settings.ca_bundle) if self.settings.ca_bundle else None
             context = ssl.create_default_context(cafile=ca)
             try:
-                _load_client_certificate(context, cert)
+                _load_client_certificate(context, cert, self.settings.client_cert_dir)
+            except CertificatePathRefused as exc:
+                raise PermanentDelivery(f"client certificate: {exc}") from None
             except (OSError, ssl.SSLError) as exc:
                 raise PermanentDelivery(
                     f"client certificate cannot be loaded: {type(exc).__name__}"
@@ -231,14 +234,17 @@ def _digest(text: str | None) -> str:
     return "pem:" + hashlib.sha256((text or "").encode()).hexdigest()
 
 
-def _load_client_certificate(context: ssl.SSLContext, cert: ClientCertificate) -> None:
-    """Load files as they are; inline PEM through a private temporary directory, removed at once."""
-    if cert.cert_pem is None and cert.key_pem is None:
-        context.load_cert_chain(str(cert.cert_file), str(cert.key_file))
+def _load_client_certificate(context: ssl.SSLContext, cert: ClientCertificate, cert_dir: Path | None) -> None:
+    """Load files from under ``cert_dir`` only (``fanout.cert_paths``); inline PEM through a private
+    temporary directory, removed at once."""
+    cert_file = str(resolve_cert_file(cert_dir, cert.cert_file)) if cert.cert_file else None
+    key_file = str(resolve_cert_file(cert_dir, cert.key_file)) if cert.key_file else None
+    if cert_file is not None and key_file is not None:
+        context.load_cert_chain(cert_file, key_file)
         return
     with tempfile.TemporaryDirectory(prefix="fanout-tls-") as tmp:
-        cert_path = cert.cert_file or _write_private(Path(tmp) / "cert.pem", cert.cert_pem or "")
-        key_path = cert.key_file or _write_private(Path(tmp) / "key.pem", cert.key_pem or "")
+        cert_path = cert_file or _write_private(Path(tmp) / "cert.pem", cert.cert_pem or "")
+        key_path = key_file or _write_private(Path(tmp) / "key.pem", cert.key_pem or "")
         context.load_cert_chain(cert_path, key_path)
 
 

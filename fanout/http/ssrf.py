@@ -1,9 +1,15 @@
-"""SSRF guard, enforced where connections are made: in the resolver, and for IP-literal URLs at send time.
+"""SSRF guard, enforced where connections are made: in the resolver, and for IP literals at send time.
 
-Only globally routable addresses are allowed by default; loopback, private, link-local (which includes
-the 169.254.169.254 metadata service), shared, reserved and multicast ranges are refused unless a CIDR
-in ``allow`` admits them. IPv6 addresses that carry an IPv4 address a gateway may forward to (IPv4-mapped
-``::ffff:0:0/96``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``) are judged by that IPv4 address.
+Only globally routable unicast addresses are allowed by default. The refused space is written out here
+(``REFUSED_IPV4``, ``REFUSED_IPV6``, from the IANA special-purpose registries) rather than taken from
+``ipaddress.is_global``, whose answer differs between Python versions and which passes IPv4-compatible
+IPv6 (``::/96``) and site-local ``fec0::/10``. IPv6 outside ``2000::/3`` (global unicast) is refused
+whole. Two IPv6 ranges that stand for an IPv4 address the host or a gateway will connect to are judged
+by that address: IPv4-mapped ``::ffff:0:0/96`` and the NAT64 well-known prefix ``64:ff9b::/96`` (DNS64
+networks give every IPv4-only host such an address). Every other range that carries an IPv4 address
+(IPv4-compatible ``::/96``, SIIT ``::ffff:0:0:0/96``, local-use NAT64 ``64:ff9b:1::/48``, 6to4
+``2002::/16``, Teredo ``2001::/32``) is refused whatever it carries. A CIDR in ``allow`` admits what it
+covers (for the two judged ranges: the IPv6 address or the IPv4 address it stands for).
 """
 
 from __future__ import annotations
@@ -23,6 +29,36 @@ NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
 METADATA_ADDRESSES = frozenset(
     {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 )
+GLOBAL_UNICAST_IPV6 = ipaddress.IPv6Network("2000::/3")
+REFUSED_IPV4 = tuple(
+    ipaddress.IPv4Network(net)
+    for net in (
+        "0.0.0.0/8",  # "this network"
+        "10.0.0.0/8",  # private
+        "100.64.0.0/10",  # shared address space (carrier-grade NAT)
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local, cloud metadata
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation
+        "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+        "192.168.0.0/16",  # private
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation
+        "203.0.113.0/24",  # documentation
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and 255.255.255.255 broadcast
+    )
+)
+REFUSED_IPV6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in (
+        "2001::/23",  # IETF protocol assignments: Teredo 2001::/32, ORCHID, benchmarking 2001:2::/48, ...
+        "2001:db8::/32",  # documentation
+        "2002::/16",  # 6to4
+        "3fff::/20",  # documentation
+    )
+)
 
 
 class AddressRefused(OSError):
@@ -35,13 +71,19 @@ class AddressPolicy:
 
     def permits(self, address: str | IPAddress) -> bool:
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-        if any(ip in net for net in self.allow):
+        if self._allowed(ip):
             return True
         if isinstance(ip, ipaddress.IPv6Address):
-            ip = _embedded_ipv4(ip) or ip
-            if any(ip in net for net in self.allow):
+            embedded = _embedded_ipv4(ip)
+            if embedded is None:
+                return ip in GLOBAL_UNICAST_IPV6 and not any(ip in net for net in REFUSED_IPV6)
+            if self._allowed(embedded):
                 return True
-        return ip.is_global and not ip.is_multicast and ip not in METADATA_ADDRESSES
+            ip = embedded
+        return not any(ip in net for net in REFUSED_IPV4) and ip not in METADATA_ADDRESSES
+
+    def _allowed(self, ip: IPAddress) -> bool:
+        return any(ip in net for net in self.allow)
 
     def check_literal(self, host: str) -> None:
         """Raise AddressRefused if ``host`` is an IP literal the policy refuses (names pass)."""
@@ -54,11 +96,12 @@ class AddressPolicy:
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv4-mapped or NAT64 (well-known prefix) address stands for."""
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     if ip in NAT64_PREFIX:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.sixtofour
+    return None
 
 
 class GuardedResolver(AbstractResolver):

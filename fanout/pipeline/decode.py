@@ -8,12 +8,20 @@ Accepted shapes:
 
 An event without an id gets a deterministic one from (topic, partition, offset), so re-reads and
 retries carry the same ``webhook-id``.
+
+Values that reach a subscriber's request headers are kept only when their syntax is valid
+(``wire_syntax``): ``traceparent`` and ``tracestate`` (from ``ce_`` headers, plain record headers or
+structured attributes) and the content type (``ce_datacontenttype`` or the record's ``content-type``;
+else ``application/json``). An invalid one is dropped, the event is still delivered, and the drop is
+counted in ``dropped`` (by attribute name) when the caller passes a counter. A ``tracestate`` without
+a valid ``traceparent`` is dropped too (W3C: it means nothing alone).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +29,7 @@ import orjson
 
 from fanout.errors import PoisonRecord
 from fanout.model import Event, Headers
+from fanout.pipeline import wire_syntax
 from fanout.subscription import HEADER_CONTROL_CHARACTERS
 
 MAX_TYPE_LENGTH = 256
@@ -28,6 +37,13 @@ EARLIEST_TIME = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 LATEST_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 CE_PREFIX = "ce_"
 _CE_CORE = frozenset({"specversion", "id", "type", "time", "data", "data_base64", "datacontenttype"})
+DEFAULT_CONTENT_TYPE = "application/json"
+_CHECKED = (
+    ("traceparent", wire_syntax.traceparent),
+    ("tracestate", wire_syntax.tracestate),
+    ("content-type", wire_syntax.media_type),
+    ("datacontenttype", wire_syntax.media_type),
+)
 
 
 def derived_id(topic: str, partition: int, offset: int) -> str:
@@ -94,6 +110,30 @@ def _header_attributes(headers: Headers) -> tuple[dict[str, str], dict[str, str]
     return ce, other
 
 
+def _checked(attributes: dict[str, str], dropped: Counter[str] | None) -> dict[str, str]:
+    """``attributes`` without the header-bound values whose syntax is invalid (counted in ``dropped``)."""
+    for name, check in _CHECKED:
+        value = attributes.get(name)
+        if value is None:
+            continue
+        valid = check(value)
+        if valid is None:
+            del attributes[name]
+            if dropped is not None:
+                dropped[name] += 1
+        elif valid is not value:
+            attributes[name] = valid
+    return attributes
+
+
+def _paired(attributes: dict[str, str], dropped: Counter[str] | None) -> dict[str, str]:
+    if "tracestate" in attributes and "traceparent" not in attributes:
+        del attributes["tracestate"]
+        if dropped is not None:
+            dropped["tracestate"] += 1
+    return attributes
+
+
 def decode(
     topic: str,
     partition: int,
@@ -103,13 +143,18 @@ def decode(
     headers: Headers | None,
     timestamp: float,
     event_id: str | None = None,
+    dropped: Counter[str] | None = None,
 ) -> Event:
-    """Decode one record. ``timestamp`` is the record's time (epoch seconds), the fallback event time."""
+    """Decode one record. ``timestamp`` is the record's time (epoch seconds), the fallback event time;
+    ``dropped`` counts the attributes dropped for invalid syntax."""
     headers = headers or []
     value = value or b""
     ce, other = _header_attributes(headers) if headers else ({}, {})
+    if other:
+        _checked(other, dropped)
     if "type" in ce:
-        attributes = {**other, **ce}
+        _checked(ce, dropped)
+        attributes = _paired({**other, **ce}, dropped)
         return Event(
             id=event_id or _check_id(ce.get("id") or derived_id(topic, partition, offset)),
             type=_check_type(ce["type"], "header ce_type"),
@@ -121,7 +166,7 @@ def decode(
             value=value,
             headers=headers,
             attributes=attributes,
-            content_type=ce.get("datacontenttype") or other.get("content-type") or "application/json",
+            content_type=ce.get("datacontenttype") or other.get("content-type") or DEFAULT_CONTENT_TYPE,
         )
     if not value:
         raise PoisonRecord("empty record: no value and no ce_type header")
@@ -133,14 +178,15 @@ def decode(
         raise PoisonRecord(f"JSON is a {type(body).__name__}, not an object")
     if "specversion" in body:
         event_type = _check_type(body.get("type"), "CloudEvents attribute 'type'")
-        attributes = {**other, **{k: v for k, v in body.items() if k not in _CE_CORE and isinstance(v, str)}}
+        extensions = {k: v for k, v in body.items() if k not in _CE_CORE and isinstance(v, str)}
+        attributes = _paired({**other, **_checked(extensions, dropped)}, dropped)
         data = body.get("data")
         if data is None and "data_base64" in body:
             data = body["data_base64"]
         given_id = body.get("id")
     else:
         event_type = _check_type(body.get("event"), "field 'event'")
-        attributes = other
+        attributes = _paired(other, dropped)
         data = body.get("data")
         given_id = body.get("id")
     if given_id is not None and (isinstance(given_id, bool) or not isinstance(given_id, str | int)):
@@ -159,5 +205,5 @@ def decode(
         attributes=attributes,
         data=data,
         data_parsed=True,
-        content_type=other.get("content-type") or "application/json",
+        content_type=other.get("content-type") or DEFAULT_CONTENT_TYPE,
     )

@@ -8,7 +8,9 @@ subscriber does.
 
 Telemetry: with a ``tracer`` each record gets a process span, which its deliveries continue from;
 without one, deliveries carry the source record's ``traceparent`` as it is. ``on_retry_lag(topic,
-seconds)`` hears how late each retry record is taken from its tier.
+seconds)`` hears how late each retry record is taken from its tier. ``dropped_attributes`` counts, by
+name, the source records' header-bound attributes (``traceparent``, ``tracestate``, content type) that
+``decode`` dropped for invalid syntax.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
 from fanout import headers as H
@@ -47,6 +50,7 @@ class Dispatcher:
         self.trackers: dict[TopicPartition, PartitionTracker] = {}
         self.tracer: PipelineTracer | None = None
         self.on_retry_lag: Callable[[str, float], None] | None = None
+        self.dropped_attributes: Counter[str] = Counter()
 
     # -- routing table ---------------------------------------------------------------------------
 
@@ -146,6 +150,7 @@ class Dispatcher:
                 record.value(),
                 record.headers(),
                 record.timestamp()[1] / 1000,
+                dropped=self.dropped_attributes,
             )
         except PoisonRecord as poison:
             if span is not None:

@@ -66,6 +66,7 @@ class DispatcherTelemetry:
             dispatcher.tracer = DispatcherTracer(self.tracing.tracer, group_id)
         if dispatcher.retry_topics:
             dispatcher.on_retry_lag = self.dispatcher_metrics.on_retry_lag
+        dispatcher.dropped_attributes = self.dispatcher_metrics.dropped_attributes
         return dispatcher
 
     def attach_settler(self, settler: Settler, group_id: str) -> Settler:

@@ -15,6 +15,9 @@ Prometheus name (labels)                               what
                                                        subscription label)
 ``fanout_lane_in_flight``, ``fanout_lane_queued`` (subscription)   requests out, deliveries waiting
 ``fanout_rate_limit_waits_total`` (subscription)       times a lane waited for a rate-limit token
+``fanout_decode_dropped_attributes_total`` (attribute) source-record values dropped for invalid syntax:
+                                                       traceparent, tracestate, content-type,
+                                                       datacontenttype
 ``fanout_circuit_state`` (subscription)                0 closed, 1 half-open, 2 open
 ``fanout_consumer_lag`` (group, topic, partition)      records behind, per owned partition
 ``fanout_retry_tier_depth`` (tier)                     records waiting in the owned retry partitions
@@ -63,6 +66,7 @@ class DispatcherMetrics:
             RETRY_LAG_BUCKETS,
         )
         self._tier_cells: dict[str, HistogramCell] = {}
+        self.dropped_attributes: Counter[str] = Counter()  # shared by every member's dispatcher
         observables = (
             (meter.create_observable_counter, "fanout.deliveries", self._deliveries, "Deliveries by outcome"),
             (meter.create_observable_counter, "fanout.dead_letters", self._dead_letters, "Dead letters"),
@@ -73,6 +77,12 @@ class DispatcherMetrics:
                 "fanout.rate_limit.waits",
                 self._rate_waits,
                 "Rate-limit waits",
+            ),
+            (
+                meter.create_observable_counter,
+                "fanout.decode.dropped_attributes",
+                self._dropped_attributes,
+                "Header-bound attributes decode dropped for invalid syntax",
             ),
             (
                 meter.create_observable_gauge,
@@ -168,6 +178,9 @@ class DispatcherMetrics:
 
     def _rate_waits(self, options: CallbackOptions) -> Iterable[Observation]:
         return self._per_lane("rate_waits")
+
+    def _dropped_attributes(self, options: CallbackOptions) -> Iterable[Observation]:
+        return (Observation(n, {"attribute": name}) for name, n in sorted(self.dropped_attributes.items()))
 
     def _circuits(self, options: CallbackOptions) -> Iterable[Observation]:
         worst: dict[str, int] = {}

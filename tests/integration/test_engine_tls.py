@@ -44,7 +44,9 @@ async def test_certificates_are_verified_and_client_certificates_are_presented(
         blob.write_to_path(str(cert_file), append=True)
     client.private_key_pem.write_to_path(str(key_file))
 
-    settings = engine_settings(bootstrap, unique, delivery={"ca_bundle": str(ca_file)})
+    settings = engine_settings(
+        bootstrap, unique, delivery={"ca_bundle": str(ca_file), "client_cert_dir": tmp_path}
+    )
     topic = f"{unique}.events"
     create_engine_topics(settings, [topic])
     fail_fast = {"retry": {"schedule": [0.1, 0.1]}}

@@ -119,7 +119,9 @@ async def test_metrics_match_receivers_and_dead_letters_and_logs_are_json_withou
         try:
             publisher = Publisher(bootstrap, tracer_provider=TracerProvider())  # producer traces, sampled
             for i in range(n):
-                publisher.publish(topic, "order.created", {"i": i, "card": "4111"}, event_id=f"o{i}")
+                publisher.publish(
+                    topic, "order.created", {"i": i, "card": "4111-1111-1111-1111"}, event_id=f"o{i}"
+                )
             publisher.flush()
             produce(settings, topic, [b"not json"])
             await ok.wait_count(n, 60)
@@ -170,7 +172,7 @@ async def test_metrics_match_receivers_and_dead_letters_and_logs_are_json_withou
         assert re.fullmatch(r"[0-9a-f]{32}", record["trace_id"]), record
         assert re.fullmatch(r"[0-9a-f]{16}", record["span_id"]), record
     text = "\n".join(lines)
-    for leaked in (secret, secret.removeprefix("whsec_"), header_secret, query_secret, "4111"):
+    for leaked in (secret, secret.removeprefix("whsec_"), header_secret, query_secret, "4111-1111-1111-1111"):
         assert leaked not in text
 
 

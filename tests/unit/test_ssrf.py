@@ -43,6 +43,44 @@ REFUSED = [
     "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
     "2002:a00:1::1",  # 6to4 of 10.0.0.1
     "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+    # issue 13: the rest of the reserved space, IPv4
+    "0.1.2.3",  # "this network"
+    "192.0.0.1",  # IETF protocol assignments
+    "192.0.0.9",
+    "192.0.0.170",
+    "192.88.99.1",  # 6to4 relay anycast
+    "198.19.255.255",  # benchmarking
+    "198.51.100.7",  # documentation
+    "203.0.113.7",
+    "240.0.0.1",  # reserved
+    "254.255.255.255",
+    # IPv6 that carries an IPv4 address
+    "::127.0.0.1",  # IPv4-compatible (deprecated): passed before
+    "::7f00:1",
+    "::10.0.0.1",
+    "::8.8.8.8",  # even a public one: the form is deprecated and routed unpredictably
+    "::ffff:0:7f00:1",  # SIIT IPv4-translated
+    "::ffff:0:808:808",
+    "64:ff9b:1::a00:1",  # local-use NAT64
+    "64:ff9b:1::808:808",
+    "2002:5db8:d822::1",  # 6to4, even of a public address (deprecated)
+    "2001::1",  # Teredo
+    "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+    # other special-purpose IPv6
+    "100::1",  # discard-only
+    "100:0:0:1::1",  # dummy prefix
+    "2001:2::1",  # benchmarking
+    "2001:10::1",  # ORCHID
+    "2001:20::1",  # ORCHIDv2
+    "2001:db8:ffff::1",
+    "3fff::1",  # documentation (2024)
+    "3fff:fff::1",
+    "fec0::1",  # site-local (deprecated)
+    "feff::1",
+    "5f00::1",  # SRv6 SIDs
+    "4000::1",  # outside 2000::/3: unassigned
+    "e000::1",
+    "ff05::2",  # site-scope multicast
 ]
 
 ALLOWED = [
@@ -56,7 +94,16 @@ ALLOWED = [
     "2a00:1450:4001:81b::200e",
     "::ffff:93.184.216.34",  # IPv4-mapped public
     "64:ff9b::5db8:d822",  # NAT64 of 93.184.216.34 (DNS64 networks)
-    "2002:5db8:d822::1",  # 6to4 of 93.184.216.34
+    "2001:200::1",  # just above 2001::/23
+    "2001:db9::1",  # just above 2001:db8::/32
+    "2003::1",  # just above 2002::/16
+    "3ffe::1",  # just below 3fff::/20
+    "3fff:1000::1",  # just above it
+    "2c0f:ffff::1",
+    "192.0.1.1",  # just above 192.0.0.0/24
+    "198.20.0.1",  # just above 198.18.0.0/15
+    "223.255.255.254",  # just below multicast
+    "1.0.0.1",  # just above 0.0.0.0/8
 ]
 
 
@@ -168,3 +215,23 @@ def test_allow_list_of_ipv6_ranges_that_carry_ipv4() -> None:
     policy = AddressPolicy([ipaddress.ip_network("64:ff9b::/96")])
     assert policy.permits("64:ff9b::a00:1")
     assert not AddressPolicy().permits("64:ff9b::a00:1")
+
+
+def test_allowing_loopback_does_not_admit_other_forms_that_carry_it() -> None:
+    """The test settings allow 127.0.0.0/8; only the forms a host connects to as IPv4 are admitted."""
+    policy = AddressPolicy([ipaddress.ip_network("127.0.0.0/8")])
+    assert policy.permits("::ffff:127.0.0.1")
+    assert policy.permits("64:ff9b::7f00:1")
+    for carrier in ("::127.0.0.1", "::ffff:0:7f00:1", "64:ff9b:1::7f00:1", "2002:7f00:1::1"):
+        assert not policy.permits(carrier), carrier
+
+
+def test_an_allowed_ipv6_range_admits_its_own_reserved_addresses() -> None:
+    assert AddressPolicy([ipaddress.ip_network("::/96")]).permits("::127.0.0.1")
+    assert AddressPolicy([ipaddress.ip_network("2001:db8::/32")]).permits("2001:db8::1")
+
+
+@pytest.mark.parametrize("host", ["[::127.0.0.1]", "::127.0.0.1", "[fec0::1]", "[2002:7f00:1::1]", "0.0.0.1"])
+def test_check_literal_refuses_reserved_literals(host: str) -> None:
+    with pytest.raises(AddressRefused, match="SSRF"):
+        AddressPolicy([ipaddress.ip_network("127.0.0.0/8")]).check_literal(host)
