@@ -10,12 +10,16 @@ due retry partitions resumed, one ``consume()`` call, and the batch handed over.
 - **Backpressure.** Per partition, records read but not committed are bounded by ``max_uncommitted``,
   exactly: a record beyond the bound is not handed over (the partition is paused and rewound to it),
   and the partition resumes when commits bring it under half. A crash re-delivers at most that many.
+  librdkafka keeps a partition's pause flag across an incremental unassign/assign, so a partition's
+  flag is unknown when it is assigned and is set explicitly before it is fetched (``PauseBook``).
 - **Callbacks** must not call client methods that set up a call state (``list_topics``, ``poll``...):
   confluent-kafka keeps one per thread, and the nested call clears the outer one.
 - **Rebalances** run inside ``consume()`` on this thread (librdkafka calls the callbacks there). A
   revoke blocks this thread while the loop drains the partitions' deliveries under the drain deadline;
   then their offsets are committed synchronously. Each assignment gets a new local epoch, and stores
-  from an older epoch are ignored (the Python client does not expose the group generation).
+  from an older epoch are ignored (the Python client does not expose the group generation). Lost
+  partitions (the session expired) are not drained: their trackers are closed without a commit, by
+  epoch, so a re-assignment of the same partition keeps its new tracker.
 - **Health.** ``last_cycle`` is when the loop last started a cycle (``/healthz``); ``stats`` is the
   latest librdkafka statistics digest (every ``STATS_INTERVAL_MS``): brokers up, group join state and
   consumer lag per owned partition (``/readyz`` and metrics). ``stall(seconds)`` is a test hook that
@@ -40,6 +44,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from fanout.config import Settings
 from fanout.errors import FatalKafkaError
 from fanout.headers import not_before_ms
+from fanout.kafka.pauses import PauseBook
 from fanout.model import Headers
 from fanout.pipeline.share import Ownership
 
@@ -53,7 +58,8 @@ HOLD_WITHOUT_PAUSE = 1.0
 # always holds its first one (that is what gates it); past the budget, the partitions holding any pause.
 HELD_BACK_BUDGET = 2000
 STATS_INTERVAL_MS = 5000
-Drain = Callable[[list[TP] | None, float], Coroutine[Any, Any, dict[TP, int]]]
+# (partitions and the epoch they were assigned in, or None for all; monotonic deadline) -> offsets
+Drain = Callable[[dict[TP, int] | None, float], Coroutine[Any, Any, dict[TP, int]]]
 
 
 @dataclass
@@ -63,7 +69,6 @@ class _PartitionState:
     last: int | None = None
     gated_until: float | None = None
     backpressured: bool = False
-    paused: bool = False
     held_back: deque[Message] = field(default_factory=deque)  # retry records not due yet, in order
 
 
@@ -166,6 +171,7 @@ class ConsumerThread:
         self._seed_from = seed_from
         self._commands: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
         self._parts: dict[TP, _PartitionState] = {}
+        self._pauses = PauseBook()
         self._epoch = 0
         self._stop = threading.Event()
         self.joined = threading.Event()
@@ -210,6 +216,10 @@ class ConsumerThread:
     @property
     def assigned(self) -> int:
         return len(self._parts)
+
+    def paused_partitions(self) -> frozenset[TP]:
+        """The partitions this consumer has paused (read from another thread: a snapshot)."""
+        return self._pauses.paused()
 
     @property
     def group_id(self) -> str:
@@ -303,10 +313,10 @@ class ConsumerThread:
                     state.held_back.append(msg)
                     held_total += 1
                 else:
-                    self._rewind(consumer, tp, offset, state, rewound)  # fetched again later
+                    self._rewind(consumer, tp, offset, rewound)  # fetched again later
                 continue
-            if state.paused:
-                self._rewind(consumer, tp, offset, state, rewound)
+            if self._pauses.is_paused(tp):
+                self._rewind(consumer, tp, offset, rewound)
                 continue
             if tp[0] in self._retry_topics:
                 due = not_before_ms(cast(Headers, msg.headers()))
@@ -320,7 +330,7 @@ class ConsumerThread:
                     state.gated_until = due / 1000
                     continue
             if not self._within_bound(offset, state):
-                self._rewind(consumer, tp, offset, state, rewound)
+                self._rewind(consumer, tp, offset, rewound)
                 continue
             state.last = offset
             out.append(msg)
@@ -369,15 +379,12 @@ class ConsumerThread:
         """Retry records held in memory until due, all partitions together."""
         return sum(len(state.held_back) for state in self._parts.values())
 
-    def _rewind(
-        self, consumer: Consumer, tp: TP, offset: int, state: _PartitionState, rewound: set[TP]
-    ) -> None:
+    def _rewind(self, consumer: Consumer, tp: TP, offset: int, rewound: set[TP]) -> None:
         """Hand nothing from ``offset`` on: pause the partition and seek back to it, so that every record
         not handed over is fetched again when it resumes (a skipped record is never lost)."""
         partition = TopicPartition(tp[0], tp[1], offset)
-        if not state.paused:
+        if self._pauses.pause(tp):
             consumer.pause([partition])
-            state.paused = True
         consumer.seek(partition)
         rewound.add(tp)
 
@@ -392,18 +399,20 @@ class ConsumerThread:
     def _update_pauses(self, consumer: Consumer) -> None:
         limit = self._settings.dispatcher.max_uncommitted
         over_budget = self.held_back_count() >= HELD_BACK_BUDGET
-        for (topic, partition), state in self._parts.items():
+        wanted: dict[TP, bool] = {}
+        for tp, state in self._parts.items():
             if state.last is not None and state.committed is not None:
                 window = state.last + 1 - state.committed
                 if not state.backpressured and window >= limit:
                     state.backpressured = True
                 elif state.backpressured and window <= limit // 2:
                     state.backpressured = False
-            should_pause = self.held or state.backpressured or (over_budget and bool(state.held_back))
-            if should_pause != state.paused:
-                tp = [TopicPartition(topic, partition)]
-                consumer.pause(tp) if should_pause else consumer.resume(tp)
-                state.paused = should_pause
+            wanted[tp] = self.held or state.backpressured or (over_budget and bool(state.held_back))
+        to_pause, to_resume = self._pauses.changes(wanted)
+        if to_pause:
+            consumer.pause([TopicPartition(t, p) for t, p in to_pause])
+        if to_resume:
+            consumer.resume([TopicPartition(t, p) for t, p in to_resume])
 
     def _on_error(self, error: KafkaError) -> None:
         if error.fatal():
@@ -447,6 +456,7 @@ class ConsumerThread:
         tps = [(p.topic, p.partition) for p in partitions]
         for tp in tps:
             self._parts[tp] = _PartitionState(self._epoch)
+        self._pauses.assigned(tps)  # resumed or paused explicitly before the next fetch
         log.info("assigned %d partitions (epoch %d)", len(tps), self._epoch)
         self._loop.call_soon_threadsafe(self._hooks.assign, tps, self._epoch)
         self._ownership_changed = True
@@ -456,10 +466,11 @@ class ConsumerThread:
         tps = [(p.topic, p.partition) for p in partitions if (p.topic, p.partition) in self._parts]
         if not tps:
             return
-        offsets = self._drain(tps)
+        offsets = self._drain({tp: self._parts[tp].epoch for tp in tps})
         self._commit(consumer, offsets)
         for tp in tps:
             self._parts.pop(tp, None)
+        self._pauses.removed(tps)
         log.info("revoked %d partitions, committed %d", len(tps), len(offsets))
         self._ownership_changed = True
 
@@ -481,16 +492,21 @@ class ConsumerThread:
         self._loop.call_soon_threadsafe(self._hooks.assignment_changed, Ownership(owned, totals))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        tps = [(p.topic, p.partition) for p in partitions]
-        for tp in tps:
-            self._parts.pop(tp, None)
+        lost = {
+            tp: state.epoch
+            for p in partitions
+            if (state := self._parts.pop(tp := (p.topic, p.partition), None)) is not None
+        }
+        self._pauses.removed(lost)
         log.warning(
-            "lost %d partitions; their uncommitted records will be re-read by the new owner", len(tps)
+            "lost %d partitions; their uncommitted records will be re-read by the new owner", len(lost)
         )
-        asyncio.run_coroutine_threadsafe(self._hooks.drain(tps, time.monotonic()), self._loop)
+        # Not awaited (the group may already have moved on): the drain closes only the trackers of
+        # these epochs, so a re-assignment of the same partition that the loop sees first is untouched.
+        asyncio.run_coroutine_threadsafe(self._hooks.drain(lost, time.monotonic()), self._loop)
         self._ownership_changed = True
 
-    def _drain(self, tps: list[TP] | None) -> dict[TP, int]:
+    def _drain(self, tps: dict[TP, int] | None) -> dict[TP, int]:
         deadline = self._settings.dispatcher.drain_timeout
         future = asyncio.run_coroutine_threadsafe(
             self._hooks.drain(tps, time.monotonic() + deadline), self._loop
@@ -521,6 +537,7 @@ class ConsumerThread:
         offsets = self._drain(None)
         self._commit(consumer, offsets)
         self._parts.clear()
+        self._pauses.clear()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

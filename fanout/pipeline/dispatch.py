@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from fanout import headers as H
 from fanout.errors import PoisonRecord
@@ -87,23 +87,35 @@ class Dispatcher:
         return offsets
 
     async def drain(
-        self, partitions: Iterable[TopicPartition] | None, deadline: float
+        self, partitions: Mapping[TopicPartition, int] | None, deadline: float
     ) -> dict[TopicPartition, int]:
-        """Wait (until ``deadline``, monotonic) for the partitions' records to settle; then close their
-        trackers and return the offsets to commit. ``None`` means every partition."""
-        chosen = list(
-            self.trackers if partitions is None else (tp for tp in partitions if tp in self.trackers)
-        )
-        while any(self.trackers[tp].unsettled for tp in chosen):
+        """Wait (until ``deadline``, monotonic) for the records of ``partitions`` (each with the epoch it
+        was assigned in; ``None`` means every partition) to settle; then close their trackers and return
+        the offsets to commit. A tracker of another epoch is left alone: the partition was assigned
+        again meanwhile, and the newer tracker is not this drain's to close."""
+        if partitions is None:
+            chosen = dict(self.trackers)
+        else:
+            chosen = {
+                tp: tracker
+                for tp, epoch in partitions.items()
+                if (tracker := self.trackers.get(tp)) is not None and tracker.epoch == epoch
+            }
+        while any(tracker.unsettled for tracker in chosen.values()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                left = sum(self.trackers[tp].unsettled for tp in chosen)
+                left = sum(tracker.unsettled for tracker in chosen.values())
                 log.warning("drain deadline passed with %d records unsettled; they will be re-read", left)
                 break
             await asyncio.sleep(min(remaining, DRAIN_POLL_SECONDS))
-        offsets = self.committable(chosen)
-        for tp in chosen:
-            self.trackers.pop(tp).close()
+        offsets = {}
+        for tp, tracker in chosen.items():
+            offset = tracker.committable()
+            if offset is not None:
+                offsets[tp] = offset
+            tracker.close()
+            if self.trackers.get(tp) is tracker:
+                del self.trackers[tp]
         return offsets
 
     # -- records ---------------------------------------------------------------------------------
