@@ -6,7 +6,9 @@ due retry partitions resumed, one ``consume()`` call, and the batch handed over.
 
 - **Retry tiers.** A retry record that is not due yet is held back here, with the records behind it, and
   its partition is paused; they are handed over in order as they come due, and the partition resumes
-  fetching once nothing is held back. Nothing is fetched twice, and the poll loop never sleeps.
+  fetching once nothing is held back. Nothing is fetched twice, and the poll loop never sleeps. Records
+  another group wrote are not held (the dispatcher skips them). A new group starts the tiers at their
+  end (``starts.start_retry_tiers_at_end``).
 - **Backpressure.** Per partition, records read but not committed are bounded by ``max_uncommitted``,
   exactly: a record beyond the bound is not handed over (the partition is paused and rewound to it),
   and the partition resumes when commits bring it under half. A crash re-delivers at most that many.
@@ -43,8 +45,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from fanout.config import Settings
 from fanout.errors import FatalKafkaError
-from fanout.headers import not_before_ms
+from fanout.headers import for_group, not_before_ms
 from fanout.kafka.pauses import PauseBook
+from fanout.kafka.starts import seed_offsets, start_retry_tiers_at_end
 from fanout.model import Headers
 from fanout.pipeline.share import Ownership
 
@@ -241,6 +244,8 @@ class ConsumerThread:
             )
             if self._seed_from is not None:
                 seed_offsets(self._settings, consumer, self._topics, self._seed_from)
+            if self._retry_topics:
+                start_retry_tiers_at_end(consumer, self._topics, self._retry_topics)
             self._subscribe(consumer, self._topics)
             batch = self._settings.dispatcher.batch_size
             while not self._stop.is_set():
@@ -319,7 +324,7 @@ class ConsumerThread:
                 self._rewind(consumer, tp, offset, rewound)
                 continue
             if tp[0] in self._retry_topics:
-                due = not_before_ms(cast(Headers, msg.headers()))
+                due = self._due_ms(msg)
                 if due is not None and due > now_ms:
                     # Held here until due. The partition keeps fetching (a tier's records come due in
                     # order, so the next ones queue behind this one) while the consumer holds fewer
@@ -362,7 +367,7 @@ class ConsumerThread:
             held = state.held_back
             while held:
                 head = held[0]
-                due = not_before_ms(cast(Headers, head.headers()))
+                due = self._due_ms(head)
                 if due is not None and due > now_ms:
                     state.gated_until = due / 1000
                     break
@@ -374,6 +379,12 @@ class ConsumerThread:
             if not held:
                 state.gated_until = None
         return out
+
+    def _due_ms(self, msg: Message) -> int | None:
+        """When a retry record may be handed over (epoch ms; None: now). Another group's record is
+        handed over at once, never held: the dispatcher skips it."""
+        headers = cast(Headers, msg.headers())
+        return not_before_ms(headers) if for_group(headers, self._group_id) else None
 
     def held_back_count(self) -> int:
         """Retry records held in memory until due, all partitions together."""
@@ -543,25 +554,3 @@ class ConsumerThread:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def seed_offsets(settings: Settings, consumer: Consumer, topics: Iterable[str], source_group: str) -> None:
-    """A new group (no committed offset on ``topics``) starts where ``source_group`` is, rather than at
-    ``auto_offset_reset``: a key-ordered subscription added later gets the events the shared group has
-    not delivered yet, not the topic's whole history. Partitions ``source_group`` never committed are
-    left to ``auto_offset_reset``."""
-    partitions: list[TopicPartition] = []
-    for topic in topics:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is not None and metadata.error is None:
-            partitions.extend(TopicPartition(topic, p) for p in metadata.partitions)
-    if not partitions or any(tp.offset >= 0 for tp in consumer.committed(partitions, timeout=10)):
-        return
-    source = Consumer({**settings.kafka.librdkafka(), "group.id": source_group, "enable.auto.commit": False})
-    try:
-        start = [tp for tp in source.committed(partitions, timeout=10) if tp.offset >= 0]
-    finally:
-        source.close()
-    if start:
-        consumer.commit(offsets=start, asynchronous=False)
-        log.info("new group starts where %s is, on %d partitions", source_group, len(start))

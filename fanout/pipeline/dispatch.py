@@ -2,9 +2,10 @@
 
 ``on_records`` takes a batch handed over by the consumer thread. Each record is tracked in its
 partition's tracker, then either decoded and routed (source topics) or turned back into the one
-delivery it carries (retry topics). Every delivery is offered to its subscription's lane; a refusal
-spills it to a retry tier. Nothing here blocks or awaits: the loop keeps moving whatever one
-subscriber does.
+delivery it carries (retry topics). A retry record written by another consumer group than ``group``
+is skipped (counted in ``stats["skipped_other_group"]``) and its offset moves on. Every delivery is
+offered to its subscription's lane; a refusal spills it to a retry tier. Nothing here blocks or
+awaits: the loop keeps moving whatever one subscriber does.
 
 Telemetry: with a ``tracer`` each record gets a process span, which its deliveries continue from;
 without one, deliveries carry the source record's ``traceparent`` as it is. ``on_retry_lag(topic,
@@ -38,12 +39,18 @@ DRAIN_POLL_SECONDS = 0.02
 
 class Dispatcher:
     def __init__(
-        self, table: RoutingTable, lanes: Lanes | KeyedLanes, settler: Settler, retry_topics: Iterable[str]
+        self,
+        table: RoutingTable,
+        lanes: Lanes | KeyedLanes,
+        settler: Settler,
+        retry_topics: Iterable[str],
+        group: str | None = None,
     ) -> None:
         self.table = table
         self.lanes = lanes
         self.settler = settler
         self.retry_topics = frozenset(retry_topics)
+        self.group = group
         self.trackers: dict[TopicPartition, PartitionTracker] = {}
         self.tracer: PipelineTracer | None = None
         self.on_retry_lag: Callable[[str, float], None] | None = None
@@ -176,6 +183,10 @@ class Dispatcher:
         ticket.release()
 
     def _retry_record(self, record: SourceRecord, ticket: Ticket, span: TracedSpan | None = None) -> None:
+        if self.group is not None and not H.for_group(record.headers(), self.group):
+            self.settler.stats["skipped_other_group"] += 1
+            ticket.release()
+            return
         try:
             meta = H.RetryMeta.parse(record.headers())
             event = decode(
