@@ -133,13 +133,11 @@ def consumer_config(
         **static,
         **settings.kafka.librdkafka(),
         "group.id": group_id,
-        "partition.assignment.strategy": "cooperative-sticky",
+        **group_protocol_config(settings),
         "enable.auto.commit": True,
         "enable.auto.offset.store": False,
         "auto.commit.interval.ms": d.commit_interval_ms,
         "auto.offset.reset": d.auto_offset_reset,
-        "session.timeout.ms": d.session_timeout_ms,
-        "heartbeat.interval.ms": min(d.heartbeat_interval_ms, d.session_timeout_ms // 3),
         "max.poll.interval.ms": d.max_poll_interval_ms,
         "isolation.level": "read_committed",
         "fetch.max.bytes": 16 * 1024 * 1024,
@@ -149,6 +147,22 @@ def consumer_config(
         # drained (default 1 s): long enough to starve the lanes for most of a second at high rates.
         "fetch.queue.backoff.ms": 10,
         "on_commit": on_commit,
+    }
+
+
+def group_protocol_config(settings: Settings) -> dict[str, Any]:
+    """How a member of a fanout consumer group joins it. With the KIP-848 ``consumer`` protocol the
+    broker assigns partitions (incrementally, like cooperative-sticky) and owns the session timeout and
+    heartbeat interval (``group.consumer.session.timeout.ms``...); librdkafka rejects the classic
+    settings there."""
+    d = settings.dispatcher
+    if d.group_protocol == "consumer":
+        return {"group.protocol": "consumer"}
+    return {
+        "group.protocol": "classic",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": d.session_timeout_ms,
+        "heartbeat.interval.ms": min(d.heartbeat_interval_ms, d.session_timeout_ms // 3),
     }
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from confluent_kafka import Consumer, Producer
 
 from fanout.config import Settings
+from fanout.kafka.consumer import group_protocol_config
 from tests.integration.engine import (
     apply,
     create_engine_topics,
@@ -43,9 +44,8 @@ def plain_member_joins_and_leaves(settings: Settings, topic: str, timeout: float
         {
             **settings.kafka.librdkafka(),
             "group.id": settings.dispatcher.group_id,
-            "partition.assignment.strategy": "cooperative-sticky",
+            **group_protocol_config(settings),
             "enable.auto.commit": False,
-            "session.timeout.ms": settings.dispatcher.session_timeout_ms,
         }
     )
     try:
