@@ -238,7 +238,12 @@ class DispatcherSettings(_Section):
         description="Consumer-group protocol: classic (cooperative-sticky; the session timeout and heartbeat "
         "below apply) or consumer (KIP-848: the broker's group.consumer.* settings apply instead).",
     )
-    session_timeout_ms: int = Field(default=45_000, ge=6000)
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6000,
+        description="Classic protocol: a dead member's partitions wait this long before moving (README, "
+        "'Scaling and failure').",
+    )
     heartbeat_interval_ms: int = Field(
         default=1000, ge=100, description="Members learn of a rebalance at their next heartbeat."
     )

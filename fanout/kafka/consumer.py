@@ -150,6 +150,17 @@ def consumer_config(
     }
 
 
+def consumer_error(error: KafkaError) -> None:
+    """An error ``consume()`` returned: raise FatalKafkaError if the consumer cannot go on. librdkafka
+    reports a fatal error there as ``_FATAL`` without the fatal flag (the flag is set only on the
+    error callback's copy), e.g. a static member fenced by another with its ``group.instance.id``."""
+    if error.fatal() or error.code() == KafkaError._FATAL:
+        raise FatalKafkaError(f"consumer: {error.str()}")
+    if error.code() == KafkaError._PARTITION_EOF:
+        return
+    log.warning("consumer: %s", error.str())
+
+
 def group_protocol_config(settings: Settings) -> dict[str, Any]:
     """How a member of a fanout consumer group joins it. With the KIP-848 ``consumer`` protocol the
     broker assigns partitions (incrementally, like cooperative-sticky) and owns the session timeout and
@@ -320,7 +331,7 @@ class ConsumerThread:
         for msg in messages:
             error = msg.error()
             if error is not None:
-                self._on_error(error)
+                consumer_error(error)
                 continue
             tp = (msg.topic() or "", msg.partition() or 0)
             state = self._parts.get(tp)
@@ -438,13 +449,6 @@ class ConsumerThread:
             consumer.pause([TopicPartition(t, p) for t, p in to_pause])
         if to_resume:
             consumer.resume([TopicPartition(t, p) for t, p in to_resume])
-
-    def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            raise FatalKafkaError(f"consumer: {error.str()}")
-        if error.code() == KafkaError._PARTITION_EOF:
-            return
-        log.warning("consumer: %s", error.str())
 
     def _store(self, consumer: Consumer, offsets: dict[TP, int], epochs: dict[TP, int]) -> None:
         current = [
