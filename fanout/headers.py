@@ -6,7 +6,7 @@ A retry or dead-letter record keeps the source record's key, value and headers, 
 ``fanout-subscription``     subscription id (absent on a poison record's dead letter)
 ``fanout-group``            the consumer group that wrote it (``dispatcher.group_id``; for a replay, the
                             group of the process that replayed it): a retry record is consumed only by
-                            that group; records without it (written before 0.2) by any group
+                            that group; records without it (written by fanout 0.1) by any group
 ``fanout-attempt``          HTTP attempts made so far (spills do not count)
 ``fanout-not-before``       epoch milliseconds before which the record must not be delivered
 ``fanout-origin-topic``     source topic, partition and offset of the event, and its time (epoch ms:
