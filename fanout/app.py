@@ -151,7 +151,8 @@ class DispatcherApp:
             settings,
             loop,
             telemetry.attach(
-                Dispatcher(unordered, lanes, self.settler, retry_topics), settings.dispatcher.group_id
+                Dispatcher(unordered, lanes, self.settler, retry_topics, settings.dispatcher.group_id),
+                settings.dispatcher.group_id,
             ),
             self._source_topics(unordered),
             settings.dispatcher.group_id,

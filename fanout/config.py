@@ -237,7 +237,17 @@ class DispatcherSettings(_Section):
     )
     commit_interval_ms: int = Field(default=250, ge=50)
     drain_timeout: float = Field(default=30, gt=0)
-    session_timeout_ms: int = Field(default=45_000, ge=6000)
+    group_protocol: Literal["classic", "consumer"] = Field(
+        default="classic",
+        description="Consumer-group protocol: classic (cooperative-sticky; the session timeout and heartbeat "
+        "below apply) or consumer (KIP-848: the broker's group.consumer.* settings apply instead).",
+    )
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6000,
+        description="Classic protocol: a dead member's partitions wait this long before moving (README, "
+        "'Scaling and failure').",
+    )
     heartbeat_interval_ms: int = Field(
         default=1000, ge=100, description="Members learn of a rebalance at their next heartbeat."
     )

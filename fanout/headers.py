@@ -4,6 +4,9 @@ A retry or dead-letter record keeps the source record's key, value and headers, 
 
 ==========================  ===================================================================
 ``fanout-subscription``     subscription id (absent on a poison record's dead letter)
+``fanout-group``            the consumer group that wrote it (``dispatcher.group_id``; for a replay, the
+                            group of the process that replayed it): a retry record is consumed only by
+                            that group; records without it (written by fanout 0.1) by any group
 ``fanout-attempt``          HTTP attempts made so far (spills do not count)
 ``fanout-not-before``       epoch milliseconds before which the record must not be delivered
 ``fanout-origin-topic``     source topic, partition and offset of the event, and its time (epoch ms:
@@ -34,6 +37,7 @@ from fanout.model import Headers
 
 PREFIX = "fanout-"
 SUBSCRIPTION = "fanout-subscription"
+GROUP = "fanout-group"
 ATTEMPT = "fanout-attempt"
 NOT_BEFORE = "fanout-not-before"
 ORIGIN_TOPIC = "fanout-origin-topic"
@@ -71,11 +75,22 @@ def not_before_ms(headers: Headers | None) -> int | None:
     return None
 
 
+def for_group(headers: Headers | None, group: str) -> bool:
+    """Is this retry record ``group``'s to consume? Yes when ``group`` wrote it, or when it names no
+    group (written before records carried one). Reads no other header."""
+    wanted = group.encode()
+    for key, value in headers or ():
+        if key == GROUP:
+            return value == wanted
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class RetryMeta:
     """What a retry record says about its delivery."""
 
     subscription: str
+    group: str | None
     attempt: int
     first_attempt: float
     origin_topic: str
@@ -92,6 +107,7 @@ class RetryMeta:
         try:
             return cls(
                 subscription=h[SUBSCRIPTION],
+                group=h.get(GROUP),
                 attempt=_int(h, ATTEMPT),
                 first_attempt=_int(h, FIRST_ATTEMPT) / 1000,
                 origin_topic=h[ORIGIN_TOPIC],
@@ -125,16 +141,19 @@ def encode(values: dict[str, str | int | None]) -> Headers:
 def for_replay(
     original_headers: Headers | None,
     subscription: str,
+    group: str,
     event_id: str,
     origin: tuple[str, int, int, int | None],
     now_ms: int,
 ) -> Headers:
-    """The headers of a replayed delivery (DESIGN.md, "Replays"): addressed to ``subscription``, due now,
-    attempts reset and ``max_age`` counted from now, the same event id (webhook-id), the event's origin
-    (topic, partition, offset, epoch-ms time) and the source record's own headers."""
+    """The headers of a replayed delivery (DESIGN.md, "Replays"): addressed to ``subscription`` and to
+    the consumer group ``group`` (the replaying process's ``dispatcher.group_id``), due now, attempts
+    reset and ``max_age`` counted from now, the same event id (webhook-id), the event's origin (topic,
+    partition, offset, epoch-ms time) and the source record's own headers."""
     topic, partition, offset, timestamp = origin
     values: dict[str, str | int | None] = {
         SUBSCRIPTION: subscription,
+        GROUP: group,
         ATTEMPT: 0,
         NOT_BEFORE: now_ms,
         FIRST_ATTEMPT: now_ms,
@@ -147,9 +166,10 @@ def for_replay(
     return original(original_headers) + encode(values)
 
 
-def replay_of_dead_letter(headers: Headers | None, now_ms: int) -> Headers | None:
-    """The replay headers for a dead-letter record, or None when it cannot be replayed (a poison
-    record: no subscription, event id or origin; a dead letter written without its value)."""
+def replay_of_dead_letter(headers: Headers | None, group: str, now_ms: int) -> Headers | None:
+    """The replay headers for a dead-letter record, addressed to ``group`` whatever group dead-lettered
+    it, or None when it cannot be replayed (a poison record: no subscription, event id or origin; a dead
+    letter written without its value)."""
     h = as_dict(headers)
     if VALUE_DROPPED in h:
         return None
@@ -160,6 +180,6 @@ def replay_of_dead_letter(headers: Headers | None, now_ms: int) -> Headers | Non
             _int(h, ORIGIN_OFFSET),
             _int(h, ORIGIN_TIMESTAMP) if ORIGIN_TIMESTAMP in h else None,
         )
-        return for_replay(headers, h[SUBSCRIPTION], h[EVENT_ID], origin, now_ms)
+        return for_replay(headers, h[SUBSCRIPTION], group, h[EVENT_ID], origin, now_ms)
     except (KeyError, ValueError):
         return None

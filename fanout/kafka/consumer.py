@@ -6,16 +6,22 @@ due retry partitions resumed, one ``consume()`` call, and the batch handed over.
 
 - **Retry tiers.** A retry record that is not due yet is held back here, with the records behind it, and
   its partition is paused; they are handed over in order as they come due, and the partition resumes
-  fetching once nothing is held back. Nothing is fetched twice, and the poll loop never sleeps.
+  fetching once nothing is held back. Nothing is fetched twice, and the poll loop never sleeps. Records
+  another group wrote are not held (the dispatcher skips them). A new group starts the tiers at their
+  end (``starts.start_retry_tiers_at_end``).
 - **Backpressure.** Per partition, records read but not committed are bounded by ``max_uncommitted``,
   exactly: a record beyond the bound is not handed over (the partition is paused and rewound to it),
   and the partition resumes when commits bring it under half. A crash re-delivers at most that many.
+  librdkafka keeps a partition's pause flag across an incremental unassign/assign, so a partition's
+  flag is unknown when it is assigned and is set explicitly before it is fetched (``PauseBook``).
 - **Callbacks** must not call client methods that set up a call state (``list_topics``, ``poll``...):
   confluent-kafka keeps one per thread, and the nested call clears the outer one.
 - **Rebalances** run inside ``consume()`` on this thread (librdkafka calls the callbacks there). A
   revoke blocks this thread while the loop drains the partitions' deliveries under the drain deadline;
   then their offsets are committed synchronously. Each assignment gets a new local epoch, and stores
-  from an older epoch are ignored (the Python client does not expose the group generation).
+  from an older epoch are ignored (the Python client does not expose the group generation). Lost
+  partitions (the session expired) are not drained: their trackers are closed without a commit, by
+  epoch, so a re-assignment of the same partition keeps its new tracker.
 - **Health.** ``last_cycle`` is when the loop last started a cycle (``/healthz``); ``stats`` is the
   latest librdkafka statistics digest (every ``STATS_INTERVAL_MS``): brokers up, group join state and
   consumer lag per owned partition (``/readyz`` and metrics). ``stall(seconds)`` is a test hook that
@@ -39,7 +45,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from fanout.config import Settings
 from fanout.errors import FatalKafkaError
-from fanout.headers import not_before_ms
+from fanout.headers import for_group, not_before_ms
+from fanout.kafka.pauses import PauseBook
+from fanout.kafka.starts import seed_offsets, start_retry_tiers_at_end
 from fanout.model import Headers
 from fanout.pipeline.share import Ownership
 
@@ -53,7 +61,8 @@ HOLD_WITHOUT_PAUSE = 1.0
 # always holds its first one (that is what gates it); past the budget, the partitions holding any pause.
 HELD_BACK_BUDGET = 2000
 STATS_INTERVAL_MS = 5000
-Drain = Callable[[list[TP] | None, float], Coroutine[Any, Any, dict[TP, int]]]
+# (partitions and the epoch they were assigned in, or None for all; monotonic deadline) -> offsets
+Drain = Callable[[dict[TP, int] | None, float], Coroutine[Any, Any, dict[TP, int]]]
 
 
 @dataclass
@@ -63,7 +72,6 @@ class _PartitionState:
     last: int | None = None
     gated_until: float | None = None
     backpressured: bool = False
-    paused: bool = False
     held_back: deque[Message] = field(default_factory=deque)  # retry records not due yet, in order
 
 
@@ -125,13 +133,11 @@ def consumer_config(
         **static,
         **settings.kafka.librdkafka(),
         "group.id": group_id,
-        "partition.assignment.strategy": "cooperative-sticky",
+        **group_protocol_config(settings),
         "enable.auto.commit": True,
         "enable.auto.offset.store": False,
         "auto.commit.interval.ms": d.commit_interval_ms,
         "auto.offset.reset": d.auto_offset_reset,
-        "session.timeout.ms": d.session_timeout_ms,
-        "heartbeat.interval.ms": min(d.heartbeat_interval_ms, d.session_timeout_ms // 3),
         "max.poll.interval.ms": d.max_poll_interval_ms,
         "isolation.level": "read_committed",
         "fetch.max.bytes": 16 * 1024 * 1024,
@@ -141,6 +147,33 @@ def consumer_config(
         # drained (default 1 s): long enough to starve the lanes for most of a second at high rates.
         "fetch.queue.backoff.ms": 10,
         "on_commit": on_commit,
+    }
+
+
+def consumer_error(error: KafkaError) -> None:
+    """An error ``consume()`` returned: raise FatalKafkaError if the consumer cannot go on. librdkafka
+    reports a fatal error there as ``_FATAL`` without the fatal flag (the flag is set only on the
+    error callback's copy), e.g. a static member fenced by another with its ``group.instance.id``."""
+    if error.fatal() or error.code() == KafkaError._FATAL:
+        raise FatalKafkaError(f"consumer: {error.str()}")
+    if error.code() == KafkaError._PARTITION_EOF:
+        return
+    log.warning("consumer: %s", error.str())
+
+
+def group_protocol_config(settings: Settings) -> dict[str, Any]:
+    """How a member of a fanout consumer group joins it. With the KIP-848 ``consumer`` protocol the
+    broker assigns partitions (incrementally, like cooperative-sticky) and owns the session timeout and
+    heartbeat interval (``group.consumer.session.timeout.ms``...); librdkafka rejects the classic
+    settings there."""
+    d = settings.dispatcher
+    if d.group_protocol == "consumer":
+        return {"group.protocol": "consumer"}
+    return {
+        "group.protocol": "classic",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": d.session_timeout_ms,
+        "heartbeat.interval.ms": min(d.heartbeat_interval_ms, d.session_timeout_ms // 3),
     }
 
 
@@ -166,6 +199,7 @@ class ConsumerThread:
         self._seed_from = seed_from
         self._commands: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
         self._parts: dict[TP, _PartitionState] = {}
+        self._pauses = PauseBook()
         self._epoch = 0
         self._stop = threading.Event()
         self.joined = threading.Event()
@@ -211,6 +245,10 @@ class ConsumerThread:
     def assigned(self) -> int:
         return len(self._parts)
 
+    def paused_partitions(self) -> frozenset[TP]:
+        """The partitions this consumer has paused (read from another thread: a snapshot)."""
+        return self._pauses.paused()
+
     @property
     def group_id(self) -> str:
         return self._group_id
@@ -231,6 +269,8 @@ class ConsumerThread:
             )
             if self._seed_from is not None:
                 seed_offsets(self._settings, consumer, self._topics, self._seed_from)
+            if self._retry_topics:
+                start_retry_tiers_at_end(consumer, self._topics, self._retry_topics)
             self._subscribe(consumer, self._topics)
             batch = self._settings.dispatcher.batch_size
             while not self._stop.is_set():
@@ -291,7 +331,7 @@ class ConsumerThread:
         for msg in messages:
             error = msg.error()
             if error is not None:
-                self._on_error(error)
+                consumer_error(error)
                 continue
             tp = (msg.topic() or "", msg.partition() or 0)
             state = self._parts.get(tp)
@@ -303,13 +343,13 @@ class ConsumerThread:
                     state.held_back.append(msg)
                     held_total += 1
                 else:
-                    self._rewind(consumer, tp, offset, state, rewound)  # fetched again later
+                    self._rewind(consumer, tp, offset, rewound)  # fetched again later
                 continue
-            if state.paused:
-                self._rewind(consumer, tp, offset, state, rewound)
+            if self._pauses.is_paused(tp):
+                self._rewind(consumer, tp, offset, rewound)
                 continue
             if tp[0] in self._retry_topics:
-                due = not_before_ms(cast(Headers, msg.headers()))
+                due = self._due_ms(msg)
                 if due is not None and due > now_ms:
                     # Held here until due. The partition keeps fetching (a tier's records come due in
                     # order, so the next ones queue behind this one) while the consumer holds fewer
@@ -320,7 +360,7 @@ class ConsumerThread:
                     state.gated_until = due / 1000
                     continue
             if not self._within_bound(offset, state):
-                self._rewind(consumer, tp, offset, state, rewound)
+                self._rewind(consumer, tp, offset, rewound)
                 continue
             state.last = offset
             out.append(msg)
@@ -352,7 +392,7 @@ class ConsumerThread:
             held = state.held_back
             while held:
                 head = held[0]
-                due = not_before_ms(cast(Headers, head.headers()))
+                due = self._due_ms(head)
                 if due is not None and due > now_ms:
                     state.gated_until = due / 1000
                     break
@@ -365,19 +405,22 @@ class ConsumerThread:
                 state.gated_until = None
         return out
 
+    def _due_ms(self, msg: Message) -> int | None:
+        """When a retry record may be handed over (epoch ms; None: now). Another group's record is
+        handed over at once, never held: the dispatcher skips it."""
+        headers = cast(Headers, msg.headers())
+        return not_before_ms(headers) if for_group(headers, self._group_id) else None
+
     def held_back_count(self) -> int:
         """Retry records held in memory until due, all partitions together."""
         return sum(len(state.held_back) for state in self._parts.values())
 
-    def _rewind(
-        self, consumer: Consumer, tp: TP, offset: int, state: _PartitionState, rewound: set[TP]
-    ) -> None:
+    def _rewind(self, consumer: Consumer, tp: TP, offset: int, rewound: set[TP]) -> None:
         """Hand nothing from ``offset`` on: pause the partition and seek back to it, so that every record
         not handed over is fetched again when it resumes (a skipped record is never lost)."""
         partition = TopicPartition(tp[0], tp[1], offset)
-        if not state.paused:
+        if self._pauses.pause(tp):
             consumer.pause([partition])
-            state.paused = True
         consumer.seek(partition)
         rewound.add(tp)
 
@@ -392,25 +435,20 @@ class ConsumerThread:
     def _update_pauses(self, consumer: Consumer) -> None:
         limit = self._settings.dispatcher.max_uncommitted
         over_budget = self.held_back_count() >= HELD_BACK_BUDGET
-        for (topic, partition), state in self._parts.items():
+        wanted: dict[TP, bool] = {}
+        for tp, state in self._parts.items():
             if state.last is not None and state.committed is not None:
                 window = state.last + 1 - state.committed
                 if not state.backpressured and window >= limit:
                     state.backpressured = True
                 elif state.backpressured and window <= limit // 2:
                     state.backpressured = False
-            should_pause = self.held or state.backpressured or (over_budget and bool(state.held_back))
-            if should_pause != state.paused:
-                tp = [TopicPartition(topic, partition)]
-                consumer.pause(tp) if should_pause else consumer.resume(tp)
-                state.paused = should_pause
-
-    def _on_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            raise FatalKafkaError(f"consumer: {error.str()}")
-        if error.code() == KafkaError._PARTITION_EOF:
-            return
-        log.warning("consumer: %s", error.str())
+            wanted[tp] = self.held or state.backpressured or (over_budget and bool(state.held_back))
+        to_pause, to_resume = self._pauses.changes(wanted)
+        if to_pause:
+            consumer.pause([TopicPartition(t, p) for t, p in to_pause])
+        if to_resume:
+            consumer.resume([TopicPartition(t, p) for t, p in to_resume])
 
     def _store(self, consumer: Consumer, offsets: dict[TP, int], epochs: dict[TP, int]) -> None:
         current = [
@@ -447,6 +485,7 @@ class ConsumerThread:
         tps = [(p.topic, p.partition) for p in partitions]
         for tp in tps:
             self._parts[tp] = _PartitionState(self._epoch)
+        self._pauses.assigned(tps)  # resumed or paused explicitly before the next fetch
         log.info("assigned %d partitions (epoch %d)", len(tps), self._epoch)
         self._loop.call_soon_threadsafe(self._hooks.assign, tps, self._epoch)
         self._ownership_changed = True
@@ -456,10 +495,11 @@ class ConsumerThread:
         tps = [(p.topic, p.partition) for p in partitions if (p.topic, p.partition) in self._parts]
         if not tps:
             return
-        offsets = self._drain(tps)
+        offsets = self._drain({tp: self._parts[tp].epoch for tp in tps})
         self._commit(consumer, offsets)
         for tp in tps:
             self._parts.pop(tp, None)
+        self._pauses.removed(tps)
         log.info("revoked %d partitions, committed %d", len(tps), len(offsets))
         self._ownership_changed = True
 
@@ -481,16 +521,21 @@ class ConsumerThread:
         self._loop.call_soon_threadsafe(self._hooks.assignment_changed, Ownership(owned, totals))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        tps = [(p.topic, p.partition) for p in partitions]
-        for tp in tps:
-            self._parts.pop(tp, None)
+        lost = {
+            tp: state.epoch
+            for p in partitions
+            if (state := self._parts.pop(tp := (p.topic, p.partition), None)) is not None
+        }
+        self._pauses.removed(lost)
         log.warning(
-            "lost %d partitions; their uncommitted records will be re-read by the new owner", len(tps)
+            "lost %d partitions; their uncommitted records will be re-read by the new owner", len(lost)
         )
-        asyncio.run_coroutine_threadsafe(self._hooks.drain(tps, time.monotonic()), self._loop)
+        # Not awaited (the group may already have moved on): the drain closes only the trackers of
+        # these epochs, so a re-assignment of the same partition that the loop sees first is untouched.
+        asyncio.run_coroutine_threadsafe(self._hooks.drain(lost, time.monotonic()), self._loop)
         self._ownership_changed = True
 
-    def _drain(self, tps: list[TP] | None) -> dict[TP, int]:
+    def _drain(self, tps: dict[TP, int] | None) -> dict[TP, int]:
         deadline = self._settings.dispatcher.drain_timeout
         future = asyncio.run_coroutine_threadsafe(
             self._hooks.drain(tps, time.monotonic() + deadline), self._loop
@@ -521,30 +566,9 @@ class ConsumerThread:
         offsets = self._drain(None)
         self._commit(consumer, offsets)
         self._parts.clear()
+        self._pauses.clear()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def seed_offsets(settings: Settings, consumer: Consumer, topics: Iterable[str], source_group: str) -> None:
-    """A new group (no committed offset on ``topics``) starts where ``source_group`` is, rather than at
-    ``auto_offset_reset``: a key-ordered subscription added later gets the events the shared group has
-    not delivered yet, not the topic's whole history. Partitions ``source_group`` never committed are
-    left to ``auto_offset_reset``."""
-    partitions: list[TopicPartition] = []
-    for topic in topics:
-        metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is not None and metadata.error is None:
-            partitions.extend(TopicPartition(topic, p) for p in metadata.partitions)
-    if not partitions or any(tp.offset >= 0 for tp in consumer.committed(partitions, timeout=10)):
-        return
-    source = Consumer({**settings.kafka.librdkafka(), "group.id": source_group, "enable.auto.commit": False})
-    try:
-        start = [tp for tp in source.committed(partitions, timeout=10) if tp.offset >= 0]
-    finally:
-        source.close()
-    if start:
-        consumer.commit(offsets=start, asynchronous=False)
-        log.info("new group starts where %s is, on %d partitions", source_group, len(start))

@@ -7,10 +7,11 @@ matches are merged oldest first and cut at ``limit``. The next cursor holds, per
 match not shown or where the read stopped, so paging never skips or repeats a record.
 
 **Replay** (DESIGN.md, "Replays"): each matching dead letter is written to the first retry tier,
-addressed to its subscription, with ``fanout-attempt: 0``, first attempt and not-before now, and the
-same event id and origin (``headers.replay_of_dead_letter``). Poison records (no subscription) and dead
-letters written without their value (``record too large``) are skipped (counted). The call returns once
-the broker acknowledged every record.
+addressed to its subscription and to this process's ``dispatcher.group_id`` (whichever group
+dead-lettered it), with ``fanout-attempt: 0``, first attempt and not-before now, and the same event id
+and origin (``headers.replay_of_dead_letter``). Poison records (no subscription) and dead letters
+written without their value (``record too large``) are skipped (counted). The call returns once the
+broker acknowledged every record.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def replay(
     """Re-enqueue the matching dead letters; blocking."""
     topic = settings.topics.dlq
     retry_topic = settings.topics.retry(0)
+    group = settings.dispatcher.group_id
     counts = ReplayCounts()
     failures: list[str] = []
 
@@ -144,7 +146,7 @@ def replay(
             counts.scanned += 1
             headers = _headers(msg)
             if where.matches(msg.partition() or 0, msg.offset() or 0, msg.timestamp()[1], headers):
-                replayed = H.replay_of_dead_letter(headers, int(time.time() * 1000))
+                replayed = H.replay_of_dead_letter(headers, group, int(time.time() * 1000))
                 if replayed is None:
                     counts.skipped += 1
                 else:

@@ -3,9 +3,10 @@
 For each of the subscription's topics, the offsets of ``since`` and ``until`` are found by timestamp
 (``offsets_for_times``); every record in between with ``since <= timestamp < until`` is decoded and
 routed with a table holding only this subscription, and each match is written to the first retry
-tier addressed to it (``headers.for_replay``): attempts from 0, ``max_age`` from now, the event id it
-would have had (so the webhook-id is the one the subscriber saw, if it saw it). Undecodable records
-are skipped: they were dead-lettered when first read. Blocking; reports progress as it goes.
+tier addressed to it and to this process's ``dispatcher.group_id`` (``headers.for_replay``): attempts
+from 0, ``max_age`` from now, the event id it would have had (so the webhook-id is the one the
+subscriber saw, if it saw it). Undecodable records are skipped: they were dead-lettered when first
+read. Blocking; reports progress as it goes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ def replay_source(
 ) -> ReplayProgress:
     table = RoutingTable.build([sub])
     retry_topic = settings.topics.retry(0)
+    group = settings.dispatcher.group_id
     state = ReplayProgress()
     failures: list[str] = []
 
@@ -72,7 +74,7 @@ def replay_source(
             for msg in reader.read(topic, starts, ends):
                 state.scanned += 1
                 if since_ms <= msg.timestamp()[1] < until_ms:
-                    _replay_one(msg, topic, table, sub.id, producer, retry_topic, acked, state)
+                    _replay_one(msg, topic, table, sub.id, group, producer, retry_topic, acked, state)
                 producer.poll(0)
                 if progress is not None and time.monotonic() - last >= PROGRESS_EVERY:
                     progress(state)
@@ -91,6 +93,7 @@ def _replay_one(
     topic: str,
     table: RoutingTable,
     sub_id: str,
+    group: str,
     producer: Producer,
     retry_topic: str,
     acked: Callable[[KafkaError | None, Message], None],
@@ -106,7 +109,7 @@ def _replay_one(
         return
     state.matched += 1
     origin = (topic, partition, offset, int(event.time * 1000))
-    replayed = H.for_replay(headers, sub_id, event.id, origin, int(time.time() * 1000))
+    replayed = H.for_replay(headers, sub_id, group, event.id, origin, int(time.time() * 1000))
     produce_waiting(
         producer,
         retry_topic,

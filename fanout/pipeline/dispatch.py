@@ -2,9 +2,10 @@
 
 ``on_records`` takes a batch handed over by the consumer thread. Each record is tracked in its
 partition's tracker, then either decoded and routed (source topics) or turned back into the one
-delivery it carries (retry topics). Every delivery is offered to its subscription's lane; a refusal
-spills it to a retry tier. Nothing here blocks or awaits: the loop keeps moving whatever one
-subscriber does.
+delivery it carries (retry topics). A retry record written by another consumer group than ``group``
+is skipped (counted in ``stats["skipped_other_group"]``) and its offset moves on. Every delivery is
+offered to its subscription's lane; a refusal spills it to a retry tier. Nothing here blocks or
+awaits: the loop keeps moving whatever one subscriber does.
 
 Telemetry: with a ``tracer`` each record gets a process span, which its deliveries continue from;
 without one, deliveries carry the source record's ``traceparent`` as it is. ``on_retry_lag(topic,
@@ -19,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from fanout import headers as H
 from fanout.errors import PoisonRecord
@@ -41,12 +42,18 @@ DRAIN_POLL_SECONDS = 0.02
 
 class Dispatcher:
     def __init__(
-        self, table: RoutingTable, lanes: Lanes | KeyedLanes, settler: Settler, retry_topics: Iterable[str]
+        self,
+        table: RoutingTable,
+        lanes: Lanes | KeyedLanes,
+        settler: Settler,
+        retry_topics: Iterable[str],
+        group: str | None = None,
     ) -> None:
         self.table = table
         self.lanes = lanes
         self.settler = settler
         self.retry_topics = frozenset(retry_topics)
+        self.group = group
         self.trackers: dict[TopicPartition, PartitionTracker] = {}
         self.tracer: PipelineTracer | None = None
         self.on_retry_lag: Callable[[str, float], None] | None = None
@@ -91,23 +98,35 @@ class Dispatcher:
         return offsets
 
     async def drain(
-        self, partitions: Iterable[TopicPartition] | None, deadline: float
+        self, partitions: Mapping[TopicPartition, int] | None, deadline: float
     ) -> dict[TopicPartition, int]:
-        """Wait (until ``deadline``, monotonic) for the partitions' records to settle; then close their
-        trackers and return the offsets to commit. ``None`` means every partition."""
-        chosen = list(
-            self.trackers if partitions is None else (tp for tp in partitions if tp in self.trackers)
-        )
-        while any(self.trackers[tp].unsettled for tp in chosen):
+        """Wait (until ``deadline``, monotonic) for the records of ``partitions`` (each with the epoch it
+        was assigned in; ``None`` means every partition) to settle; then close their trackers and return
+        the offsets to commit. A tracker of another epoch is left alone: the partition was assigned
+        again meanwhile, and the newer tracker is not this drain's to close."""
+        if partitions is None:
+            chosen = dict(self.trackers)
+        else:
+            chosen = {
+                tp: tracker
+                for tp, epoch in partitions.items()
+                if (tracker := self.trackers.get(tp)) is not None and tracker.epoch == epoch
+            }
+        while any(tracker.unsettled for tracker in chosen.values()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                left = sum(self.trackers[tp].unsettled for tp in chosen)
+                left = sum(tracker.unsettled for tracker in chosen.values())
                 log.warning("drain deadline passed with %d records unsettled; they will be re-read", left)
                 break
             await asyncio.sleep(min(remaining, DRAIN_POLL_SECONDS))
-        offsets = self.committable(chosen)
-        for tp in chosen:
-            self.trackers.pop(tp).close()
+        offsets = {}
+        for tp, tracker in chosen.items():
+            offset = tracker.committable()
+            if offset is not None:
+                offsets[tp] = offset
+            tracker.close()
+            if self.trackers.get(tp) is tracker:
+                del self.trackers[tp]
         return offsets
 
     # -- records ---------------------------------------------------------------------------------
@@ -169,6 +188,10 @@ class Dispatcher:
         ticket.release()
 
     def _retry_record(self, record: SourceRecord, ticket: Ticket, span: TracedSpan | None = None) -> None:
+        if self.group is not None and not H.for_group(record.headers(), self.group):
+            self.settler.stats["skipped_other_group"] += 1
+            ticket.release()
+            return
         try:
             meta = H.RetryMeta.parse(record.headers())
             event = decode(

@@ -6,8 +6,9 @@ backoff), and a record the broker refuses for good becomes a dead letter without
 (``fanout.pipeline.handoff``).
 
 Retry delays follow the subscription's schedule with jitter; the record goes to the smallest
-tier whose delay is at least the delay due, carrying its exact not-before time (see README, "How
-delivery works"). A spill (lane full, circuit open) is not an attempt; ``max_age`` still bounds it.
+tier whose delay is at least the delay due, carrying its exact not-before time and the consumer group
+that wrote it (only that group consumes it; see README, "How delivery works"). A spill (lane full,
+circuit open) is not an attempt; ``max_age`` still bounds it.
 """
 
 from __future__ import annotations
@@ -83,6 +84,7 @@ class Settler:
         on_failing: Callable[[Delivery, int], None] | None = None,
     ) -> None:
         self._topics = settings.topics
+        self._group = settings.dispatcher.group_id
         self._retry = settings.retry
         self._delivery = settings.delivery
         self.ops = ops
@@ -263,6 +265,7 @@ class Settler:
         extra = H.encode(
             {
                 H.REASON: f"poison record: {reason}",
+                H.GROUP: self._group,
                 H.ORIGIN_TOPIC: record.topic(),
                 H.ORIGIN_PARTITION: record.partition(),
                 H.ORIGIN_OFFSET: record.offset(),
@@ -282,6 +285,7 @@ class Settler:
         event = delivery.event
         values: dict[str, str | int | None] = {
             H.SUBSCRIPTION: delivery.subscription.id,
+            H.GROUP: self._group,
             H.ATTEMPT: delivery.attempt,
             H.ORIGIN_TOPIC: event.topic,
             H.ORIGIN_PARTITION: event.partition,

@@ -281,6 +281,21 @@ def test_chart_probes_use_the_ports_fanout_listens_on(deploy_check: DeployCheck,
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
+@pytest.mark.parametrize("label", LABELS)
+def test_chart_api_replays_to_the_dispatchers_group(deploy_check: DeployCheck, label: str) -> None:
+    """Replays go to the retry tier addressed to the API's dispatcher.group_id: it must be the
+    dispatchers' group, or the dispatchers skip them (issue 13, defect 8)."""
+    groups = {}
+    for doc in deploy_check.rendering(label):
+        if doc["kind"] == "Deployment":
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            groups[container["args"][0]] = env.get("FANOUT_DISPATCHER__GROUP_ID")
+    assert "run" in groups
+    if "api" in groups:
+        assert groups["api"] == groups["run"]
+
+
 def test_routes_in_the_all_on_values_are_valid(deploy_check: DeployCheck, tmp_path: Any) -> None:
     """The subscriptions ConfigMap holds a routes file that `fanout subscriptions apply` accepts."""
     from fanout.config import DeliverySettings

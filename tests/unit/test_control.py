@@ -38,6 +38,7 @@ def test_replayed_dead_letters_are_retry_records_for_the_dispatcher() -> None:
         *H.encode(
             {
                 H.SUBSCRIPTION: "crm",
+                H.GROUP: "old-group",
                 H.ATTEMPT: 7,
                 H.ORIGIN_TOPIC: "users",
                 H.ORIGIN_PARTITION: 2,
@@ -51,16 +52,20 @@ def test_replayed_dead_letters_are_retry_records_for_the_dispatcher() -> None:
             }
         ),
     ]
-    replayed = H.replay_of_dead_letter(dead, 1_800_000_000_000)
+    replayed = H.replay_of_dead_letter(dead, "blue", 1_800_000_000_000)
     assert replayed is not None
     meta = H.RetryMeta.parse(replayed)
     assert (meta.subscription, meta.attempt, meta.event_id, meta.last_error) == ("crm", 0, "e-1", "")
+    assert meta.group == "blue", (
+        "addressed to the replaying process's group, not the one that dead-lettered it"
+    )
+    assert H.for_group(replayed, "blue") and not H.for_group(replayed, "old-group")
     assert meta.first_attempt == 1_800_000_000 and H.not_before_ms(replayed) == 1_800_000_000_000
     assert (meta.origin_topic, meta.origin_partition, meta.origin_offset) == ("users", 2, 99)
     assert ("traceparent", dead[0][1]) in replayed
     assert not {H.REASON, H.STATUS, H.LAST_ERROR} & set(H.as_dict(replayed))
     poison = H.encode({H.REASON: "poison record: not JSON", H.ORIGIN_TOPIC: "users"})
-    assert H.replay_of_dead_letter(poison, 1) is None
+    assert H.replay_of_dead_letter(poison, "blue", 1) is None
 
 
 async def test_rotated_secrets_are_signed_with_until_they_expire() -> None:

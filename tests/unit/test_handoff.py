@@ -130,9 +130,10 @@ async def test_a_retry_too_large_becomes_a_dead_letter_without_its_value() -> No
         H.STATUS: "500",
         H.REASON: "record too large",
         H.VALUE_DROPPED: str(len(d.event.value or b"")),
+        H.GROUP: retry.fanout[H.GROUP],
     }
     assert H.original(dead.headers) == SOURCE_HEADERS
-    assert H.replay_of_dead_letter(dead.headers, 0) is None  # nothing to replay without the value
+    assert H.replay_of_dead_letter(dead.headers, "g", 0) is None  # nothing to replay without the value
     assert not h.settled(d)
     dead.ack()
     await until(lambda: h.settled(d))
@@ -205,6 +206,7 @@ async def test_a_poison_record_too_large_keeps_its_origin() -> None:
         H.ORIGIN_PARTITION: "4",
         H.ORIGIN_OFFSET: "77",
         H.ORIGIN_TIMESTAMP: "1714564800000",
+        H.GROUP: "fanout-dispatcher",
     }
     assert H.original(dead.headers) == [("tenant", b"acme")]
     dead.ack()

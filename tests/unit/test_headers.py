@@ -9,6 +9,7 @@ from fanout.model import Headers
 def retry_headers(**overrides: str | int | None) -> Headers:
     values: dict[str, str | int | None] = {
         H.SUBSCRIPTION: "hook-1",
+        H.GROUP: "blue",
         H.ATTEMPT: 2,
         H.FIRST_ATTEMPT: 1_714_564_800_250,
         H.ORIGIN_TOPIC: "orders",
@@ -62,6 +63,7 @@ def test_retry_meta_round_trip() -> None:
     meta = H.RetryMeta.parse(retry_headers())
     assert meta == H.RetryMeta(
         subscription="hook-1",
+        group="blue",
         attempt=2,
         first_attempt=1_714_564_800.25,
         origin_topic="orders",
@@ -74,12 +76,23 @@ def test_retry_meta_round_trip() -> None:
 
 
 def test_retry_meta_optional_headers() -> None:
-    headers = [
-        (k, v) for k, v in retry_headers() if k not in (H.LAST_ERROR, H.ORIGIN_TIMESTAMP, H.NOT_BEFORE)
-    ]
+    optional = (H.LAST_ERROR, H.ORIGIN_TIMESTAMP, H.NOT_BEFORE, H.GROUP)
+    headers = [(k, v) for k, v in retry_headers() if k not in optional]
     meta = H.RetryMeta.parse(headers)
     assert meta.last_error == ""
     assert meta.origin_timestamp == 0.0
+    assert meta.group is None, "written before records named their group"
+
+
+def test_a_retry_record_is_for_the_group_that_wrote_it_or_for_any_group_when_it_names_none() -> None:
+    assert H.for_group(retry_headers(), "blue")
+    assert not H.for_group(retry_headers(), "green")
+    assert not H.for_group(retry_headers(), "blu"), "the whole name, not a prefix"
+    assert not H.for_group(retry_headers(**{H.GROUP: "blue-2"}), "blue")
+    assert H.for_group([(k, v) for k, v in retry_headers() if k != H.GROUP], "green")
+    assert H.for_group(None, "green")
+    assert not H.for_group([(H.GROUP, None)], "green"), "an empty group header is nobody's group"
+    assert not H.for_group([("Fanout-Group", b"green"), (H.GROUP, b"blue")], "green")
 
 
 @pytest.mark.parametrize(

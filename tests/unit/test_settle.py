@@ -189,6 +189,7 @@ async def test_retry_record_parses_back_for_the_next_attempt() -> None:
     h.settler.done(d, RetryableDelivery("timeout after 15s"), 15.0)
     meta = H.RetryMeta.parse(h.sink.records[0].headers)
     assert (meta.subscription, meta.attempt, meta.event_id) == ("hook-1", 2, d.event.id)
+    assert meta.group == h.settings.dispatcher.group_id, "only the group that wrote it consumes it"
     assert (meta.origin_topic, meta.origin_partition, meta.origin_offset) == ("orders", 0, d.event.offset)
     assert meta.last_error == "timeout after 15s"
     assert meta.first_attempt == pytest.approx(d.first_attempt, abs=0.001)
@@ -546,6 +547,7 @@ async def test_poison_records_are_dead_lettered_with_the_reason() -> None:
         H.ORIGIN_PARTITION: "4",
         H.ORIGIN_OFFSET: "77",
         H.ORIGIN_TIMESTAMP: "1714564800000",
+        H.GROUP: "fanout-dispatcher",
     }
     assert H.original(dead.headers) == [("tenant", b"acme")]
     assert h.settler.dead_letter_reasons["poison: not valid JSON"] == 1
