@@ -79,7 +79,7 @@ async def test_dispatcher_cut_off_from_the_brokers_longer_than_its_session(
     anchor, external = reachable_from_namespaces(chaos_cluster)
     to_brokers = namespace.link("b", (anchor,))
     to_endpoint = namespace.link("e")
-    partitions, bound, n, rate, cut_for = 3, 200, 2400, 80.0, 15.0
+    partitions, bound, n, rate, cut_for, loss = 3, 200, 2400, 80.0, 15.0, 0.05
     settings = cluster_settings(
         external, unique, partitions=partitions, dispatcher={"max_uncommitted": bound}
     )
@@ -91,16 +91,20 @@ async def test_dispatcher_cut_off_from_the_brokers_longer_than_its_session(
         process = DispatcherProcess(settings, tmp_path / "dispatcher.log", wrap=namespace.command)
         producer = PacedProducer(mine, topic, events(n), rate)
         try:
+            # A lossy network throughout (5% of the packets dropped, both links, both ways) ...
+            to_brokers.loss(loss)
+            to_endpoint.loss(loss)
             process.start()
             producer.start()
             await receiver.wait_count(n // 6, 60)
+            # ... and for cut_for seconds nothing gets through to the brokers at all.
             to_brokers.blackhole()
             cut_at = time.time()
             # The group coordinator must evict the member: that is what "longer than its session" means.
             evicted_at = await wait_until(lambda: group_members(mine) == 0, 45, "the member's eviction")
             await asyncio.sleep(max(0.0, cut_at + cut_for - time.time()))  # the cut lasts cut_for seconds
-            delivered_in_cut = sum(1 for r in receiver.requests if r.at >= cut_at + 2)
-            to_brokers.heal()
+            delivered_in_cut = sum(1 for r in receiver.requests if r.at >= cut_at)
+            to_brokers.loss(loss)
             healed_at = time.time()
             await asyncio.to_thread(producer.join, 120)
             await receiver.wait_for(lambda reqs: len({r.headers["webhook-id"] for r in reqs}) == n, 120)
@@ -112,16 +116,19 @@ async def test_dispatcher_cut_off_from_the_brokers_longer_than_its_session(
             process.close()
     lost, duplicates = tally(receiver.requests, {f"e{i}" for i in range(n)})
     outcome = Outcome(
-        "dispatcher cut off from the brokers (blackhole) for 15s, session timeout 6s",
+        f"dispatcher cut off from the brokers (blackhole) for {cut_for:.0f}s, session timeout "
+        f"{SESSION_MS / 1000:.0f}s, {loss:.0%} packet loss before and after",
         n,
         lost,
         duplicates,
         bound * partitions,
         resumed_after(receiver.requests, healed_at),
-        30.0,
+        # librdkafka's, not fanout's: requests sent into the blackhole wait up to socket.timeout.ms (60 s)
+        # and reconnects back off up to 10 s; the rejoin waits for them (measured 12-40 s).
+        70.0,
         {
             "evicted after": f"{evicted_at - cut_at:.1f}s",
-            "delivered during the cut (after its first 2s)": str(delivered_in_cut),
+            "delivered while cut off (records fetched before)": str(delivered_in_cut),
         },
     )
     chaos_report(outcome)
