@@ -4,6 +4,7 @@ reader of the retry tiers."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -77,6 +78,14 @@ def resumed_after(requests: list[Received], healed_at: float, wanted: set[str] |
     return min(after) - healed_at if after else None
 
 
+def first_deliveries(requests: Iterable[Received]) -> dict[str, float]:
+    """When each event id first arrived."""
+    first: dict[str, float] = {}
+    for r in requests:
+        first.setdefault(r.headers["webhook-id"], r.at)
+    return first
+
+
 def longest_gap(times: Iterable[float]) -> float:
     ordered = sorted(times)
     return max((b - a for a, b in itertools.pairwise(ordered)), default=0.0)
@@ -85,7 +94,8 @@ def longest_gap(times: Iterable[float]) -> float:
 class PacedProducer:
     """Produces ``values`` at ``rate`` per second from a thread, idempotently (a producer retry after a
     broker restart never duplicates a record, so every duplicate the receiver sees is fanout's).
-    ``scheduled(i)`` is when value i was due to be produced (wall clock)."""
+    ``scheduled(i)`` is when value i was due to be produced, ``acked[i]`` when the brokers acknowledged
+    it (wall clock): from then on it was fanout's to deliver."""
 
     def __init__(self, settings: Settings, topic: str, values: list[bytes], rate: float) -> None:
         self._conf = {
@@ -98,6 +108,7 @@ class PacedProducer:
         self._values = values
         self._rate = rate
         self.started_at = 0.0
+        self.acked: list[float | None] = [None] * len(values)
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="paced-producer", daemon=True)
 
@@ -122,11 +133,15 @@ class PacedProducer:
                 delay = self.scheduled(i) - time.time()
                 if delay > 0:
                     time.sleep(delay)  # pacing the load, not synchronising with anything
-                producer.produce(self._topic, value=value)
+                producer.produce(self._topic, value=value, on_delivery=functools.partial(self._on_ack, i))
                 producer.poll(0)
             assert producer.flush(120) == 0, "records still unacknowledged after 120s"
         except BaseException as exc:
             self.error = exc
+
+    def _on_ack(self, i: int, error: object, msg: object) -> None:
+        if error is None:
+            self.acked[i] = time.time()
 
 
 def retry_records_per_event(settings: Settings, subscription_id: str) -> Counter[str]:

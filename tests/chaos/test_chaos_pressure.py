@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from fanout.config import RetrySettings, Settings
-from tests.chaos.scenario import Outcome, resumed_after, retry_records_per_event, tally
+from tests.chaos.scenario import Outcome, first_deliveries, resumed_after, retry_records_per_event, tally
 from tests.integration.engine import apply, create_engine_topics, engine_settings, running, subscription
 from tests.receivers import Receiver
 
@@ -150,10 +150,7 @@ async def test_rate_limited_backlog_drains_at_its_limit(
                 await receiver.wait_for(
                     lambda reqs: {r.headers["webhook-id"] for r in reqs} >= ids, (n - 1) / (0.8 * limit) + 5
                 )
-    first: dict[str, float] = {}
-    for r in receiver.requests:
-        first.setdefault(r.headers["webhook-id"], r.at)
-    times = sorted(first.values())
+    times = sorted(first_deliveries(receiver.requests).values())
     rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     spills = await asyncio.to_thread(retry_records_per_event, settings, "limited")
     lost, duplicates = tally(receiver.requests, ids)
