@@ -51,9 +51,14 @@ class Receiver:
     """Records requests; ``respond(request, n)`` (n counts from 0) decides each answer."""
 
     def __init__(
-        self, respond: Responder = answer_204, ssl_context: ssl.SSLContext | None = None, port: int = 0
+        self,
+        respond: Responder = answer_204,
+        ssl_context: ssl.SSLContext | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
     ) -> None:
         self.respond = respond
+        self.host = host
         self.ssl_context = ssl_context
         self.requests: list[Received] = []
         self._changed = asyncio.Event()
@@ -64,7 +69,7 @@ class Receiver:
     def url(self) -> str:
         if self.ssl_context is not None:
             return f"https://localhost:{self.port}"
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -83,7 +88,7 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self

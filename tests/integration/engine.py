@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -141,11 +141,15 @@ async def running(
 
 
 class DispatcherProcess:
-    """``fanout run`` as a real child process (for kill -9 and SIGTERM tests)."""
+    """``fanout run`` as a real child process (for kill -9 and SIGTERM tests). ``wrap`` turns the command
+    into the one to run (the chaos tests run it inside a network namespace)."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    def __init__(
+        self, settings: Settings, log_path: Path, wrap: Callable[[list[str]], list[str]] = lambda argv: argv
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.wrap = wrap
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -153,7 +157,11 @@ class DispatcherProcess:
         env.update(settings_env(self.settings))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fanout", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            self.wrap([sys.executable, "-m", "fanout", "run"]),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
         )
 
     def kill(self) -> None:
