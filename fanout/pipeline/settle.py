@@ -42,6 +42,7 @@ REASON_KINDS = (
     ("rate limited", "rate_limited"),
     ("lane full", "lane_full"),
     ("lane closed", "lane_closed"),
+    ("pool timeout", "pool_timeout"),
 )
 
 
