@@ -242,6 +242,10 @@ class AiohttpTransport:
         elif route.literal and route.proxy is None:
             await self._targets.lookup(origin.host, origin.port)  # raises EgressRefused if refused
         headers = [("Host", origin.host_header.decode("ascii"))]
+        if (
+            route.proxy_headers is not None and origin.tls is None
+        ):  # forwarded: aiohttp sends them on CONNECT only
+            headers += route.proxy_headers.items()
         if request.fixed is not None:
             headers += request.fixed.pairs
         headers += request.headers
@@ -282,6 +286,22 @@ class AiohttpTransport:
         return bytes(kept)
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return chain
+
+
+def _too_large(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, LineTooLong) or (
+        isinstance(exc, BadHttpMessage) and ("Got more than" in text or "Too many headers" in text)
+    )
+
+
 def _translate(exc: BaseException, trace: _Trace) -> TransportError:
     """aiohttp's exception as the transport's."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -318,8 +338,7 @@ def _translate(exc: BaseException, trace: _Trace) -> TransportError:
             return TLSError(f"TLS error: {exc}")
         return ServerDisconnected(f"connection broke: {exc.strerror or exc}")
     if isinstance(exc, aiohttp.ClientResponseError):
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, LineTooLong) or (isinstance(cause, BadHttpMessage) and "many" in str(cause)):
-            return ResponseTooLarge(f"response header block too large: {cause}")
+        if any(_too_large(cause) for cause in _causes(exc)):
+            return ResponseTooLarge("response header block too large (a line over 8 KiB, or too many lines)")
         return ProtocolError(f"invalid HTTP response: {exc.message}")
     return ProtocolError(f"{type(exc).__name__}: {exc}")
