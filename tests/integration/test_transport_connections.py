@@ -210,6 +210,21 @@ async def test_a_wait_for_a_busy_slot_ends_in_a_pool_timeout(kind: str) -> None:
     assert len(server.requests) == 2, "the request that timed out waiting was never sent"
 
 
+async def test_connections_per_host_are_limited(kind: str) -> None:
+    async def slow(conn: Conn) -> None:
+        while True:
+            await conn.request()
+            await asyncio.sleep(0.02)
+            await conn.send(NO_CONTENT)
+
+    limits = Limits(max_connections=100, connections_per_host=5)
+    async with serving(slow) as server, open_test_transport(kind, limits=limits) as t:
+        origin = Origin("http", "127.0.0.1", server.port)
+        results = await asyncio.gather(*(t.send(post(origin), T) for _ in range(40)))
+    assert all(r.status == 204 for r in results)
+    assert server.peak == 5 and server.connections == 5
+
+
 async def test_idle_connections_expire_on_a_timer(kind: str) -> None:
     limits = Limits(keepalive_expiry=0.3)
     async with serving(answer(NO_CONTENT)) as server, open_test_transport(kind, limits=limits) as t:
