@@ -332,11 +332,11 @@ def _translate(exc: BaseException, trace: _Trace) -> TransportError:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return ServerDisconnected("server disconnected", received=False)
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return ServerDisconnected("the response body broke off", received=True)
+        return ServerDisconnected("server disconnected mid-body", received=True)
     if isinstance(exc, aiohttp.ClientOSError):
         if isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc.__context__, ssl.SSLError):
             return TLSError(f"TLS error: {exc}")
-        return ServerDisconnected(f"connection broke: {exc.strerror or exc}")
+        return ServerDisconnected(f"server disconnected: {exc.strerror or exc}")
     if isinstance(exc, aiohttp.ClientResponseError):
         if any(_too_large(cause) for cause in _causes(exc)):
             return ResponseTooLarge("response header block too large (a line over 8 KiB, or too many lines)")

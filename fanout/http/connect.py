@@ -63,7 +63,8 @@ class Addresses:
         for result in results:
             if self._policy is not None and not self._policy.permits(result["host"]):
                 continue  # a resolver without the guard: check here as well
-            found.append((socket.AddressFamily(result["family"]), result["host"]))
+            address = result["host"]
+            found.append((socket.AF_INET6 if ":" in address else socket.AF_INET, address))
         if not found:
             raise EgressRefused(f"{host} has no address the SSRF guard allows")
         if self._ttl > 0:
