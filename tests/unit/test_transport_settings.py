@@ -51,7 +51,7 @@ def test_an_unusable_proxy_url_stops_the_start_naming_the_field(
     monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
     monkeypatch.setenv("FANOUT_DELIVERY__PROXY", url)
-    with pytest.raises(ConfigError, match="delivery.proxy"):
+    with pytest.raises(ConfigError, match=r"delivery\.proxy"):
         load_settings()
 
 
