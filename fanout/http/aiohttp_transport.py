@@ -15,35 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import ssl
 from collections import deque
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from yarl import URL
 
+from fanout.http.aiohttp_errors import RequestTrace, translate
 from fanout.http.connect import HAPPY_EYEBALLS_DELAY, Addresses, ip_literal
 from fanout.http.fields import check_field, encode_target
 from fanout.http.options import TransportOptions
 from fanout.http.proxy import Proxy, authority
-from fanout.http.ssrf import AddressRefused, GuardedResolver
+from fanout.http.ssrf import GuardedResolver
 from fanout.http.transport import (
-    ConnectError,
-    ConnectTimeout,
-    EgressRefused,
     Origin,
     PoolTimeout,
     ProtocolError,
-    ReadTimeout,
     Request,
     Response,
     ResponseTooLarge,
-    ServerDisconnected,
     Timeouts,
-    TLSError,
-    TransportError,
 )
 
 MAX_LINE = 8190
@@ -119,12 +111,6 @@ class _Resolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._guarded.close()
-
-
-@dataclass
-class _Trace:
-    connected: bool = False
-    reused: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,20 +204,20 @@ class AiohttpTransport:
         await self._slots.take(origin, loop.time() + timeouts.pool)
         try:
             for again in (True, False):
-                trace = _Trace()
+                trace = RequestTrace()
                 try:
                     return await self._post(request, origin, target, timeouts, trace)
                 except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                     if not (again and trace.reused and not isinstance(exc, aiohttp.ClientConnectorError)):
-                        raise _translate(exc, trace) from None
+                        raise translate(exc, trace) from None
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise _translate(exc, trace) from None
+                    raise translate(exc, trace) from None
             raise AssertionError("unreachable")
         finally:
             self._slots.give_back(origin)
 
     async def _post(
-        self, request: Request, origin: Origin, target: str, timeouts: Timeouts, trace: _Trace
+        self, request: Request, origin: Origin, target: str, timeouts: Timeouts, trace: RequestTrace
     ) -> Response:
         assert self._session is not None, "AiohttpTransport.start() was not called"
         route = self._route(origin)
@@ -284,61 +270,3 @@ class AiohttpTransport:
             if len(kept) < limits.body_prefix:
                 kept += chunk[: limits.body_prefix - len(kept)]
         return bytes(kept)
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    cause = exc.__cause__ or exc.__context__
-    while cause is not None and len(chain) < 8:
-        chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    return chain
-
-
-def _too_large(exc: BaseException) -> bool:
-    text = str(exc)
-    return isinstance(exc, LineTooLong) or (
-        isinstance(exc, BadHttpMessage) and ("Got more than" in text or "Too many headers" in text)
-    )
-
-
-def _translate(exc: BaseException, trace: _Trace) -> TransportError:
-    """aiohttp's exception as the transport's."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        verify = getattr(exc.certificate_error, "verify_message", None)
-        return TLSError(f"TLS certificate error: {verify or exc.certificate_error}")
-    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ClientConnectorSSLError):
-        return TLSError(f"TLS error: {exc}")
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        if exc.status == 403:
-            return EgressRefused(f"the egress proxy refused the target (HTTP {exc.status})")
-        return ConnectError(f"the proxy answered CONNECT with HTTP {exc.status}")
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        if isinstance(exc.os_error, AddressRefused):
-            return EgressRefused(str(exc.os_error))
-        return ConnectError(f"DNS error for {exc.host}: {exc.os_error.strerror or exc.os_error}")
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return ConnectTimeout(f"connect timed out: {exc}")
-    if isinstance(exc, aiohttp.SocketTimeoutError):
-        return ReadTimeout("no data from the server before the read deadline")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ssl.SSLError):
-            return TLSError(f"TLS error: {exc.os_error.reason or exc.os_error}")
-        return ConnectError(f"connection failed: {exc.os_error.strerror or exc.os_error}")
-    if isinstance(exc, TimeoutError):
-        if not trace.connected:
-            return ConnectTimeout("no connection before the attempt's deadline")
-        return ReadTimeout("no complete response before the deadline")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return ServerDisconnected("server disconnected", received=False)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return ServerDisconnected("server disconnected mid-body", received=True)
-    if isinstance(exc, aiohttp.ClientOSError):
-        if isinstance(exc.__cause__, ssl.SSLError) or isinstance(exc.__context__, ssl.SSLError):
-            return TLSError(f"TLS error: {exc}")
-        return ServerDisconnected(f"server disconnected: {exc.strerror or exc}")
-    if isinstance(exc, aiohttp.ClientResponseError):
-        if any(_too_large(cause) for cause in _causes(exc)):
-            return ResponseTooLarge("response header block too large (a line over 8 KiB, or too many lines)")
-        return ProtocolError(f"invalid HTTP response: {exc.message}")
-    return ProtocolError(f"{type(exc).__name__}: {exc}")
