@@ -24,7 +24,7 @@ from yarl import URL
 
 from fanout.http.aiohttp_errors import RequestTrace, translate
 from fanout.http.connect import HAPPY_EYEBALLS_DELAY, Addresses, ip_literal
-from fanout.http.fields import check_field, encode_target
+from fanout.http.fields import check_fields, encode_target
 from fanout.http.options import TransportOptions
 from fanout.http.proxy import Proxy, authority
 from fanout.http.ssrf import GuardedResolver
@@ -196,8 +196,7 @@ class AiohttpTransport:
         return timeout
 
     async def send(self, request: Request, timeouts: Timeouts) -> Response:
-        for name, value in request.headers:
-            check_field(name, value)
+        check_fields(request.headers)
         target = encode_target(request.target).decode("ascii")
         origin = request.origin
         loop = asyncio.get_running_loop()

@@ -22,6 +22,9 @@ TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 TARGET = re.compile(r"[!-~]+")
 TRANSPORT_OWNED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+MAX_CHECKED = 4096
+_CHECKED_NAMES: set[str] = set()  # names (and targets) that passed once: a set lookup from then on
+_CHECKED_TARGETS: set[str] = set()
 
 
 def check_field(name: str, value: str) -> None:
@@ -39,19 +42,31 @@ def check_field(name: str, value: str) -> None:
             raise InvalidHeader(f"header {name!r} has a character outside Latin-1 in its value") from None
 
 
-def encode_fields(pairs: Iterable[tuple[str, str]]) -> bytes:
-    """``name: value\\r\\n`` lines, each checked by ``check_field``."""
-    lines = []
+def check_fields(pairs: Iterable[tuple[str, str]]) -> None:
+    """``check_field`` for each pair, cheaply: names seen before skip the token check, and a value that is
+    printable ASCII (nearly every value) skips the character-by-character one."""
     for name, value in pairs:
-        check_field(name, value)
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines).encode("latin-1")
+        if name not in _CHECKED_NAMES:
+            check_field(name, "")
+            if len(_CHECKED_NAMES) < MAX_CHECKED:
+                _CHECKED_NAMES.add(name)
+        if not (value.isascii() and value.isprintable()):
+            check_field(name, value)
+
+
+def encode_fields(pairs: list[tuple[str, str]]) -> bytes:
+    """``name: value\r\n`` lines, checked by ``check_fields``."""
+    check_fields(pairs)
+    return "".join([f"{name}: {value}\r\n" for name, value in pairs]).encode("latin-1")
 
 
 def encode_target(target: str) -> bytes:
     """The request target (origin-form path and query) as it goes on the request line."""
-    if not TARGET.fullmatch(target):
-        raise InvalidHeader("the request target must be visible ASCII (percent-encoded), without spaces")
+    if target not in _CHECKED_TARGETS:
+        if not TARGET.fullmatch(target):
+            raise InvalidHeader("the request target must be visible ASCII (percent-encoded), without spaces")
+        if len(_CHECKED_TARGETS) < MAX_CHECKED:
+            _CHECKED_TARGETS.add(target)
     return target.encode("ascii")
 
 
@@ -67,8 +82,8 @@ class HeaderBlock:
     @classmethod
     def build(cls, pairs: Iterable[tuple[str, str]]) -> HeaderBlock:
         """Check and encode ``pairs``; raises ``InvalidHeader``."""
-        checked = tuple(pairs)
-        return cls(checked, encode_fields(checked)) if checked else cls.EMPTY
+        checked = list(pairs)
+        return cls(tuple(checked), encode_fields(checked)) if checked else cls.EMPTY
 
 
 HeaderBlock.EMPTY = HeaderBlock((), b"")
