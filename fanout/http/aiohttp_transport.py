@@ -29,6 +29,7 @@ from fanout.http.options import TransportOptions
 from fanout.http.proxy import Proxy, authority
 from fanout.http.ssrf import GuardedResolver
 from fanout.http.transport import (
+    EgressRefused,
     Origin,
     PoolTimeout,
     ProtocolError,
@@ -118,7 +119,7 @@ class _Route:
     base: str  # scheme://host:port, the target's own name
     proxy: Proxy | None
     proxy_headers: dict[str, str] | None = field(default=None)
-    literal: bool = False  # an IP literal: aiohttp does not ask the resolver, so the guard is applied here
+    refusal: str | None = None  # an IP literal the guard refuses (aiohttp does not ask the resolver for one)
 
 
 async def _on_created(session: object, trace: object, params: object) -> None:
@@ -183,15 +184,20 @@ class AiohttpTransport:
             proxy = self._options.proxies.for_target(origin.scheme, origin.host)
             headers = {"Proxy-Authorization": proxy.authorization} if proxy and proxy.authorization else None
             base = f"{origin.scheme}://{authority(origin.host, origin.port)}"
-            literal = ip_literal(origin.host) is not None
-            route = self._routes[origin] = _Route(base, proxy, headers, literal)
+            ip = ip_literal(origin.host)
+            refusal = None
+            if ip is not None and proxy is None and not self._options.policy.permits(ip):
+                refusal = f"address {ip} is not allowed (SSRF guard)"
+            route = self._routes[origin] = _Route(base, proxy, headers, refusal)
         return route
 
     def _timeout(self, timeouts: Timeouts) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(timeouts)
         if timeout is None:
             timeout = self._timeouts[timeouts] = aiohttp.ClientTimeout(
-                total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
+                total=timeouts.total,
+                sock_connect=timeouts.connect,
+                sock_read=timeouts.read if timeouts.read < timeouts.total else None,  # else total bounds it
             )
         return timeout
 
@@ -224,13 +230,11 @@ class AiohttpTransport:
         if route.proxy is not None and not self._options.proxy_enforces_egress:
             address = (await self._targets.lookup(origin.host, origin.port))[0][1]
             url = f"{origin.scheme}://{authority(address, origin.port)}"
-        elif route.literal and route.proxy is None:
-            await self._targets.lookup(origin.host, origin.port)  # raises EgressRefused if refused
+        elif route.refusal is not None:
+            raise EgressRefused(route.refusal)
         headers = [("Host", origin.host_header.decode("ascii"))]
-        if (
-            route.proxy_headers is not None and origin.tls is None
-        ):  # forwarded: aiohttp sends them on CONNECT only
-            headers += route.proxy_headers.items()
+        if route.proxy_headers is not None and origin.tls is None:
+            headers += route.proxy_headers.items()  # forwarded: aiohttp sends proxy_headers on CONNECT only
         if request.fixed is not None:
             headers += request.fixed.pairs
         headers += request.headers
