@@ -8,12 +8,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 import trustme
 
+from fanout.config import DeliverySettings
 from fanout.http.fast import FastTransport
 from fanout.http.proxy import Proxy, ProxyRoutes
+from fanout.http.sender import HttpSender
 from fanout.http.transport import (
     ConnectError,
     ConnectTimeout,
@@ -42,6 +45,7 @@ from tests.rawhttp import (
     server_context,
     serving,
 )
+from tests.unit.factories import make_delivery, make_sub
 
 T = Timeouts(connect=5, read=10, pool=5, total=10)
 IDNA = "xn--bcher-kva.test"  # bücher.test
@@ -120,6 +124,24 @@ async def test_an_idna_host(kind: str, ca: trustme.CA) -> None:
         origin = Origin("https", IDNA, server.port, client_context(ca))
         assert (await t.send(post(origin), T)).status == 204
     assert server.requests[0].header("host") == f"{IDNA}:{server.port}"
+    assert resolver.asked == [IDNA]
+
+
+async def test_an_idna_subscription_url_through_the_sender(kind: str, ca: trustme.CA, tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    resolver = MapResolver({IDNA: ["127.0.0.1"]})
+    async with serving(answer(NO_CONTENT), tls=server_context(ca.issue_cert(IDNA))) as server:
+        settings = DeliverySettings(transport=kind, allow_cidrs=["127.0.0.0/8"], ca_bundle=bundle)
+        sender = HttpSender(settings, resolver)
+        await sender.start()
+        try:
+            sub = make_sub(url=f"https://bücher.test:{server.port}/hook", headers={"X-Tenant": "café"})
+            assert await sender.send(make_delivery(sub)) == 204
+        finally:
+            await sender.close()
+    request = server.requests[0]
+    assert request.header("host") == f"{IDNA}:{server.port}" and request.header("webhook-id")
     assert resolver.asked == [IDNA]
 
 
