@@ -37,6 +37,7 @@ from fanout.api_settings import IngestSource as IngestSource
 from fanout.api_settings import JwtSettings as JwtSettings
 from fanout.api_settings import SecretsSettings as SecretsSettings
 from fanout.errors import ConfigError
+from fanout.transport_settings import TransportSettings
 
 ENV_PREFIX = "FANOUT_"
 ENV_NESTING = "__"
@@ -180,8 +181,8 @@ class RetrySettings(_Section):
         return schedule
 
 
-class DeliverySettings(_Section):
-    """How the dispatcher talks HTTP to subscribers."""
+class DeliverySettings(TransportSettings):
+    """How the dispatcher talks HTTP to subscribers (the transport's own settings: ``TransportSettings``)."""
 
     allow_http: bool = Field(default=False, description="Allow http:// endpoints (demo and tests only).")
     allow_cidrs: list[IPv4Network | IPv6Network] = Field(

@@ -7,6 +7,8 @@ FanoutError
 ├── DeliveryError          one attempt to deliver to one subscriber failed
 │   ├── RetryableDelivery  408/425/429/5xx/3xx, timeout, connection error: next retry tier, or the
 │   │                      dead letters when the schedule or max_age runs out
+│   │   └── NotAttempted   no connection slot in time (pool timeout): the endpoint was not contacted;
+│   │                      spilled like a full lane, not an attempt, not a breaker failure
 │   └── PermanentDelivery  other 4xx, refused URL (scheme, SSRF): dead letters at once
 │       └── EndpointGone   410: the subscription is disabled, the delivery dead-lettered
 ├── ValidationFailed       a subscription (or other object) failed validation; names object and field
@@ -55,6 +57,12 @@ class RetryableDelivery(DeliveryError):
     def __init__(self, error: str, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(error, status)
         self.retry_after = retry_after
+
+
+class NotAttempted(RetryableDelivery):
+    """The attempt could not start for a reason of fanout's own (every connection slot stayed busy for
+    ``delivery.pool_timeout``): the endpoint was not contacted, so this says nothing about it. Lanes
+    spill it like a full lane; it is not an attempt and not a breaker failure."""
 
 
 class PermanentDelivery(DeliveryError):

@@ -1,6 +1,7 @@
 """fanout's benchmark: the dispatcher against the fastest plain aiohttp client, on the same machine.
 
-Scenarios (each with 1 worker process, then 2): (a) one subscription; (b) fan-out to 10 subscriptions
+Scenarios (each with 1 worker process, then 2; (a) also with the aiohttp transport, 1 worker, so one run
+compares the two delivery transports): (a) one subscription; (b) fan-out to 10 subscriptions
 per event; (c) 10,000 subscriptions in the routing table, one match per event (a tenant filter; the
 events go round all 10,000, so every subscription's lane is busy); (d) 5% of deliveries answered 500
 (the retry path). Then produce-to-receipt latency at 50% of (a)'s measured maximum. Events are
@@ -74,6 +75,7 @@ class Run:
     ceiling_per_second: float = 0.0  # the ceiling measured just before this scenario
     ratio_throughput: float = 0.0
     ratio_cpu: float = 0.0
+    transport: str = "fast"
 
 
 @dataclass
@@ -91,7 +93,7 @@ def body(size: int) -> bytes:
     return orjson.dumps({"event": "bench.created", "data": {"blob": "x" * pad}})
 
 
-def env_for(prefix: str, group: str) -> dict[str, str]:
+def env_for(prefix: str, group: str, transport: str = "fast") -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -105,6 +107,7 @@ def env_for(prefix: str, group: str) -> dict[str, str]:
             "FANOUT_DELIVERY__ALLOW_HTTP": "true",
             "FANOUT_DELIVERY__ALLOW_CIDRS": '["127.0.0.0/8"]',
             "FANOUT_DELIVERY__CONNECTIONS_PER_HOST": str(CONCURRENCY),
+            "FANOUT_DELIVERY__TRANSPORT": transport,
             "FANOUT_RETRY__TIERS": "[1, 2, 5, 10]",
             "FANOUT_RETRY__SCHEDULE": "[1, 1, 2, 2, 5, 5, 10, 10]",
         }
@@ -176,11 +179,13 @@ class Bench:
 
     # -- one dispatcher run ----------------------------------------------------------------------
 
-    def dispatch(self, scenario: Scenario, prefix: str, workers: int, sink: Sink) -> Run:
-        group = f"{prefix}-g{workers}-{uuid.uuid4().hex[:4]}"
-        env = env_for(prefix, group)
+    def dispatch(
+        self, scenario: Scenario, prefix: str, workers: int, sink: Sink, transport: str = "fast"
+    ) -> Run:
+        group = f"{prefix}-g{workers}-{transport}-{uuid.uuid4().hex[:4]}"
+        env = env_for(prefix, group, transport)
         sink.reset()
-        log = (self.workdir / f"{scenario.key}-{workers}.log").open("wb")
+        log = (self.workdir / f"{scenario.key}-{workers}-{transport}.log").open("wb")
         args = [sys.executable, "-m", "fanout", "run", "--log-level", "WARNING"]
         if workers > 1:
             args += ["--workers", str(workers)]
@@ -209,7 +214,9 @@ class Bench:
                 proc.kill()
         time.sleep(1.2)  # nginx flushes its access log buffer every second
         receipts = [r for r in sink.receipts() if r.path.startswith(scenario.path)]
-        return summarise(scenario, workers, receipts, monitor, stable or 0.0)
+        run = summarise(scenario, workers, receipts, monitor, stable or 0.0)
+        run.transport = transport
+        return run
 
     # -- latency at a fixed offered load -----------------------------------------------------------
 
@@ -382,6 +389,11 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1024, help="event size in bytes")
     parser.add_argument("--scenarios", default="abcd")
     parser.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1,2")
+    parser.add_argument(
+        "--transports",
+        default="fast,aiohttp",
+        help="delivery transports for scenario (a); those after the first run with the first worker count",
+    )
     parser.add_argument("--latency-seconds", type=float, default=15)
     parser.add_argument("--run-timeout", type=float, default=180)
     parser.add_argument(
@@ -416,16 +428,23 @@ def main() -> int:
                 ceiling = bench.ceiling(sink)
                 report.ceilings[key] = ceiling
                 print(f"  ceiling before ({key}): {ceiling['per_second']:.0f} requests/s", flush=True)
-                for workers in (int(w) for w in args.workers.split(",")):
-                    run = bench.dispatch(scenario, prefix, workers, sink)
+                worker_counts = [int(w) for w in args.workers.split(",")]
+                transports = args.transports.split(",") if key == "a" else ["fast"]
+                plan = [(transports[0], w) for w in worker_counts]
+                plan += [(t, worker_counts[0]) for t in transports[1:]]
+                for transport, workers in plan:
+                    run = bench.dispatch(scenario, prefix, workers, sink, transport)
                     run.ceiling_per_second = ceiling["per_second"]
                     run.ratio_throughput = run.per_second / ceiling["per_second"]
                     run.ratio_cpu = run.cpu_per_1000 / ceiling["cpu_per_1000"]
                     report.runs.append(run)
                     print(
-                        f"  ({key}) {scenario.title}, {workers} worker(s): {run.per_second:.0f}/s", flush=True
+                        f"  ({key}) {scenario.title}, {workers} worker(s), {transport}: {run.per_second:.0f}/s",
+                        flush=True,
                     )
-            a_runs = [r for r in report.runs if r.scenario == "a" and r.workers == 1]
+            a_runs = [
+                r for r in report.runs if r.scenario == "a" and r.workers == 1 and r.transport == "fast"
+            ]
             if a_runs and args.latency_seconds > 0:
                 report.latency = bench.latency(a_runs[0].per_second * 0.5, sink)
         succeeded = True

@@ -34,8 +34,9 @@ def table(report: Any) -> str:
         f"{'CPU-s/1k':>10}{'x ceil':>8}{'peak RSS':>10}",
     ]
     for r in report.runs:
+        title = TITLES.get(r.scenario, r.scenario) + (f" [{r.transport}]" if r.transport != "fast" else "")
         lines.append(
-            f"{TITLES.get(r.scenario, r.scenario):<36}{r.workers:>8}{r.per_second:>9,.0f}"
+            f"{title:<36}{r.workers:>8}{r.per_second:>9,.0f}"
             f"{r.ceiling_per_second:>10,.0f}{r.ratio_throughput:>8.2f}"
             f"{r.cpu_per_1000:>10.3f}{r.ratio_cpu:>8.2f}{r.peak_rss_mib:>7.0f}MiB"
         )
@@ -55,11 +56,19 @@ def table(report: Any) -> str:
 def summary(report: Any) -> dict[str, float]:
     """The ratios the targets are stated in. Scenarios are compared through their ratios to their own
     ceilings, so that the machine's drift between them cancels out."""
-    one = {r.scenario: r for r in report.runs if r.workers == 1}
-    two = {r.scenario: r for r in report.runs if r.workers == 2}
+    fast = [r for r in report.runs if r.transport == "fast"]
+    one = {r.scenario: r for r in fast if r.workers == 1}
+    two = {r.scenario: r for r in fast if r.workers == 2}
+    other = [r for r in report.runs if r.transport != "fast" and r.scenario == "a" and r.workers == 1]
     out = {}
     if "a" in one:
         out["(a) 1 worker / ceiling, deliveries/s"] = one["a"].ratio_throughput
+    for run in other:
+        out[f"(a) 1 worker, {run.transport} transport / ceiling, deliveries/s"] = run.ratio_throughput
+        if "a" in one:
+            out[f"(a) CPU per delivery, {run.transport} transport / fast"] = (
+                run.cpu_per_1000 / one["a"].cpu_per_1000
+            )
     if "a" in one and "a" in two:
         out["(a) 2 workers / 1 worker, CPU per delivery"] = two["a"].cpu_per_1000 / one["a"].cpu_per_1000
     if "b" in one:
@@ -80,7 +89,10 @@ def chart(report: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
-    labels = [f"({r.scenario}) {r.workers}w" for r in report.runs]
+    labels = [
+        f"({r.scenario}) {r.workers}w" + ("" if r.transport == "fast" else f" {r.transport}")
+        for r in report.runs
+    ]
     colours = ["#4c78a8" if r.workers == 1 else "#72b7b2" for r in report.runs]
     left.bar(labels, [r.ratio_throughput for r in report.runs], color=colours)
     left.axhline(1.0, color="#e45756", linestyle="--", label="ceiling (plain aiohttp client)")

@@ -1,1 +1,3 @@
-"""The only package that imports the aiohttp client: sending, classification, signing, SSRF guard."""
+"""The only package that imports HTTP client libraries (aiohttp, httptools): the sender, the transports
+(``transport`` is the boundary; ``fast`` and ``aiohttp_transport`` implement it), classification, signing,
+the SSRF guard and the egress proxy."""

@@ -1,21 +1,30 @@
 """The HTTP sender: ``HttpSender.send(delivery)`` makes one signed attempt and raises on failure.
 
-One connection pool for the process (``fanout.http.client``), limited per host and in total so that
-one slow lane, capped by its own ``max_in_flight``, cannot take every connection. Timeouts are explicit
-per subscription, redirects are never followed, and every connection goes through the SSRF guard
-(``GuardedResolver`` for names, ``AddressPolicy.check_literal`` for IP literals).
+It builds and signs the request; the transport (``delivery.transport``: ``fanout.http.fast`` or
+``fanout.http.aiohttp_transport``, one for the process) does the I/O, with connection limits per host
+and in total so that one slow lane, capped by its own ``max_in_flight``, cannot take every connection.
+Timeouts are explicit (``fanout.http.options.timeouts``), redirects are never followed, and every
+connection goes through the SSRF guard (``AddressPolicy`` on every address; for IP literals also here,
+when a subscription's target is prepared).
+
+What is fixed per subscription (its URL, TLS context, its own headers and the User-Agent, checked for the
+wire once, and its timeouts) is prepared when a routing table is installed; a header that cannot go on
+the wire makes the subscription's deliveries fail permanently, with the header named.
 
 Each attempt is signed with the subscription's current secrets and its previous secrets that have not
 expired (a rotation's grace period), and carries the subscription's outbound auth (``fanout.http.auth``):
 an OAuth endpoint that answers 401 gets one more try with a fresh token within the same attempt. Token
 requests are control-plane traffic and go through an aiohttp session (same resolver, same guard).
+
+Transport errors become delivery errors: ``PoolTimeout`` is ``NotAttempted`` (the lane spills it: not an
+attempt, not a breaker failure); ``EgressRefused`` and ``InvalidHeader`` are permanent; the rest are
+retryable.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import socket
 import ssl
 import tempfile
 import time
@@ -30,22 +39,41 @@ from yarl import URL
 from fanout import __version__
 from fanout.cert_paths import CertificatePathRefused, resolve_cert_file
 from fanout.config import DeliverySettings
-from fanout.errors import DeliveryError, PermanentDelivery, RetryableDelivery
+from fanout.endpoint_auth import HeaderAuth
+from fanout.errors import DeliveryError, NotAttempted, PermanentDelivery, RetryableDelivery
 from fanout.http.auth import OutboundAuth
 from fanout.http.classify import classify
-from fanout.http.client import HttpClient, HttpProtocolError, Origin, ServerDisconnected
+from fanout.http.fields import HeaderBlock, encode_target
+from fanout.http.options import open_transport, timeouts, transport_options
 from fanout.http.signing import Signer
 from fanout.http.ssrf import AddressPolicy, AddressRefused, GuardedResolver
+from fanout.http.transport import (
+    ConnectTimeout,
+    EgressRefused,
+    InvalidHeader,
+    Origin,
+    PoolTimeout,
+    ReadTimeout,
+    Request,
+    Timeouts,
+    Transport,
+    TransportError,
+)
 from fanout.model import Delivery
 from fanout.subscription import ClientCertificate, Subscription
+
+SENDER_HEADERS = frozenset({"content-type", "user-agent", "traceparent"})
 
 
 @dataclass(frozen=True, slots=True)
 class _Target:
-    """Where a subscription's deliveries go, worked out once per URL and certificate."""
+    """Where and how a subscription's deliveries go, worked out once per subscription version."""
 
+    sub: Subscription
     origin: Origin
     path: str
+    fixed: HeaderBlock
+    timeouts: Timeouts
     refusal: str | None
 
 
@@ -55,13 +83,15 @@ class HttpSender:
     def __init__(self, settings: DeliverySettings, resolver: AbstractResolver | None = None) -> None:
         self.settings = settings
         self.policy = AddressPolicy(settings.allow_cidrs)
+        self._inner_resolver = resolver
         self._resolver = GuardedResolver(self.policy, resolver)
-        self._client: HttpClient | None = None
+        self.transport: Transport | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tls: ssl.SSLContext | None = None
         self._client_tls: dict[tuple[str, str], ssl.SSLContext] = {}
-        self._targets: dict[tuple[str, object], _Target] = {}
+        self._targets: dict[str, _Target] = {}
         self._origins: dict[Origin, Origin] = {}
+        self._timeouts: dict[float, Timeouts] = {}
         self._signer = Signer()
         self._user_agent = f"{settings.user_agent}/{__version__}"
         self.auth = OutboundAuth(self._live_session, self.policy, settings.allow_http)
@@ -73,12 +103,9 @@ class HttpSender:
     async def start(self) -> None:
         ca = str(self.settings.ca_bundle) if self.settings.ca_bundle else None
         self._tls = ssl.create_default_context(cafile=ca)
-        self._client = HttpClient(
-            self._resolver,
-            limit=self.settings.max_connections,
-            limit_per_host=self.settings.connections_per_host,
-            dns_ttl=self.settings.dns_cache_seconds,
-        )
+        options = transport_options(self.settings, self.policy, self._inner_resolver)
+        self.transport = open_transport(self.settings.transport, options)
+        await self.transport.start()
         connector = aiohttp.TCPConnector(
             limit=16,
             resolver=self._resolver,
@@ -93,51 +120,68 @@ class HttpSender:
         )
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        if self.transport is not None:
+            await self.transport.close()
+            self.transport = None
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     def refusal(self, sub: Subscription) -> str | None:
-        """Why this subscription's URL may not be contacted at all (scheme, IP literal), or None."""
+        """Why this subscription's deliveries cannot be sent (scheme, IP literal, a header), or None."""
         return self._target(sub).refusal
 
     def prepare(self, subs: Iterable[Subscription]) -> None:
-        """Resolve the targets of ``subs`` now (URL parsing, TLS context, the literal-address check), when a
-        routing table is installed, rather than on each subscription's first delivery."""
+        """Prepare the targets of ``subs`` now (URL parsing, TLS context, the literal-address check, the
+        headers checked for the wire), when a routing table is installed, rather than on each
+        subscription's first delivery."""
         for sub in subs:
             with contextlib.suppress(PermanentDelivery):  # raised again, and settled, on delivery
                 self._target(sub)
 
     def _target(self, sub: Subscription) -> _Target:
-        key = (sub.url, sub.client_certificate)
-        target = self._targets.get(key)
-        if target is None:
-            target = self._targets[key] = self._resolve_target(sub)
+        target = self._targets.get(sub.id)
+        if target is None or target.sub is not sub:
+            target = self._targets[sub.id] = self._resolve_target(sub)
         return target
 
     def _resolve_target(self, sub: Subscription) -> _Target:
         try:
             url = URL(sub.url)  # yarl: IDNA host, percent-encoded path and query
             host, path = url.raw_host or "", url.raw_path_qs or "/"
-            path.encode("ascii")
-        except (ValueError, UnicodeError) as exc:
+            encode_target(path)
+        except (ValueError, UnicodeError, InvalidHeader) as exc:
             raise PermanentDelivery(f"the URL cannot be sent: {type(exc).__name__}") from None
         https = url.scheme == "https"
         tls = self._tls_for(sub) if https else None
         origin = Origin(url.scheme, host, url.port or (443 if https else 80), tls)
         origin = self._origins.setdefault(origin, origin)
         refusal: str | None = None
+        fixed = HeaderBlock.EMPTY
         if not https and not self.settings.allow_http:
             refusal = "http:// endpoints are refused; set delivery.allow_http to allow them"
         else:
             try:
                 self.policy.check_literal(host)
+                fixed = HeaderBlock.build(self._fixed_headers(sub))
             except AddressRefused as exc:
                 refusal = str(exc)
-        return _Target(origin, path, refusal)
+            except InvalidHeader as exc:
+                refusal = f"refused header: {exc}"
+        seconds = sub.timeout
+        timeouts_ = self._timeouts.get(seconds)
+        if timeouts_ is None:
+            timeouts_ = self._timeouts[seconds] = timeouts(self.settings, seconds)
+        return _Target(sub, origin, path, fixed, timeouts_, refusal)
+
+    def _fixed_headers(self, sub: Subscription) -> list[tuple[str, str]]:
+        """The subscription's own headers (less those the sender sets) and the User-Agent."""
+        taken = set(SENDER_HEADERS)
+        if sub.auth is not None:
+            taken.add(sub.auth.name.lower() if isinstance(sub.auth, HeaderAuth) else "authorization")
+        pairs = [(name, value) for name, value in sub.headers.items() if name.lower() not in taken]
+        pairs.append(("user-agent", self._user_agent))
+        return pairs
 
     def _tls_for(self, sub: Subscription) -> ssl.SSLContext:
         cert = sub.client_certificate
@@ -160,21 +204,23 @@ class HttpSender:
             self._client_tls[key] = context
         return context
 
-    def headers(self, delivery: Delivery, body: bytes, auth: dict[str, str] | None = None) -> dict[str, str]:
+    def headers(
+        self, delivery: Delivery, body: bytes, auth: dict[str, str] | None = None
+    ) -> list[tuple[str, str]]:
+        """The headers of one attempt that vary per delivery (the transport checks them for the wire)."""
         sub = delivery.subscription
         event = delivery.event
         now = time.time()
         timestamp = int(now)
-        headers = dict(sub.headers) if sub.headers else {}
-        if auth:
-            headers.update(auth)
-        headers["content-type"] = event.content_type if sub.payload == "raw" else "application/json"
-        headers["user-agent"] = self._user_agent
-        headers["webhook-id"] = event.id
-        headers["webhook-timestamp"] = str(timestamp)
-        headers["webhook-signature"] = self._signer.sign(sub.signing_keys_at(now), event.id, timestamp, body)
+        headers = list(auth.items()) if auth else []
+        headers += (
+            ("content-type", event.content_type if sub.payload == "raw" else "application/json"),
+            ("webhook-id", event.id),
+            ("webhook-timestamp", str(timestamp)),
+            ("webhook-signature", self._signer.sign(sub.signing_keys_at(now), event.id, timestamp, body)),
+        )
         if delivery.traceparent:
-            headers["traceparent"] = delivery.traceparent
+            headers.append(("traceparent", delivery.traceparent))
         return headers
 
     async def send(self, delivery: Delivery) -> int:
@@ -193,41 +239,46 @@ class HttpSender:
         target = self._target(sub)
         if target.refusal is not None:
             raise PermanentDelivery(target.refusal)
-        seconds = sub.timeout if max_seconds is None else min(max_seconds, sub.timeout)
+        limits = target.timeouts
+        if max_seconds is not None and max_seconds < limits.total:
+            limits = timeouts(self.settings, max_seconds)
         if sub.auth is None:
-            return await self._post(delivery, target, None, seconds)
+            return await self._post(delivery, target, None, limits)
         auth = await self.auth.headers(sub)
-        status, retry_after = await self._post(delivery, target, auth, seconds)
+        status, retry_after = await self._post(delivery, target, auth, limits)
         if status == 401 and self.auth.invalidate(sub, auth):
-            status, retry_after = await self._post(delivery, target, await self.auth.headers(sub), seconds)
+            status, retry_after = await self._post(delivery, target, await self.auth.headers(sub), limits)
         return status, retry_after
 
     async def _post(
-        self, delivery: Delivery, target: _Target, auth: dict[str, str] | None, seconds: float
+        self, delivery: Delivery, target: _Target, auth: dict[str, str] | None, limits: Timeouts
     ) -> tuple[int, str | None]:
-        client = self._client
-        assert client is not None, "HttpSender.start() was not called"
+        transport = self.transport
+        assert transport is not None, "HttpSender.start() was not called"
         body = delivery.event.payload(delivery.subscription.payload)
-        head = client.request_head(target.origin, target.path, self.headers(delivery, body, auth), len(body))
+        request = Request(target.origin, target.path, self.headers(delivery, body, auth), body, target.fixed)
         try:
-            response = await client.post(target.origin, head, body, seconds)
-        except AddressRefused as exc:
-            raise PermanentDelivery(str(exc)) from None
-        except TimeoutError:
-            raise RetryableDelivery(f"timeout after {seconds:g}s") from None
-        except ssl.SSLCertVerificationError as exc:
-            raise RetryableDelivery(f"TLS certificate error: {exc.verify_message or exc}") from None
-        except ssl.SSLError as exc:
-            raise RetryableDelivery(f"TLS error: {exc.reason or exc}") from None
-        except ServerDisconnected:
-            raise RetryableDelivery("server disconnected") from None
-        except HttpProtocolError as exc:
-            raise RetryableDelivery(str(exc)) from None
-        except socket.gaierror as exc:
-            raise RetryableDelivery(f"DNS error: {exc.strerror or exc}") from None
-        except OSError as exc:
-            raise RetryableDelivery(f"connection error: {exc.strerror or exc}") from None
-        return response.status, response.retry_after
+            response = await transport.send(request, limits)
+        except TransportError as exc:
+            raise delivery_error(exc, limits) from None
+        status = response.status
+        if 200 <= status < 300:
+            return status, None
+        retry_after = response.header(b"retry-after")
+        return status, retry_after.decode("latin-1") if retry_after is not None else None
+
+
+def delivery_error(exc: TransportError, limits: Timeouts) -> DeliveryError:
+    """What a transport failure means for the delivery (the text becomes its last error)."""
+    if isinstance(exc, PoolTimeout):
+        return NotAttempted(f"pool timeout: no connection slot within {limits.pool:g}s")
+    if isinstance(exc, EgressRefused | InvalidHeader):
+        return PermanentDelivery(str(exc))
+    if isinstance(exc, ReadTimeout):
+        return RetryableDelivery(f"timeout after {limits.total:g}s: {exc}")
+    if isinstance(exc, ConnectTimeout):
+        return RetryableDelivery(f"timeout: {exc}")
+    return RetryableDelivery(str(exc))
 
 
 def _digest(text: str | None) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from fanout.errors import DeliveryError, RetryableDelivery
+from fanout.errors import DeliveryError, NotAttempted, RetryableDelivery
 from fanout.model import Delivery
 from fanout.pipeline.limits import Breaker, HostSlots, TokenBucket, shared_bucket
 from fanout.subscription import Subscription
@@ -158,6 +158,9 @@ class Lane:
         try:
             await self._owner.send(delivery)
             breaker.success()
+        except NotAttempted as exc:  # no connection slot in time: backpressure, like a full lane
+            breaker.release()
+            error = Spilled(exc.error)
         except RetryableDelivery as exc:
             error = exc
             if breaker.failure():

@@ -19,12 +19,14 @@ import time
 from collections import deque
 from collections.abc import Hashable
 
-from fanout.errors import DeliveryError, RetryableDelivery
+from fanout.errors import DeliveryError, NotAttempted, RetryableDelivery
 from fanout.model import Delivery
 from fanout.pipeline.lanes import MIN_SHARE, LaneRegistry, Send
 from fanout.pipeline.limits import TokenBucket, shared_bucket
 from fanout.pipeline.settle import Settler
 from fanout.subscription import Subscription
+
+NOT_ATTEMPTED_DELAY = 1.0
 
 
 def _key(delivery: Delivery) -> Hashable:
@@ -121,6 +123,10 @@ class KeyedLane:
             return
         if error is None:
             settler.delivered(delivery)
+        elif isinstance(error, NotAttempted):  # no connection slot in time: not an attempt, try again soon
+            settler.stats["not_attempted"] += 1
+            self._retry_later(key, NOT_ATTEMPTED_DELAY)
+            return
         elif not settler.give_up(delivery, error):
             assert isinstance(error, RetryableDelivery)
             delay, reason = settler.next_delay(delivery, error)

@@ -47,6 +47,7 @@ REASON_KINDS = (
     ("lane closed", "lane_closed"),
     (handoff.TOO_LARGE_REASON, "record_too_large"),
     (handoff.REFUSED_REASON, "record_refused"),
+    ("pool timeout", "pool_timeout"),
 )
 
 

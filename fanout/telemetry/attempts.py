@@ -1,7 +1,8 @@
 """The instrumented delivery attempt: ``instrument_send(send, metrics, tracer)`` wraps the HTTP sender.
 
 Every attempt records ``fanout.delivery.attempt.duration`` (by subscription and result: ``2xx``,
-``3xx``, ``4xx``, ``5xx``, ``timeout``, ``error``); a 2xx also records ``fanout.delivery.latency``, the
+``3xx``, ``4xx``, ``5xx``, ``timeout``, ``error``; a ``NotAttempted`` pool timeout is no attempt and
+records nothing); a 2xx also records ``fanout.delivery.latency``, the
 end-to-end time from the event's time to the response. With a tracer, the attempt is a ``POST`` span
 (HTTP client conventions, plus ``fanout.subscription.id``, ``fanout.event.id`` and
 ``fanout.delivery.attempt``) whose context becomes the ``traceparent`` the subscriber receives; an
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from fanout.errors import DeliveryError
+from fanout.errors import DeliveryError, NotAttempted
 from fanout.model import Delivery
 from fanout.telemetry.histograms import HistogramCell, LocalHistograms
 from fanout.telemetry.metrics import LabelCap
@@ -94,6 +95,8 @@ def _measured(send: Send, metrics: AttemptMetrics) -> Send:
         started = time.monotonic()
         try:
             status = await send(delivery)
+        except NotAttempted:
+            raise
         except DeliveryError as exc:
             cell(sub_id, result_of(exc)).record(time.monotonic() - started)
             raise
@@ -142,7 +145,8 @@ def _traced(send: Send, metrics: AttemptMetrics, tracer: Tracer) -> Send:
         try:
             status = await send(delivery)
         except DeliveryError as exc:
-            cell(sub.id, result_of(exc)).record(time.monotonic() - started)
+            if not isinstance(exc, NotAttempted):
+                cell(sub.id, result_of(exc)).record(time.monotonic() - started)
             if exc.status is not None:
                 span.set_attribute("http.response.status_code", exc.status)
             span.set_attribute(

@@ -42,12 +42,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def engine_settings(bootstrap: str, unique: str, partitions: int = 3, **sections: Any) -> Settings:
     """Settings for a test: its own topic prefix and group, second-scale retry tiers, loopback allowed,
-    secrets encrypted at rest with a key of its own."""
+    secrets encrypted at rest with a key of its own; the transport from ``FANOUT_TEST_TRANSPORT``."""
     base: dict[str, Any] = {
         "kafka": KafkaSettings(bootstrap_servers=bootstrap),
         "topics": TopicSettings(prefix=f"{unique}.fanout", partitions=partitions),
         "retry": RetrySettings(tiers=[0.5, 1, 2, 5, 10], schedule=[0.2, 0.5, 1, 1, 1, 1, 1, 1], max_age=120),
-        "delivery": DeliverySettings(allow_http=True, allow_cidrs=["127.0.0.0/8"], breaker_cooldown=2),
+        "delivery": DeliverySettings(
+            allow_http=True,
+            allow_cidrs=["127.0.0.0/8"],
+            breaker_cooldown=2,
+            transport=os.environ.get("FANOUT_TEST_TRANSPORT", "fast"),  # run the engine tests on either
+        ),
         "dispatcher": DispatcherSettings(
             group_id=f"{unique}.dispatcher",
             commit_interval_ms=200,

@@ -77,12 +77,12 @@ async def test_rotated_secrets_are_signed_with_until_they_expire() -> None:
     assert [p.secret for p in again.previous_secrets] == [SECRET], "no grace: only the older one is left"
     sender = HttpSender(DeliverySettings())
     delivery = make_delivery(sub=sub)
-    headers = sender.headers(delivery, b"{}")
+    headers = dict(sender.headers(delivery, b"{}"))
     assert len(headers["webhook-signature"].split()) == 2
     for secret in (OTHER_SECRET, SECRET):
         Webhook(secret).verify(b"{}", headers)
     expired = rotated(make_sub(secrets=[SECRET]), OTHER_SECRET, 60, now - timedelta(minutes=5))
-    assert len(sender.headers(make_delivery(sub=expired), b"{}")["webhook-signature"].split()) == 1
+    assert len(dict(sender.headers(make_delivery(sub=expired), b"{}"))["webhook-signature"].split()) == 1
 
 
 def test_model_copy_does_not_keep_stale_keys() -> None:

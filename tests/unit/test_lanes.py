@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fanout.errors import DeliveryError, PermanentDelivery, RetryableDelivery
+from fanout.errors import DeliveryError, NotAttempted, PermanentDelivery, RetryableDelivery
 from fanout.model import Delivery
 from fanout.pipeline import lanes as lanes_module
 from fanout.pipeline import limits as limits_module
@@ -389,6 +389,40 @@ async def test_permanent_failures_do_not_open_the_breaker() -> None:
     assert lane.offer(batch[3]) is None
     await gate.sending(batch[3])
     gate.finish(batch[3])
+
+
+async def test_a_pool_timeout_spills_and_leaves_the_breaker_alone(clock: FakeClock) -> None:
+    """No connection slot in time (``NotAttempted``) is backpressure: spilled like a full lane, not a
+    failure the breaker counts (two of them here would open a breaker of threshold 2)."""
+    _, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=1), breaker_failures=2)
+    batch = deliveries(sub, 3)
+    for d in batch:
+        assert lane.offer(d) is None
+    for d in batch[:2]:
+        await gate.sending(d)
+        gate.finish(d, NotAttempted("pool timeout: no connection slot within 5s"))
+    await gate.sending(batch[2])
+    assert lane.breaker.state == "closed" and lane.breaker.failures == 0
+    gate.finish(batch[2], RetryableDelivery("HTTP 503", 503))
+    await outcomes.reach(3)
+    for d in batch[:2]:
+        (error,) = outcomes.of(d)
+        assert isinstance(error, Spilled) and error.error.startswith("pool timeout")
+    assert lane.breaker.failures == 1, "only the real attempt counts"
+
+
+async def test_a_pool_timeout_during_a_probe_frees_the_probe(clock: FakeClock) -> None:
+    _, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=4), breaker_failures=2, breaker_cooldown=30)
+    tracker = await open_breaker(lane, gate, sub)
+    probe, then = (make_delivery(sub, make_event(offset=o), tracker.track(o)) for o in (10, 11))
+    clock.advance(30)
+    assert lane.offer(probe) is None
+    await gate.sending(probe)
+    gate.finish(probe, NotAttempted("pool timeout"))
+    await until(lambda: len(outcomes.of(probe)) == 1)
+    assert lane.offer(then) is None, "the endpoint was not contacted: another probe may go"
+    await gate.sending(then)
+    gate.finish(then)
 
 
 async def open_breaker(lane: Lane, gate: Gate, sub: Subscription) -> PartitionTracker:

@@ -554,3 +554,29 @@ async def test_poison_records_are_dead_lettered_with_the_reason() -> None:
     assert tracker.committable() == 77
     dead.ack()
     await until(lambda: tracker.committable() == 78)
+
+
+async def test_an_ordered_delivery_without_a_connection_slot_is_tried_again_in_place_uncounted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Key-ordered deliveries never spill; a pool timeout (``NotAttempted``) is tried again shortly,
+    with no attempt counted and no retry record written."""
+    from fanout.errors import NotAttempted
+    from fanout.pipeline import ordered
+    from fanout.pipeline.ordered import KeyedLane
+
+    monkeypatch.setattr(ordered, "NOT_ATTEMPTED_DELAY", 0.01)
+    h = Harness()
+    attempts: list[int] = []
+
+    async def send(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        if len(attempts) == 1:
+            raise NotAttempted("pool timeout: no connection slot within 5s")
+
+    lane = KeyedLane(make_sub(ordering="key"), send, h.settler, 1.0)
+    delivery = h.delivery()
+    assert lane.offer(delivery) is None
+    await until(lambda: h.settled(delivery))
+    assert attempts == [0, 0] and delivery.attempt == 0
+    assert h.sink.records == [] and h.settler.stats["not_attempted"] == 1
