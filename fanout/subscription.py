@@ -21,12 +21,20 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from fanout.endpoint_auth import EndpointAuth
 from fanout.errors import ValidationFailed
+from fanout.pipeline.expressions.compile import (
+    MAX_EXPRESSION_LENGTH,
+    CompileError,
+    Kind,
+    Program,
+    compile_expression,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 EVENT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*(\.\*)?)$")
@@ -39,7 +47,7 @@ FORBIDDEN_HEADERS = frozenset(
 )
 
 
-CACHED = ("signing_keys", "previous_keys", "origin")
+CACHED = ("signing_keys", "previous_keys", "origin", "filter_program", "transform_program")
 
 
 class _Strict(BaseModel):
@@ -131,6 +139,8 @@ class Subscription(_Strict):
     topics: list[str] = Field(min_length=1, max_length=100)
     events: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=100)
     filter: dict[str, str] = Field(default_factory=dict, max_length=32)
+    filter_expr: str | None = Field(default=None, max_length=MAX_EXPRESSION_LENGTH)
+    transform: str | None = Field(default=None, max_length=MAX_EXPRESSION_LENGTH)
     enabled: bool = True
     disabled_reason: str | None = None
     secrets: list[str] = Field(min_length=1, max_length=10, repr=False)
@@ -194,6 +204,24 @@ class Subscription(_Strict):
             raise ValueError("names an attribute twice (names are case-insensitive)")
         return lowered
 
+    @field_validator("filter_expr", "transform")
+    @classmethod
+    def _expression(cls, source: str | None, info: ValidationInfo) -> str | None:
+        """Compiled now, so that an expression that cannot run is refused where it is written."""
+        if source is not None:
+            kind: Kind = "filter_expr" if info.field_name == "filter_expr" else "transform"
+            try:
+                compile_expression(kind, source)
+            except CompileError as exc:
+                raise ValueError(str(exc)) from None
+        return source
+
+    @model_validator(mode="after")
+    def _transform_body(self) -> Subscription:
+        if self.transform is not None and self.payload == "raw":
+            raise ValueError("transform makes the body: it cannot be combined with payload 'raw'")
+        return self
+
     @field_validator("headers")
     @classmethod
     def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
@@ -215,6 +243,15 @@ class Subscription(_Strict):
     def previous_keys(self) -> tuple[tuple[bytes, float], ...]:
         """(key, expiry in epoch seconds) of each previous secret."""
         return tuple((_key(p.secret), p.expires_at.timestamp()) for p in self.previous_secrets)
+
+    @cached_property
+    def filter_program(self) -> Program | None:
+        """``filter_expr`` compiled (shared with every subscription that has the same expression)."""
+        return None if self.filter_expr is None else compile_expression("filter_expr", self.filter_expr)
+
+    @cached_property
+    def transform_program(self) -> Program | None:
+        return None if self.transform is None else compile_expression("transform", self.transform)
 
     def signing_keys_at(self, now: float) -> tuple[bytes, ...]:
         """The keys to sign with at ``now`` (epoch seconds): the current secrets, then every previous
@@ -245,7 +282,7 @@ class Subscription(_Strict):
     def warm(self) -> None:
         """Derive what deliveries use (signing keys, origin) now, off the event loop (table builds run in
         the subscriptions watcher's thread), rather than on the first delivery."""
-        _ = self.signing_keys, self.previous_keys, self.origin
+        _ = self.signing_keys, self.previous_keys, self.origin, self.filter_program, self.transform_program
 
     def public(self) -> dict[str, Any]:
         """The subscription as JSON-able data without its secrets: signing secrets are counted, every

@@ -168,7 +168,8 @@ class HttpSender:
         headers = dict(sub.headers) if sub.headers else {}
         if auth:
             headers.update(auth)
-        headers["content-type"] = event.content_type if sub.payload == "raw" else "application/json"
+        raw = sub.payload == "raw" and delivery.body is None
+        headers["content-type"] = event.content_type if raw else "application/json"
         headers["user-agent"] = self._user_agent
         headers["webhook-id"] = event.id
         headers["webhook-timestamp"] = str(timestamp)
@@ -207,7 +208,9 @@ class HttpSender:
     ) -> tuple[int, str | None]:
         client = self._client
         assert client is not None, "HttpSender.start() was not called"
-        body = delivery.event.payload(delivery.subscription.payload)
+        body = delivery.body
+        if body is None:
+            body = delivery.event.payload(delivery.subscription.payload)
         head = client.request_head(target.origin, target.path, self.headers(delivery, body, auth), len(body))
         try:
             response = await client.post(target.origin, head, body, seconds)
