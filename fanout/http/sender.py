@@ -5,10 +5,11 @@ one slow lane, capped by its own ``max_in_flight``, cannot take every connection
 per subscription, redirects are never followed, and every connection goes through the SSRF guard
 (``GuardedResolver`` for names, ``AddressPolicy.check_literal`` for IP literals).
 
-Each attempt is signed with the subscription's current secrets and its previous secrets that have not
-expired (a rotation's grace period), and carries the subscription's outbound auth (``fanout.http.auth``):
-an OAuth endpoint that answers 401 gets one more try with a fresh token within the same attempt. Token
-requests are control-plane traffic and go through an aiohttp session (same resolver, same guard).
+Each attempt is signed with the subscription's current secrets and Ed25519 keys, and its previous ones
+that have not expired (a rotation's grace period), and carries the subscription's outbound auth
+(``fanout.http.auth``): an OAuth endpoint that answers 401 gets one more try with a fresh token within
+the same attempt. Token requests are control-plane traffic and go through an aiohttp session (same
+resolver, same guard).
 """
 
 from __future__ import annotations
@@ -173,7 +174,9 @@ class HttpSender:
         headers["user-agent"] = self._user_agent
         headers["webhook-id"] = event.id
         headers["webhook-timestamp"] = str(timestamp)
-        headers["webhook-signature"] = self._signer.sign(sub.signing_keys_at(now), event.id, timestamp, body)
+        headers["webhook-signature"] = self._signer.sign(
+            sub.signing_keys_at(now), event.id, timestamp, body, sub.ed25519_keys_at(now)
+        )
         if delivery.traceparent:
             headers["traceparent"] = delivery.traceparent
         return headers
