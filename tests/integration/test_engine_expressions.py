@@ -129,7 +129,9 @@ async def test_a_transform_arrives_as_written_and_signed(bootstrap: str, unique:
             [topic],
             ed25519_keys=[private],
             filter_expr="has(data.amount)",
-            transform='{"type": event.type, "payload": {"amount": data.amount, "at": timestamp(data.placed)}}',
+            transform=(
+                '{"type": event.type, "payload": {"amount": data.amount, "at": timestamp(data.placed)}}'
+            ),
         )
         failing = subscription("failing", broken.url, [topic], transform='{"total": data.amount * 2}')
         await apply(settings, [partner, failing])
