@@ -266,3 +266,25 @@ def test_the_size_cap_stops_early_on_repeated_large_values() -> None:
     repeated = compile_expression("transform", "[" + ", ".join(["data"] * 200) + "]")
     with pytest.raises(TransformFailed, match="larger than"):
         render(repeated, event(big), 1 << 20)
+
+
+def test_a_routes_file_with_a_bad_expression_is_refused_naming_where(tmp_path: Any) -> None:
+    from fanout.config import DeliverySettings
+    from fanout.errors import ValidationFailed
+    from fanout.routes import load_routes
+
+    path = tmp_path / "routes.yaml"
+    path.write_text(
+        "subscriptions:\n"
+        "  - id: orders\n"
+        "    url: https://hooks.example.com/in\n"
+        "    topics: [orders]\n"
+        "    secrets: [whsec_" + "A" * 32 + "]\n"
+        "    filter_expr: |\n"
+        "      data.amount > 1000 &&\n"
+        "      data.currency = 'EUR'\n"
+    )
+    with pytest.raises(ValidationFailed) as caught:
+        load_routes(path, DeliverySettings())
+    assert caught.value.where == "orders.filter_expr"
+    assert caught.value.message.startswith("line 2, column ")
