@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 MAX_CONCATENATIONS = 16
-MAX_MAPPED_LIST = 1000
+MAX_MAPPED_LIST = 500
 COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 LIST_BUILDERS = frozenset({"map", "filter"})
 VARIABLES = frozenset({"event", "data", "headers", "key"})
