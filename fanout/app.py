@@ -151,7 +151,14 @@ class DispatcherApp:
             settings,
             loop,
             telemetry.attach(
-                Dispatcher(unordered, lanes, self.settler, retry_topics, settings.dispatcher.group_id),
+                Dispatcher(
+                    unordered,
+                    lanes,
+                    self.settler,
+                    retry_topics,
+                    settings.dispatcher.group_id,
+                    d.transform_max_bytes,
+                ),
                 settings.dispatcher.group_id,
             ),
             self._source_topics(unordered),
@@ -248,7 +255,14 @@ class DispatcherApp:
         lanes = KeyedLanes(self._send, self.settler)
         group = f"{self.settings.dispatcher.group_id}.ordered.{sub.id}"
         dispatcher = self.telemetry.attach(
-            Dispatcher(RoutingTable.build([sub]), lanes, self.settler, []), group
+            Dispatcher(
+                RoutingTable.build([sub]),
+                lanes,
+                self.settler,
+                [],
+                transform_max_bytes=self.settings.delivery.transform_max_bytes,
+            ),
+            group,
         )
         return GroupMember(
             self.settings,

@@ -210,6 +210,9 @@ class DeliverySettings(TransportSettings):
     failing_after: int = Field(default=4, ge=1, description="Consecutive failures that emit an ops event.")
     retry_after_max: float = Field(default=3600, gt=0)
     user_agent: str = "fanout-webhooks"
+    transform_max_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest body a transform may make."
+    )
 
     @model_validator(mode="after")
     def _pools(self) -> DeliverySettings:

@@ -61,15 +61,19 @@ class Event:
             self._payloads[mode] = body
         return body
 
-    def _envelope(self) -> bytes:
+    def parsed_data(self) -> Any:
+        """``data``, parsed from ``value`` on first use (JSON; text when it is not JSON)."""
         if not self.data_parsed:
             try:
                 self.data = orjson.loads(self.value) if self.value else None
             except orjson.JSONDecodeError:
                 self.data = self.value.decode("utf-8", "replace")
             self.data_parsed = True
+        return self.data
+
+    def _envelope(self) -> bytes:
         return orjson.dumps(
-            {"id": self.id, "type": self.type, "timestamp": iso_time(self.time), "data": self.data}
+            {"id": self.id, "type": self.type, "timestamp": iso_time(self.time), "data": self.parsed_data()}
         )
 
 
@@ -87,7 +91,8 @@ class Delivery:
     retry or dead-letter topic and acknowledged by the broker). A ``fenced`` ticket belongs to a revoked
     partition: its work is dropped. ``traceparent`` is sent to the subscriber (the source record's, or
     the attempt span's when tracing is on); ``trace`` is the span the delivery's next span continues
-    from (``fanout.telemetry.spans.TraceHandle``), None when tracing is off.
+    from (``fanout.telemetry.spans.TraceHandle``), None when tracing is off. ``body`` is the request
+    body a subscription's ``transform`` made (None: the event's payload in the subscription's mode).
     """
 
     event: Event
@@ -99,6 +104,7 @@ class Delivery:
     traceparent: str | None = None
     queued_at: float = 0.0
     trace: object | None = None
+    body: bytes | None = None
 
     @property
     def age(self) -> float:

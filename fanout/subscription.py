@@ -15,22 +15,34 @@ from functools import cached_property
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from fanout.endpoint_auth import EndpointAuth
 from fanout.errors import ValidationFailed
+from fanout.pipeline.expressions.compile import (
+    MAX_EXPRESSION_LENGTH,
+    CompileError,
+    Kind,
+    Program,
+    compile_expression,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 EVENT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9_:/-]+(\.[A-Za-z0-9_:/-]+)*(\.\*)?)$")
 SECRET_PREFIX = "whsec_"
+ED25519_SECRET_PREFIX = "whsk_"
+ED25519_PUBLIC_PREFIX = "whpk_"
 REDACTED = "[redacted]"
 # Characters RFC 9110 forbids in a field value (aiohttp refuses to send them).
 HEADER_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -39,7 +51,15 @@ FORBIDDEN_HEADERS = frozenset(
 )
 
 
-CACHED = ("signing_keys", "previous_keys", "origin")
+CACHED = (
+    "signing_keys",
+    "previous_keys",
+    "ed25519_signing_keys",
+    "previous_ed25519_keys_parsed",
+    "origin",
+    "filter_program",
+    "transform_program",
+)
 
 
 class _Strict(BaseModel):
@@ -109,6 +129,31 @@ def _key(secret: str) -> bytes:
     return base64.b64decode(secret[len(SECRET_PREFIX) :])
 
 
+def ed25519_private_key(text: str, where: str = "key") -> Ed25519PrivateKey:
+    """A ``whsk_`` key: base64 of the 32-byte Ed25519 seed, or of the 64-byte seed and public key
+    (libsodium's form; the public half must match)."""
+    if not text.startswith(ED25519_SECRET_PREFIX):
+        raise ValueError(f"{where} must start with {ED25519_SECRET_PREFIX}")
+    try:
+        raw = base64.b64decode(text[len(ED25519_SECRET_PREFIX) :], validate=True)
+    except binascii.Error:
+        raise ValueError(f"{where} is not valid base64 after {ED25519_SECRET_PREFIX}") from None
+    if len(raw) not in (32, 64):
+        raise ValueError(
+            f"{where} must encode a 32-byte Ed25519 seed (or seed and public key), not {len(raw)}"
+        )
+    key = Ed25519PrivateKey.from_private_bytes(raw[:32])
+    if len(raw) == 64 and raw[32:] != key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw):
+        raise ValueError(f"{where}: its public half does not belong to its seed")
+    return key
+
+
+def ed25519_public_key(text: str) -> str:
+    """The ``whpk_`` public key of a ``whsk_`` key."""
+    raw = ed25519_private_key(text).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return ED25519_PUBLIC_PREFIX + base64.b64encode(raw).decode()
+
+
 class PreviousSecret(_Strict):
     """A secret replaced by a rotation: still signed with until ``expires_at``."""
 
@@ -122,6 +167,19 @@ class PreviousSecret(_Strict):
         return secret
 
 
+class PreviousEd25519Key(_Strict):
+    """An Ed25519 key replaced by a rotation: still signed with (``v1a``) until ``expires_at``."""
+
+    key: str = Field(repr=False)
+    expires_at: AwareDatetime
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, key: str) -> str:
+        ed25519_private_key(key, "previous Ed25519 key")
+        return key
+
+
 class Subscription(_Strict):
     """One endpoint and what it receives. ``version`` is bumped by every write to the topic."""
 
@@ -131,10 +189,14 @@ class Subscription(_Strict):
     topics: list[str] = Field(min_length=1, max_length=100)
     events: list[str] = Field(default_factory=lambda: ["*"], min_length=1, max_length=100)
     filter: dict[str, str] = Field(default_factory=dict, max_length=32)
+    filter_expr: str | None = Field(default=None, max_length=MAX_EXPRESSION_LENGTH)
+    transform: str | None = Field(default=None, max_length=MAX_EXPRESSION_LENGTH)
     enabled: bool = True
     disabled_reason: str | None = None
-    secrets: list[str] = Field(min_length=1, max_length=10, repr=False)
+    secrets: list[str] = Field(default_factory=list, max_length=10, repr=False)
     previous_secrets: list[PreviousSecret] = Field(default_factory=list, max_length=10, repr=False)
+    ed25519_keys: list[str] = Field(default_factory=list, max_length=10, repr=False)
+    previous_ed25519_keys: list[PreviousEd25519Key] = Field(default_factory=list, max_length=10, repr=False)
     auth: EndpointAuth | None = Field(default=None, repr=False)
     headers: dict[str, str] = Field(default_factory=dict, max_length=32)
     rate_limit: RateLimit | None = None
@@ -194,6 +256,39 @@ class Subscription(_Strict):
             raise ValueError("names an attribute twice (names are case-insensitive)")
         return lowered
 
+    @field_validator("filter_expr", "transform")
+    @classmethod
+    def _expression(cls, source: str | None, info: ValidationInfo) -> str | None:
+        """Compiled now, so that an expression that cannot run is refused where it is written."""
+        if source is not None:
+            kind: Kind = "filter_expr" if info.field_name == "filter_expr" else "transform"
+            try:
+                compile_expression(kind, source)
+            except CompileError as exc:
+                raise ValueError(str(exc)) from None
+        return source
+
+    @field_validator("ed25519_keys")
+    @classmethod
+    def _ed25519_keys(cls, keys: list[str]) -> list[str]:
+        for i, key in enumerate(keys):
+            ed25519_private_key(key, f"Ed25519 key {i}")
+        return keys
+
+    @model_validator(mode="after")
+    def _signed(self) -> Subscription:
+        if not self.secrets and not self.ed25519_keys:
+            raise ValueError(
+                "needs a signing secret (secrets, whsec_) or an Ed25519 key (ed25519_keys, whsk_)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _transform_body(self) -> Subscription:
+        if self.transform is not None and self.payload == "raw":
+            raise ValueError("transform makes the body: it cannot be combined with payload 'raw'")
+        return self
+
     @field_validator("headers")
     @classmethod
     def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
@@ -215,6 +310,41 @@ class Subscription(_Strict):
     def previous_keys(self) -> tuple[tuple[bytes, float], ...]:
         """(key, expiry in epoch seconds) of each previous secret."""
         return tuple((_key(p.secret), p.expires_at.timestamp()) for p in self.previous_secrets)
+
+    @cached_property
+    def ed25519_signing_keys(self) -> tuple[Ed25519PrivateKey, ...]:
+        """The current Ed25519 keys (``v1a`` signatures)."""
+        return tuple(ed25519_private_key(k) for k in self.ed25519_keys)
+
+    @cached_property
+    def previous_ed25519_keys_parsed(self) -> tuple[tuple[Ed25519PrivateKey, float], ...]:
+        return tuple(
+            (ed25519_private_key(p.key), p.expires_at.timestamp()) for p in self.previous_ed25519_keys
+        )
+
+    def ed25519_keys_at(self, now: float) -> tuple[Ed25519PrivateKey, ...]:
+        """The Ed25519 keys to sign with at ``now``: current, then previous ones not expired yet."""
+        if not self.previous_ed25519_keys:
+            return self.ed25519_signing_keys
+        return self.ed25519_signing_keys + tuple(
+            k for k, expires in self.previous_ed25519_keys_parsed if expires > now
+        )
+
+    @property
+    def ed25519_public_keys(self) -> list[str]:
+        """The ``whpk_`` keys receivers verify with: the current ones, then the previous ones."""
+        return [
+            ed25519_public_key(k) for k in (*self.ed25519_keys, *(p.key for p in self.previous_ed25519_keys))
+        ]
+
+    @cached_property
+    def filter_program(self) -> Program | None:
+        """``filter_expr`` compiled (shared with every subscription that has the same expression)."""
+        return None if self.filter_expr is None else compile_expression("filter_expr", self.filter_expr)
+
+    @cached_property
+    def transform_program(self) -> Program | None:
+        return None if self.transform is None else compile_expression("transform", self.transform)
 
     def signing_keys_at(self, now: float) -> tuple[bytes, ...]:
         """The keys to sign with at ``now`` (epoch seconds): the current secrets, then every previous
@@ -245,7 +375,8 @@ class Subscription(_Strict):
     def warm(self) -> None:
         """Derive what deliveries use (signing keys, origin) now, off the event loop (table builds run in
         the subscriptions watcher's thread), rather than on the first delivery."""
-        _ = self.signing_keys, self.previous_keys, self.origin
+        _ = self.signing_keys, self.previous_keys, self.origin, self.filter_program, self.transform_program
+        _ = self.ed25519_signing_keys, self.previous_ed25519_keys_parsed
 
     def public(self) -> dict[str, Any]:
         """The subscription as JSON-able data without its secrets: signing secrets are counted, every
@@ -253,6 +384,9 @@ class Subscription(_Strict):
         data = map_secrets(self.model_dump(mode="json"), lambda _value: REDACTED)
         data["secret_count"] = len(data.pop("secrets"))
         data["previous_secrets_expire_at"] = [p["expires_at"] for p in data.pop("previous_secrets")]
+        data.pop("ed25519_keys")
+        data["ed25519_public_keys"] = self.ed25519_public_keys
+        data["previous_ed25519_keys_expire_at"] = [p["expires_at"] for p in data.pop("previous_ed25519_keys")]
         return data
 
     def document(self) -> dict[str, Any]:
@@ -262,8 +396,8 @@ class Subscription(_Strict):
 
 def map_secrets(document: dict[str, Any], change: Callable[[str], str]) -> dict[str, Any]:
     """A copy of a subscription document (``document()``, or one read from the topic) with ``change``
-    applied to every secret value: signing secrets, previous secrets, header values, the secret fields
-    of ``auth`` and an inline client key. The one list of what is secret."""
+    applied to every secret value: signing secrets, Ed25519 keys, previous secrets and keys, header values,
+    the secret fields of ``auth`` and an inline client key. The one list of what is secret."""
     doc = dict(document)
 
     def each(values: Any) -> Any:
@@ -272,13 +406,13 @@ def map_secrets(document: dict[str, Any], change: Callable[[str], str]) -> dict[
         )
 
     doc["secrets"] = each(doc.get("secrets"))
-    if isinstance(doc.get("previous_secrets"), list):
-        doc["previous_secrets"] = [
-            {**p, "secret": change(p["secret"])}
-            if isinstance(p, dict) and isinstance(p.get("secret"), str)
-            else p
-            for p in doc["previous_secrets"]
-        ]
+    doc["ed25519_keys"] = each(doc.get("ed25519_keys"))
+    for name, field in (("previous_secrets", "secret"), ("previous_ed25519_keys", "key")):
+        if isinstance(doc.get(name), list):
+            doc[name] = [
+                {**p, field: change(p[field])} if isinstance(p, dict) and isinstance(p.get(field), str) else p
+                for p in doc[name]
+            ]
     if isinstance(doc.get("headers"), dict):
         doc["headers"] = {k: change(v) if isinstance(v, str) else v for k, v in doc["headers"].items()}
     for name, fields in (
@@ -290,7 +424,8 @@ def map_secrets(document: dict[str, Any], change: Callable[[str], str]) -> dict[
             doc[name] = {
                 k: change(v) if k in fields and isinstance(v, str) else v for k, v in section.items()
             }
-    for key in [k for k in ("secrets", "previous_secrets", "headers") if doc.get(k) is None]:
+    secret_lists = ("secrets", "previous_secrets", "ed25519_keys", "previous_ed25519_keys", "headers")
+    for key in [k for k in secret_lists if doc.get(k) is None]:
         doc.pop(key, None)
     return doc
 

@@ -32,7 +32,14 @@ def context(sub_id: str) -> str:
 
 # Fields added after the first release, left out while at their defaults: a record that does not use
 # them stays readable by a dispatcher of the previous version (its model forbids unknown fields).
-_NEWER_FIELDS: dict[str, Any] = {"previous_secrets": [], "auth": None}
+_NEWER_FIELDS: dict[str, Any] = {
+    "previous_secrets": [],
+    "auth": None,
+    "filter_expr": None,
+    "transform": None,
+    "ed25519_keys": [],
+    "previous_ed25519_keys": [],
+}
 _NEWER_CERTIFICATE_FIELDS = ("cert_pem", "key_pem")
 
 

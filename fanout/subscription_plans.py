@@ -113,3 +113,16 @@ def rotated(
     retired = [{"secret": s, "expires_at": until} for s in sub.secrets] if grace_seconds > 0 else []
     document = {**sub.document(), "secrets": [secret], "previous_secrets": (retired + kept)[:10]}
     return parse_subscription(document, default_id=sub.id)
+
+
+def rotated_ed25519(
+    sub: Subscription, key: str, grace_seconds: float, now: datetime | None = None
+) -> Subscription:
+    """``sub`` signing ``v1a`` with the ``whsk_`` ``key`` from now on, and with its current Ed25519 keys for
+    ``grace_seconds`` more (as ``rotated`` does for HMAC secrets)."""
+    now = now or datetime.now(UTC)
+    kept = [p.model_dump(mode="json") for p in sub.previous_ed25519_keys if p.expires_at > now]
+    until = (now + timedelta(seconds=grace_seconds)).isoformat()
+    retired = [{"key": k, "expires_at": until} for k in sub.ed25519_keys] if grace_seconds > 0 else []
+    document = {**sub.document(), "ed25519_keys": [key], "previous_ed25519_keys": (retired + kept)[:10]}
+    return parse_subscription(document, default_id=sub.id)

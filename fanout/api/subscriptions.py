@@ -45,7 +45,7 @@ from fanout.subscription_plans import (
 
 routes = web.RouteTableDef()
 SUBSCRIPTION_SCHEMA = file_validator("subscription.schema.json")
-KEPT_ON_WRITE = ("version", "disabled_reason", "previous_secrets")
+KEPT_ON_WRITE = ("version", "disabled_reason", "previous_secrets", "previous_ed25519_keys")
 
 
 def etag(sub: Subscription) -> str:
@@ -112,12 +112,15 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def carry_over(data: dict[str, Any], existing: Subscription, given: dict[str, Any]) -> dict[str, Any]:
-    """What a replacement keeps: the secrets (and a rotation's previous ones) unless new secrets are
-    given; the enabled state unless given."""
+    """What a replacement keeps: the secrets and Ed25519 keys (and a rotation's previous ones) unless new
+    ones are given; the enabled state unless given."""
     data = dict(data)
     if "secrets" not in given:
         data["secrets"] = existing.secrets
         data["previous_secrets"] = [p.model_dump(mode="json") for p in existing.previous_secrets]
+    if "ed25519_keys" not in given:
+        data["ed25519_keys"] = existing.ed25519_keys
+        data["previous_ed25519_keys"] = [p.model_dump(mode="json") for p in existing.previous_ed25519_keys]
     if "enabled" not in given:
         data["enabled"], data["disabled_reason"] = existing.enabled, existing.disabled_reason
     return data

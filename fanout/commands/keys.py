@@ -1,4 +1,5 @@
-"""``fanout keys api|encryption``: make the keys the settings need (printed once, never stored)."""
+"""``fanout keys api|encryption|signing``: make the keys the settings and subscriptions need (printed once,
+never stored)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import click
 
 from fanout.commands.context import print_json
 from fanout.config import SCOPES
+from fanout.http.signing import new_ed25519_key, new_secret
 from fanout.secretbox import new_key
 
 
@@ -40,3 +42,26 @@ def api_key(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
 def encryption_key() -> None:
     """A new AES-256 key for secrets.keys (put it first to encrypt with it; keep old ones after it)."""
     click.echo(new_key())
+
+
+@keys.command("signing")
+@click.option(
+    "--ed25519", is_flag=True, help="An Ed25519 pair (v1a signatures) instead of an HMAC secret (v1)."
+)
+@click.option("--json", "as_json", is_flag=True)
+def signing_key(ed25519: bool, as_json: bool) -> None:
+    """A subscription signing secret (whsec_, for secrets), or with --ed25519 a key pair: the whsk_ key
+    for ed25519_keys and the whpk_ public key to give the receiver."""
+    if not ed25519:
+        secret = new_secret()
+        if as_json:
+            print_json({"secret": secret})
+        else:
+            click.echo(secret)
+        return
+    private, public = new_ed25519_key()
+    if as_json:
+        print_json({"private_key": private, "public_key": public})
+        return
+    click.echo(f"private key (ed25519_keys; keep it secret): {private}")
+    click.echo(f"public key (give it to the receiver): {public}")

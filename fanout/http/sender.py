@@ -11,10 +11,11 @@ What is fixed per subscription (its URL, TLS context, its own headers and the Us
 wire once, and its timeouts) is prepared when a routing table is installed; a header that cannot go on
 the wire makes the subscription's deliveries fail permanently, with the header named.
 
-Each attempt is signed with the subscription's current secrets and its previous secrets that have not
-expired (a rotation's grace period), and carries the subscription's outbound auth (``fanout.http.auth``):
-an OAuth endpoint that answers 401 gets one more try with a fresh token within the same attempt. Token
-requests are control-plane traffic and go through an aiohttp session (same resolver, same guard).
+Each attempt is signed with the subscription's current secrets and Ed25519 keys, and its previous ones
+that have not expired (a rotation's grace period), and carries the subscription's outbound auth
+(``fanout.http.auth``): an OAuth endpoint that answers 401 gets one more try with a fresh token within
+the same attempt. Token requests are control-plane traffic and go through an aiohttp session (same
+resolver, same guard).
 
 Transport errors become delivery errors: ``PoolTimeout`` is ``NotAttempted`` (the lane spills it: not an
 attempt, not a breaker failure); ``EgressRefused`` and ``InvalidHeader`` are permanent; the rest are
@@ -213,11 +214,17 @@ class HttpSender:
         now = time.time()
         timestamp = int(now)
         headers = list(auth.items()) if auth else []
+        raw = sub.payload == "raw" and delivery.body is None
         headers += (
-            ("content-type", event.content_type if sub.payload == "raw" else "application/json"),
+            ("content-type", event.content_type if raw else "application/json"),
             ("webhook-id", event.id),
             ("webhook-timestamp", str(timestamp)),
-            ("webhook-signature", self._signer.sign(sub.signing_keys_at(now), event.id, timestamp, body)),
+            (
+                "webhook-signature",
+                self._signer.sign(
+                    sub.signing_keys_at(now), event.id, timestamp, body, sub.ed25519_keys_at(now)
+                ),
+            ),
         )
         if delivery.traceparent:
             headers.append(("traceparent", delivery.traceparent))
@@ -255,7 +262,9 @@ class HttpSender:
     ) -> tuple[int, str | None]:
         transport = self.transport
         assert transport is not None, "HttpSender.start() was not called"
-        body = delivery.event.payload(delivery.subscription.payload)
+        body = delivery.body
+        if body is None:
+            body = delivery.event.payload(delivery.subscription.payload)
         request = Request(target.origin, target.path, self.headers(delivery, body, auth), body, target.fixed)
         try:
             response = await transport.send(request, limits)

@@ -11,7 +11,12 @@ Telemetry: with a ``tracer`` each record gets a process span, which its deliveri
 without one, deliveries carry the source record's ``traceparent`` as it is. ``on_retry_lag(topic,
 seconds)`` hears how late each retry record is taken from its tier. ``dropped_attributes`` counts, by
 name, the source records' header-bound attributes (``traceparent``, ``tracestate``, content type) that
-``decode`` dropped for invalid syntax.
+``decode`` dropped for invalid syntax. ``filter_errors`` counts failed ``filter_expr`` evaluations by
+subscription (every table the dispatcher installs reports there).
+
+A subscription's ``transform`` runs when its delivery is handed to the lane (fresh or from a retry
+tier: the body is made again on every pass, never stored); a transform that fails dead-letters the
+delivery with reason ``transform failed: ...``, so nothing half-built is sent.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from fanout import headers as H
 from fanout.errors import PoisonRecord
 from fanout.model import Delivery
 from fanout.pipeline.decode import decode
+from fanout.pipeline.expressions import DEFAULT_MAX_BYTES, FilterErrors, TransformFailed, render
 from fanout.pipeline.lanes import Lanes
 from fanout.pipeline.observe import PipelineTracer, TracedSpan
 from fanout.pipeline.offsets import PartitionTracker, Ticket
@@ -37,6 +43,7 @@ from fanout.subscription import Subscription
 log = logging.getLogger("fanout.dispatch")
 
 TopicPartition = tuple[str, int]
+TRANSFORM_FAILED = "transform failed"
 DRAIN_POLL_SECONDS = 0.02
 
 
@@ -48,6 +55,7 @@ class Dispatcher:
         settler: Settler,
         retry_topics: Iterable[str],
         group: str | None = None,
+        transform_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.table = table
         self.lanes = lanes
@@ -58,14 +66,26 @@ class Dispatcher:
         self.tracer: PipelineTracer | None = None
         self.on_retry_lag: Callable[[str, float], None] | None = None
         self.dropped_attributes: Counter[str] = Counter()
+        self.transform_max_bytes = transform_max_bytes
+
+    @property
+    def filter_errors(self) -> FilterErrors:
+        return self.table.errors
+
+    @filter_errors.setter
+    def filter_errors(self, errors: FilterErrors) -> None:
+        self.table.errors = errors
 
     # -- routing table ---------------------------------------------------------------------------
 
     def set_table(self, table: RoutingTable) -> None:
         """Swap in a new table. Lanes of deleted subscriptions drop their queued deliveries (counted)."""
         old = self.table
+        table.errors = old.errors
         self.table = table
-        for sub_id in old.subscriptions.keys() - table.subscriptions.keys():
+        gone = old.subscriptions.keys() - table.subscriptions.keys()
+        table.errors.forget(gone)
+        for sub_id in gone:
             for delivery in self.lanes.remove(sub_id):
                 self.settler.stats["dropped_deleted"] += 1
                 self.settler.outcomes[(sub_id, "dropped")] += 1
@@ -238,6 +258,13 @@ class Dispatcher:
         if not sub.enabled:
             self.settler.dead_letter(delivery, DISABLED_REASON)
             return
+        program = sub.transform_program
+        if program is not None:
+            try:
+                delivery.body = render(program, delivery.event, self.transform_max_bytes)
+            except TransformFailed as exc:
+                self.settler.dead_letter(delivery, f"{TRANSFORM_FAILED}: {exc}")
+                return
         lane = self.lanes.get(sub)
         refused = lane.offer(delivery)
         if refused is not None:

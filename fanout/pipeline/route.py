@@ -6,6 +6,10 @@ their rarest (attribute, value) pair in that bucket (so ``tenant=t1`` rather tha
 every tenant shares), so one topic can serve thousands of tenants and a lookup costs
 O(depth of the type + matches), not O(subscriptions). Tables are built off the hot path and
 swapped whole; a table is never mutated after ``build``.
+
+A subscription's ``filter_expr`` (CEL, compiled when the table is built) runs last, only on the
+candidates the index selected; an evaluation error is no match, counted in ``errors`` (a
+``FilterErrors`` shared by the tables a dispatcher swaps in, when it passes one to ``build``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from fanout.model import Event
+from fanout.pipeline.expressions import Bindings, EvaluationError, FilterErrors, passes
 from fanout.subscription import Subscription
 
 Filtered = tuple[Subscription, tuple[tuple[str, str], ...]]
@@ -85,15 +90,23 @@ class _TopicIndex:
 class RoutingTable:
     """An immutable snapshot of the subscriptions, indexed for routing."""
 
-    __slots__ = ("_index", "subscriptions", "topics")
+    __slots__ = ("_filtered", "_index", "errors", "subscriptions", "topics")
 
-    def __init__(self, subscriptions: dict[str, Subscription], index: dict[str, _TopicIndex]) -> None:
+    def __init__(
+        self,
+        subscriptions: dict[str, Subscription],
+        index: dict[str, _TopicIndex],
+        errors: FilterErrors | None = None,
+    ) -> None:
         self.subscriptions = subscriptions
         self._index = index
         self.topics = frozenset(index)
+        self.errors = errors if errors is not None else FilterErrors()
+        self._filtered = any(s.filter_expr is not None for s in subscriptions.values())
 
     @classmethod
-    def build(cls, subscriptions: Iterable[Subscription]) -> RoutingTable:
+    def build(cls, subscriptions: Iterable[Subscription], errors: FilterErrors | None = None) -> RoutingTable:
+        """Index ``subscriptions`` (compiling their expressions: ``Subscription.warm``)."""
         by_id = {s.id: s for s in subscriptions}
         index: dict[str, _TopicIndex] = {}
         for sub in by_id.values():
@@ -104,7 +117,7 @@ class RoutingTable:
                     topic_index.add(pattern, sub)
         for topic_index in index.values():
             topic_index.seal()
-        return cls(by_id, index)
+        return cls(by_id, index, errors)
 
     def __len__(self) -> int:
         return len(self.subscriptions)
@@ -136,5 +149,25 @@ class RoutingTable:
         if topic_index.wildcard is not None:
             topic_index.wildcard.collect(attributes, found)
         if len(found) > 1:
-            return tuple({s.id: s for s in found}.values())
+            found = list({s.id: s for s in found}.values())
+        if self._filtered and found:
+            return self._evaluated(event, found)
         return tuple(found)
+
+    def _evaluated(self, event: Event, candidates: list[Subscription]) -> tuple[Subscription, ...]:
+        """The candidates whose ``filter_expr`` accepts ``event`` (those without one pass)."""
+        bindings: Bindings | None = None
+        chosen = []
+        for sub in candidates:
+            program = sub.filter_program
+            if program is None:
+                chosen.append(sub)
+                continue
+            if bindings is None:
+                bindings = Bindings(event)
+            try:
+                if passes(program, bindings):
+                    chosen.append(sub)
+            except EvaluationError as exc:
+                self.errors.record(sub.id, str(exc))
+        return tuple(chosen)

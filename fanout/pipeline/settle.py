@@ -41,6 +41,7 @@ REASON_KINDS = (
     ("endpoint gone", "endpoint_gone"),
     ("permanent failure", "permanent_failure"),
     (DISABLED_REASON, "subscription_disabled"),
+    ("transform failed", "transform_failed"),
     ("circuit open", "circuit_open"),
     ("rate limited", "rate_limited"),
     ("lane full", "lane_full"),

@@ -67,6 +67,7 @@ class DispatcherTelemetry:
         if dispatcher.retry_topics:
             dispatcher.on_retry_lag = self.dispatcher_metrics.on_retry_lag
         dispatcher.dropped_attributes = self.dispatcher_metrics.dropped_attributes
+        dispatcher.filter_errors = self.dispatcher_metrics.filter_errors
         return dispatcher
 
     def attach_settler(self, settler: Settler, group_id: str) -> Settler:

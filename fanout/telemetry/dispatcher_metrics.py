@@ -18,6 +18,8 @@ Prometheus name (labels)                               what
 ``fanout_decode_dropped_attributes_total`` (attribute) source-record values dropped for invalid syntax:
                                                        traceparent, tracestate, content-type,
                                                        datacontenttype
+``fanout_filter_errors_total`` (subscription)          ``filter_expr`` evaluations that failed (a
+                                                       missing field, a type mismatch): no match
 ``fanout_circuit_state`` (subscription)                0 closed, 1 half-open, 2 open
 ``fanout_consumer_lag`` (group, topic, partition)      records behind, per owned partition
 ``fanout_retry_tier_depth`` (tier)                     records waiting in the owned retry partitions
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from fanout.pipeline.expressions import FilterErrors
 from fanout.telemetry.attempts import AttemptMetrics
 from fanout.telemetry.histograms import HistogramCell
 from fanout.telemetry.metrics import LabelCap, Metrics
@@ -67,6 +70,7 @@ class DispatcherMetrics:
         )
         self._tier_cells: dict[str, HistogramCell] = {}
         self.dropped_attributes: Counter[str] = Counter()  # shared by every member's dispatcher
+        self.filter_errors = FilterErrors()  # shared too
         observables = (
             (meter.create_observable_counter, "fanout.deliveries", self._deliveries, "Deliveries by outcome"),
             (meter.create_observable_counter, "fanout.dead_letters", self._dead_letters, "Dead letters"),
@@ -83,6 +87,12 @@ class DispatcherMetrics:
                 "fanout.decode.dropped_attributes",
                 self._dropped_attributes,
                 "Header-bound attributes decode dropped for invalid syntax",
+            ),
+            (
+                meter.create_observable_counter,
+                "fanout.filter.errors",
+                self._filter_errors,
+                "filter_expr evaluations that failed (no match)",
             ),
             (
                 meter.create_observable_gauge,
@@ -181,6 +191,12 @@ class DispatcherMetrics:
 
     def _dropped_attributes(self, options: CallbackOptions) -> Iterable[Observation]:
         return (Observation(n, {"attribute": name}) for name, n in sorted(self.dropped_attributes.items()))
+
+    def _filter_errors(self, options: CallbackOptions) -> Iterable[Observation]:
+        totals: Counter[str] = Counter()
+        for sub_id, n in list(self.filter_errors.counts.items()):
+            totals[self.cap(sub_id)] += n
+        return (Observation(n, {"subscription": label}) for label, n in totals.items())
 
     def _circuits(self, options: CallbackOptions) -> Iterable[Observation]:
         worst: dict[str, int] = {}

@@ -147,3 +147,39 @@ async def test_subscription_lifecycle(bootstrap: str, unique: str) -> None:
     assert b"enc:v1:" in raw
     for secret_value in (secret, rotated["secret"], "crm-token-value", "basic-pass-value"):
         assert secret_value.encode() not in raw
+
+
+async def test_expressions_and_ed25519_keys_through_the_api(bootstrap: str, unique: str) -> None:
+    """A CEL compile error is a 400 naming the subscription, the field and the position; an Ed25519 key is
+    accepted, never shown, and its public key is."""
+    from fanout.http.signing import new_ed25519_key
+
+    settings = api_settings(bootstrap, unique)
+    topic = source_topic(settings)
+    create_api_topics(settings)
+    private, public = new_ed25519_key()
+    async with running_api(settings) as api:
+        base = {"url": "https://hooks.example.com/in", "topics": [topic]}
+        status, _, problem = await api.call(
+            "POST", "/v1/subscriptions", {**base, "id": "bad", "filter_expr": "data.amount >"}
+        )
+        assert status == 400, problem
+        assert "bad.filter_expr: line 1, column 14" in problem["detail"]
+        status, _, problem = await api.call(
+            "POST", "/v1/subscriptions", {**base, "id": "bad2", "transform": '{"a": dta}'}
+        )
+        assert status == 400 and "bad2.transform: line 1, column" in problem["detail"], problem
+        good = {
+            **base,
+            "id": "partner",
+            "filter_expr": "data.amount > 1000",
+            "transform": '{"payload": data}',
+            "ed25519_keys": [private],
+        }
+        status, _, created = await api.call("POST", "/v1/subscriptions", good)
+        assert status == 201, created
+        assert created["filter_expr"] == "data.amount > 1000" and created["transform"] == '{"payload": data}'
+        assert created["ed25519_public_keys"] == [public]
+        status, _, got = await api.call("GET", "/v1/subscriptions/partner", key=READ_KEY)
+        assert status == 200 and private not in orjson.dumps(got).decode()
+        assert got["ed25519_public_keys"] == [public]

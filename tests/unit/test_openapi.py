@@ -108,7 +108,7 @@ def test_schemas_are_versioned_and_closed(name: str) -> None:
 
 def test_the_subscription_schema_matches_the_model() -> None:
     schema = load_schema("subscription.schema.json")
-    stored_only = {"version", "disabled_reason", "previous_secrets"}
+    stored_only = {"version", "disabled_reason", "previous_secrets", "previous_ed25519_keys"}
     assert set(schema["properties"]) == set(Subscription.model_fields) - stored_only
     full = make_sub(
         auth={"type": "basic", "username": "u", "password": "p"},
