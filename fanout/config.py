@@ -161,7 +161,17 @@ class RetrySettings(_Section):
     tiers: list[float] = Field(default=[5, 30, 120, 300, 600, 1800, 3600, 7200, 18000, 36000], min_length=1)
     schedule: list[float] = Field(default=[5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1)
     jitter: float = Field(default=0.2, ge=0, lt=1)
-    max_age: float = Field(default=3 * 24 * 3600, gt=0)
+    max_age: float = Field(
+        default=3 * 24 * 3600,
+        gt=0,
+        description="Seconds from a delivery's first attempt until it is dead-lettered.",
+    )
+    max_pending: float = Field(
+        default=3 * 24 * 3600,
+        gt=0,
+        description="Seconds a delivery may wait for its first attempt (spilled while its lane was paced or "
+        "its circuit open) before it is dead-lettered.",
+    )
 
     @field_validator("tiers")
     @classmethod
@@ -309,11 +319,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _retention(self) -> Settings:
-        needed = (self.retry.max_age + self.retry.tiers[-1]) / 3600
+        needed = (max(self.retry.max_age, self.retry.max_pending) + self.retry.tiers[-1]) / 3600
         if self.topics.retry_retention_hours <= needed:
             raise ValueError(
-                f"topics.retry_retention_hours must exceed retry.max_age plus the longest tier "
-                f"({needed:.1f} h), or retries would expire before they are due"
+                f"topics.retry_retention_hours must exceed retry.max_age (or max_pending if longer) plus the "
+                f"longest tier ({needed:.1f} h), or retries would expire before they are due"
             )
         return self
 

@@ -3,8 +3,8 @@
 ``on_records`` takes a batch handed over by the consumer thread. Each record is tracked in its
 partition's tracker, then either decoded and routed (source topics) or turned back into the one
 delivery it carries (retry topics). Every delivery is offered to its subscription's lane; a refusal
-spills it to a retry tier. Nothing here blocks or awaits: the loop keeps moving whatever one
-subscriber does.
+spills it to a retry tier, due back when the lane said. Nothing here blocks or awaits: the loop keeps
+moving whatever one subscriber does.
 
 Telemetry: with a ``tracer`` each record gets a process span, which its deliveries continue from;
 without one, deliveries carry the source record's ``traceparent`` as it is. ``on_retry_lag(topic,
@@ -160,7 +160,9 @@ class Dispatcher:
             now = time.time()
             traceparent = event.attributes.get("traceparent")
             for sub in subs:
-                self._deliver(Delivery(event, sub, 0, now, ticket, traceparent=traceparent, trace=span))
+                self._deliver(
+                    Delivery(event, sub, 0, 0.0, ticket, traceparent=traceparent, trace=span, received=now)
+                )
         ticket.release()
 
     def _retry_record(self, record: SourceRecord, ticket: Ticket, span: TracedSpan | None = None) -> None:
@@ -202,6 +204,8 @@ class Dispatcher:
             meta.last_error,
             traceparent=event.attributes.get("traceparent"),
             trace=span,
+            received=meta.received or meta.first_attempt or time.time(),
+            spilled=meta.spilled,
         )
         self._deliver(delivery)
 
@@ -213,4 +217,4 @@ class Dispatcher:
         lane = self.lanes.get(sub)
         refused = lane.offer(delivery)
         if refused is not None:
-            self.settler.spill(delivery, refused, lane.spill_delay(refused))
+            self.settler.spill(delivery, refused.error, refused.retry_after)

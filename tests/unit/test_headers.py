@@ -74,12 +74,19 @@ def test_retry_meta_round_trip() -> None:
 
 
 def test_retry_meta_optional_headers() -> None:
-    headers = [
-        (k, v) for k, v in retry_headers() if k not in (H.LAST_ERROR, H.ORIGIN_TIMESTAMP, H.NOT_BEFORE)
-    ]
+    optional = (H.LAST_ERROR, H.ORIGIN_TIMESTAMP, H.NOT_BEFORE, H.FIRST_ATTEMPT)
+    headers = [(k, v) for k, v in retry_headers() if k not in optional]
     meta = H.RetryMeta.parse(headers)
     assert meta.last_error == ""
     assert meta.origin_timestamp == 0.0
+    assert meta.first_attempt == 0.0  # never attempted: only spilled so far
+    assert meta.received == 0.0 and meta.spilled == ""
+
+
+def test_retry_meta_of_a_spill_says_why_and_since_when() -> None:
+    meta = H.RetryMeta.parse(retry_headers(**{H.REASON: "rate limited", H.RECEIVED: 1_714_564_700_500}))
+    assert meta.spilled == "rate limited"
+    assert meta.received == 1_714_564_700.5
 
 
 @pytest.mark.parametrize(
@@ -87,7 +94,6 @@ def test_retry_meta_optional_headers() -> None:
     [
         H.SUBSCRIPTION,
         H.ATTEMPT,
-        H.FIRST_ATTEMPT,
         H.ORIGIN_TOPIC,
         H.ORIGIN_PARTITION,
         H.ORIGIN_OFFSET,
