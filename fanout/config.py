@@ -201,11 +201,16 @@ class DeliverySettings(_Section):
     connections_per_host: int = Field(default=256, ge=1)
     max_connections: int = Field(default=4096, ge=1)
     dns_cache_seconds: float = Field(default=10, ge=0)
-    lane_queue: int = Field(default=2000, ge=4, description="Deliveries a lane buffers before spilling.")
+    lane_queue: int = Field(
+        default=2000,
+        ge=4,
+        description="Deliveries a lane queues at most (deliveries coming back from a spill: twice that).",
+    )
     lane_max_wait: float = Field(
         default=2.0,
         gt=0,
-        description="Seconds a queued delivery waits before spilling (checked every quarter of it).",
+        description="A lane queues a delivery only if its pace starts it within this many seconds; queued "
+        "deliveries spill only when a request of the lane is out for longer than this.",
     )
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=30, gt=0)

@@ -8,12 +8,13 @@ or the other subscribers.
 
 What a lane takes (its pace: ``fanout.pipeline.pace``): a new delivery only if its rate limit and its
 endpoint's latency let it start within ``max_wait`` and the queue has room; a delivery coming back from a
-spill whenever the queue has room (its not-before time was its slot); nothing while its breaker cools
+spill (its not-before time was its slot) up to twice the queue's bound; nothing while its breaker cools
 down. A refused delivery comes back at the lane's next free slot, so a backlog on a paced lane goes
 through a retry tier once and drains at the lane's pace. Queued deliveries spill later (``expire``) only
 when the endpoint turns slow: one of the lane's requests, or its wait for a connection slot of its host,
 is older than ``max_wait`` (the loop's own lag not counted). A queue that is long because the process is
-busy is fanout's pace, not the endpoint's: ``Lanes`` holds fetching instead.
+busy is fanout's pace, not the endpoint's: ``Lanes`` holds fetching instead. ``Lane.spill`` is the one
+way a lane gives a delivery up, whatever the reason, so every spill is spaced at the lane's pace.
 
 Sends are started by ``_pump`` whenever an in-flight slot of the lane, a connection slot of the host
 (``HostSlots``), a token and a queued delivery are all available; when only the token is missing a

@@ -45,6 +45,7 @@ class LoopLag:
 
     def __init__(self) -> None:
         self.value = 0.0
+        self.peak = 0.0
         self._recent: deque[float] = deque(maxlen=LAG_WINDOW)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -74,11 +75,8 @@ class LoopLag:
         late = max(0.0, self._loop.time() - due)
         self.value += LAG_WEIGHT * (late - self.value)
         self._recent.append(late)
+        self.peak = max(self._recent)
         self._arm()
-
-    @property
-    def peak(self) -> float:
-        return max(self._recent, default=0.0)
 
 
 def next_due(now: float, wait: float, horizon: float, earliest: float) -> float:
