@@ -65,9 +65,9 @@ class BacklogResult:
         )
 
 
-def spill_records(settings: Settings, sub_id: str) -> Counter[str]:
-    """Spill records (retry records with a ``fanout-reason``) of ``sub_id`` in every tier, by event id:
-    each tier is read from its start to its end (high watermarks)."""
+def spill_records(settings: Settings, sub_id: str) -> Counter[tuple[str, str]]:
+    """Spill records (retry records with a ``fanout-reason``) of ``sub_id`` in every tier, by event id and
+    reason: each tier is read from its start to its end (high watermarks)."""
     consumer = Consumer(
         {
             **settings.kafka.librdkafka(),
@@ -76,7 +76,7 @@ def spill_records(settings: Settings, sub_id: str) -> Counter[str]:
             "enable.auto.commit": False,
         }
     )
-    spills: Counter[str] = Counter()
+    spills: Counter[tuple[str, str]] = Counter()
     try:
         ends: dict[tuple[str, int], int] = {}
         for tier in range(len(settings.retry.tiers)):
@@ -92,8 +92,9 @@ def spill_records(settings: Settings, sub_id: str) -> Counter[str]:
                 if msg.error() is not None:
                     continue
                 tp = (msg.topic() or "", msg.partition() or 0)
-                if header(msg, H.SUBSCRIPTION) == sub_id and header(msg, H.REASON):
-                    spills[header(msg, H.EVENT_ID) or ""] += 1
+                reason = header(msg, H.REASON)
+                if header(msg, H.SUBSCRIPTION) == sub_id and reason:
+                    spills[(header(msg, H.EVENT_ID) or "", reason)] += 1
                 if (msg.offset() or 0) + 1 >= ends.get(tp, 0):
                     ends.pop(tp, None)
         assert not ends, f"could not read the retry tiers to their end: {ends}"
@@ -128,7 +129,9 @@ async def paced_backlog(
             first_seen.setdefault(r.headers["webhook-id"], r.at)
         times = sorted(first_seen.values())
         started = time.time() if not times else times[0]
-        spills = spill_records(settings, sub.id)
+        spills: Counter[str] = Counter()
+        for (event_id, _), count in spill_records(settings, sub.id).items():
+            spills[event_id] += count
     return BacklogResult(
         n=n,
         per_second=per_second,

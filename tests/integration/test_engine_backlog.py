@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from fanout.config import RetrySettings
-from tests.integration.backlog import paced_backlog
+from tests.integration.backlog import paced_backlog, spill_records
 from tests.integration.engine import (
     apply,
     create_engine_topics,
@@ -93,3 +93,6 @@ async def test_a_busy_process_delivers_a_healthy_backlog_without_dead_letters(
     assert "max age exceeded" not in reasons
     for receiver in (first, second):
         assert len({r.headers["webhook-id"] for r in receiver.requests}) == n
+    for sub_id in ("first", "second"):  # spilled or not, never twice for the same reason
+        spills = spill_records(settings, sub_id)
+        assert max(spills.values(), default=0) <= 1, spills.most_common(3)
