@@ -112,7 +112,8 @@ class Lane:
             if ahead >= 2 * limits.queue_size:
                 return self.spill(self.full_reason)
         elif ahead >= limits.queue_size or (
-            self.pace.wait(
+            (self.bucket is not None or ahead + self.in_flight >= self.sub.max_in_flight)
+            and self.pace.wait(
                 ahead, self.in_flight, self.sub.max_in_flight, self.bucket, lag=self._owner.lag.peak
             )
             > limits.max_wait
@@ -251,9 +252,11 @@ class Lane:
         spill the queued deliveries it can no longer start within ``max_wait``, the newest ones, due back
         in queue order behind those it keeps. A queue that is merely paced, or that waits for a busy
         loop, stays."""
+        if not self.queue:
+            return
         max_wait = self._limits.max_wait
         stalled = self.stalled(now) - lag
-        if stalled < max_wait or not self.queue:
+        if stalled < max_wait:
             return
         keep = self.pace.keep(max_wait, self.sub.max_in_flight, self.bucket, stalled)
         queue = self.queue
