@@ -4,7 +4,7 @@ A lane is paced by its token bucket (this member's share of the subscription's r
 endpoint: at most ``max_in_flight`` requests at a time, each taking the latency the lane sees (a moving
 average over answered requests). A busy event loop makes that latency longer: every request waits for
 the loop at least twice (to be written, and to have its answer read), so ``LoopLag`` measures how late
-the loop runs and twice that is taken off to judge the *endpoint* (``lag`` arguments below). Whether a
+the loop runs and twice its recent peak is taken off to judge the *endpoint* (``lag`` arguments). Whether a
 lane may keep a delivery is the endpoint's question; when a spilled delivery comes back is the lane's
 real pace, busy loop included.
 
@@ -33,18 +33,16 @@ MIN_LATENCY = 0.001
 # and in-flight slot. Optimistic on purpose: admission does not assume a latency it has not seen.
 UNKNOWN_LATENCY = 0.01
 LAG_PROBE_SECONDS = 0.05
-LAG_WEIGHT = 0.2
 LAG_WINDOW = 64  # probes the peak is taken over (3.2 s)
 
 
 class LoopLag:
     """How late the event loop runs a timer (seconds): how long any ready callback, such as a finished
-    request, waits for the loop. ``value`` is a moving average, ``peak`` the largest of the last
-    ``LAG_WINDOW`` probes. Measured by a timer that re-arms itself every ``LAG_PROBE_SECONDS`` once
-    ``start`` was called inside a running loop."""
+    request, waits for the loop: ``peak`` is the largest of the last ``LAG_WINDOW`` probes, taken by a
+    timer that re-arms itself every ``LAG_PROBE_SECONDS`` once ``start`` was called inside a running
+    loop."""
 
     def __init__(self) -> None:
-        self.value = 0.0
         self.peak = 0.0
         self._recent: deque[float] = deque(maxlen=LAG_WINDOW)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -72,9 +70,7 @@ class LoopLag:
 
     def _fire(self, due: float) -> None:
         assert self._loop is not None
-        late = max(0.0, self._loop.time() - due)
-        self.value += LAG_WEIGHT * (late - self.value)
-        self._recent.append(late)
+        self._recent.append(max(0.0, self._loop.time() - due))
         self.peak = max(self._recent)
         self._arm()
 

@@ -196,7 +196,6 @@ async def test_loop_lag_measures_a_blocked_loop() -> None:
         asyncio.get_running_loop().call_soon(time.sleep, 0.3)  # a callback that holds the loop
         await asyncio.sleep(0.4)
         assert lag.peak >= 0.2 > quiet
-        assert lag.value > 0
     finally:
         lag.stop()
 
@@ -204,4 +203,4 @@ async def test_loop_lag_measures_a_blocked_loop() -> None:
 def test_loop_lag_outside_a_loop_does_nothing() -> None:
     lag = LoopLag()
     lag.start()
-    assert lag.value == 0.0 and lag.peak == 0.0
+    assert lag.peak == 0.0
