@@ -162,7 +162,17 @@ class RetrySettings(_Section):
     tiers: list[float] = Field(default=[5, 30, 120, 300, 600, 1800, 3600, 7200, 18000, 36000], min_length=1)
     schedule: list[float] = Field(default=[5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1)
     jitter: float = Field(default=0.2, ge=0, lt=1)
-    max_age: float = Field(default=3 * 24 * 3600, gt=0)
+    max_age: float = Field(
+        default=3 * 24 * 3600,
+        gt=0,
+        description="Seconds from a delivery's first attempt until it is dead-lettered.",
+    )
+    max_pending: float = Field(
+        default=3 * 24 * 3600,
+        gt=0,
+        description="Seconds a delivery may wait for its first attempt (spilled while its lane was paced or "
+        "its circuit open) before it is dead-lettered.",
+    )
 
     @field_validator("tiers")
     @classmethod
@@ -196,11 +206,16 @@ class DeliverySettings(TransportSettings):
     connections_per_host: int = Field(default=256, ge=1)
     max_connections: int = Field(default=4096, ge=1)
     dns_cache_seconds: float = Field(default=10, ge=0)
-    lane_queue: int = Field(default=2000, ge=4, description="Deliveries a lane buffers before spilling.")
+    lane_queue: int = Field(
+        default=2000,
+        ge=4,
+        description="Deliveries a lane queues at most (deliveries coming back from a spill: twice that).",
+    )
     lane_max_wait: float = Field(
         default=2.0,
         gt=0,
-        description="Seconds a queued delivery waits before spilling (checked every quarter of it).",
+        description="A lane queues a delivery only if its pace starts it within this many seconds; queued "
+        "deliveries spill only when a request of the lane is out for longer than this.",
     )
     breaker_failures: int = Field(default=5, ge=1)
     breaker_cooldown: float = Field(default=30, gt=0)
@@ -327,11 +342,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _retention(self) -> Settings:
-        needed = (self.retry.max_age + self.retry.tiers[-1]) / 3600
+        needed = (max(self.retry.max_age, self.retry.max_pending) + self.retry.tiers[-1]) / 3600
         if self.topics.retry_retention_hours <= needed:
             raise ValueError(
-                f"topics.retry_retention_hours must exceed retry.max_age plus the longest tier "
-                f"({needed:.1f} h), or retries would expire before they are due"
+                f"topics.retry_retention_hours must exceed retry.max_age (or max_pending if longer) plus the "
+                f"longest tier ({needed:.1f} h), or retries would expire before they are due"
             )
         return self
 

@@ -14,10 +14,14 @@ A retry or dead-letter record keeps the source record's key, value and headers, 
 ``fanout-origin-partition``
 ``fanout-origin-offset``
 ``fanout-origin-timestamp``
-``fanout-first-attempt``    epoch ms when the delivery started (or was replayed); max_age counts from it
+``fanout-first-attempt``    epoch ms of the first HTTP attempt (or of the replay); max_age counts from it.
+                            Absent while the delivery has never been attempted (spilled only)
+``fanout-received``         epoch ms when fanout first routed the delivery; retry.max_pending bounds how
+                            long a delivery may wait for its first attempt
 ``fanout-event-id``         the event id (the ``webhook-id``), stable across retries and replays
 ``fanout-last-error``       last status (``HTTP 503``) or error (``timeout after 15s``), if any
-``fanout-reason``           why it was dead-lettered or spilled (``retries exhausted``, ``circuit open``)
+``fanout-reason``           why it was dead-lettered or spilled (``retries exhausted``, ``circuit open``);
+                            on a retry record, present only for a spill (not an attempt)
 ``fanout-status``           last HTTP status, if any
 ``fanout-value-dropped``    on a dead letter written without the value (reason ``record too large``):
                             the size in bytes of the value it dropped. Such a dead letter cannot be
@@ -45,6 +49,7 @@ ORIGIN_PARTITION = "fanout-origin-partition"
 ORIGIN_OFFSET = "fanout-origin-offset"
 ORIGIN_TIMESTAMP = "fanout-origin-timestamp"
 FIRST_ATTEMPT = "fanout-first-attempt"
+RECEIVED = "fanout-received"
 EVENT_ID = "fanout-event-id"
 LAST_ERROR = "fanout-last-error"
 REASON = "fanout-reason"
@@ -99,6 +104,8 @@ class RetryMeta:
     origin_timestamp: float
     event_id: str
     last_error: str
+    received: float = 0.0
+    spilled: str = ""
 
     @classmethod
     def parse(cls, headers: Headers | None) -> RetryMeta:
@@ -109,13 +116,15 @@ class RetryMeta:
                 subscription=h[SUBSCRIPTION],
                 group=h.get(GROUP),
                 attempt=_int(h, ATTEMPT),
-                first_attempt=_int(h, FIRST_ATTEMPT) / 1000,
+                first_attempt=_int(h, FIRST_ATTEMPT, "0") / 1000,
                 origin_topic=h[ORIGIN_TOPIC],
                 origin_partition=_int(h, ORIGIN_PARTITION),
                 origin_offset=_int(h, ORIGIN_OFFSET),
                 origin_timestamp=_int(h, ORIGIN_TIMESTAMP, "0") / 1000,
                 event_id=h[EVENT_ID],
                 last_error=h.get(LAST_ERROR, ""),
+                received=_int(h, RECEIVED, "0") / 1000,
+                spilled=h.get(REASON, ""),
             )
         except KeyError as exc:
             raise ValueError(f"retry record without header {exc.args[0]}") from None

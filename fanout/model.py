@@ -86,7 +86,11 @@ class Delivery:
     """One event on its way to one subscription.
 
     ``attempt`` counts the HTTP attempts already made (0 for a fresh delivery; spills do not count).
-    ``first_attempt`` is when the delivery entered fanout (or was replayed): ``max_age`` counts from it.
+    ``first_attempt`` is when the first attempt was made (or the delivery was replayed), 0 until then:
+    ``max_age`` counts from it, so time spent waiting on fanout's own pace is never charged. ``received``
+    is when fanout first routed the delivery (``retry.max_pending`` bounds how long a delivery may wait
+    for its first attempt). ``spilled`` is the reason of the spill the delivery is coming back from ("" for
+    a fresh delivery or a retry after an attempt): a lane takes it back even when a new one would not fit.
     ``ticket.release()`` is called exactly once, when the delivery is settled (delivered, or handed to a
     retry or dead-letter topic and acknowledged by the broker). A ``fenced`` ticket belongs to a revoked
     partition: its work is dropped. ``traceparent`` is sent to the subscriber (the source record's, or
@@ -105,7 +109,16 @@ class Delivery:
     queued_at: float = 0.0
     trace: object | None = None
     body: bytes | None = None
+    received: float = 0.0
+    spilled: str = ""
 
     @property
     def age(self) -> float:
-        return time.time() - self.first_attempt
+        """Seconds since the first attempt (0 before it)."""
+        return time.time() - self.first_attempt if self.first_attempt else 0.0
+
+    @property
+    def waited(self) -> float:
+        """Seconds since fanout first routed the delivery."""
+        since = self.received or self.first_attempt
+        return time.time() - since if since else 0.0

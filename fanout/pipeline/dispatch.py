@@ -4,8 +4,8 @@
 partition's tracker, then either decoded and routed (source topics) or turned back into the one
 delivery it carries (retry topics). A retry record written by another consumer group than ``group``
 is skipped (counted in ``stats["skipped_other_group"]``) and its offset moves on. Every delivery is
-offered to its subscription's lane; a refusal spills it to a retry tier. Nothing here blocks or
-awaits: the loop keeps moving whatever one subscriber does.
+offered to its subscription's lane; a refusal spills it to a retry tier, due back when the lane said.
+Nothing here blocks or awaits: the loop keeps moving whatever one subscriber does.
 
 Telemetry: with a ``tracer`` each record gets a process span, which its deliveries continue from;
 without one, deliveries carry the source record's ``traceparent`` as it is. ``on_retry_lag(topic,
@@ -204,7 +204,9 @@ class Dispatcher:
             now = time.time()
             traceparent = event.attributes.get("traceparent")
             for sub in subs:
-                self._deliver(Delivery(event, sub, 0, now, ticket, traceparent=traceparent, trace=span))
+                self._deliver(
+                    Delivery(event, sub, 0, 0.0, ticket, traceparent=traceparent, trace=span, received=now)
+                )
         ticket.release()
 
     def _retry_record(self, record: SourceRecord, ticket: Ticket, span: TracedSpan | None = None) -> None:
@@ -250,6 +252,8 @@ class Dispatcher:
             meta.last_error,
             traceparent=event.attributes.get("traceparent"),
             trace=span,
+            received=meta.received or meta.first_attempt or time.time(),
+            spilled=meta.spilled,
         )
         self._deliver(delivery)
 
@@ -268,4 +272,4 @@ class Dispatcher:
         lane = self.lanes.get(sub)
         refused = lane.offer(delivery)
         if refused is not None:
-            self.settler.spill(delivery, refused, lane.spill_delay(refused))
+            self.settler.spill(delivery, refused.error, refused.retry_after)

@@ -1,11 +1,20 @@
 """deliver: one lane per subscription, with a token bucket, an in-flight cap, a breaker and a small queue.
 
 Contract of ``Lane.offer(delivery)``: it never blocks and never awaits. It returns ``None`` when the lane
-took the delivery (it will be reported to ``on_done`` exactly once: sent, or spilled later), or the
-reason it refused (``circuit open``, ``rate limited``, ``lane full``): the caller then spills the
-delivery to a retry tier, so a slow or failing subscriber never holds back the partition or the other
-subscribers. A queued delivery that waits longer than ``max_wait`` is spilled by ``expire`` too: the
-lane is too slow for it, and it must not pin its partition's offset.
+took the delivery (it will be reported to ``on_done`` exactly once: sent, or spilled later), or a
+``Spilled`` saying why it refused and how long the delivery should wait before it comes back: the caller
+then spills the delivery to a retry tier, so a slow or failing subscriber never holds back the partition
+or the other subscribers.
+
+What a lane takes (its pace: ``fanout.pipeline.pace``): a new delivery only if its rate limit and its
+endpoint's latency let it start within ``max_wait`` and the queue has room; a delivery coming back from a
+spill (its not-before time was its slot) up to twice the queue's bound; nothing while its breaker cools
+down. A refused delivery comes back at the lane's next free slot, so a backlog on a paced lane goes
+through a retry tier once and drains at the lane's pace. Queued deliveries spill later (``expire``) only
+when the endpoint turns slow: one of the lane's requests, or its wait for a connection slot of its host,
+is older than ``max_wait`` (the loop's own lag not counted). A queue that is long because the process is
+busy is fanout's pace, not the endpoint's: ``Lanes`` holds fetching instead. ``Lane.spill`` is the one
+way a lane gives a delivery up, whatever the reason, so every spill is spaced at the lane's pace.
 
 Sends are started by ``_pump`` whenever an in-flight slot of the lane, a connection slot of the host
 (``HostSlots``), a token and a queued delivery are all available; when only the token is missing a
@@ -26,6 +35,7 @@ from typing import Generic, Protocol, TypeVar
 from fanout.errors import DeliveryError, NotAttempted, RetryableDelivery
 from fanout.model import Delivery
 from fanout.pipeline.limits import Breaker, HostSlots, TokenBucket, shared_bucket
+from fanout.pipeline.pace import LoopLag, Pace
 from fanout.subscription import Subscription
 
 log = logging.getLogger("fanout.lanes")
@@ -63,6 +73,8 @@ class Lane:
         self.rate_waits = 0
         self._waiting_host = False
         self.host = sub.origin
+        self.pace = Pace()
+        self._sending: dict[Delivery, float] = {}  # monotonic start of each request out
         self._configure_bucket()
 
     def _configure_bucket(self) -> None:
@@ -88,22 +100,52 @@ class Lane:
             else "lane full"
         )
 
-    def offer(self, delivery: Delivery) -> str | None:
+    def offer(self, delivery: Delivery) -> Spilled | None:
         if self._closed:
-            return "lane closed"
-        if not self.breaker.accepting():
-            return "circuit open"
-        if len(self.queue) >= self._limits.queue_size:
-            return self.full_reason
+            return Spilled("lane closed")
+        if self.breaker.cooling():
+            return self.spill("circuit open")
+        queue = self.queue
+        ahead = len(queue)
+        limits = self._limits
+        if delivery.spilled:
+            if ahead >= 2 * limits.queue_size:
+                return self.spill(self.full_reason)
+        elif ahead >= limits.queue_size or (
+            (self.bucket is not None or ahead + self.in_flight >= self.sub.max_in_flight)
+            and self.pace.wait(
+                ahead, self.in_flight, self.sub.max_in_flight, self.bucket, lag=self._owner.lag.peak
+            )
+            > limits.max_wait
+        ):
+            return self.spill(self.full_reason)
         delivery.queued_at = time.monotonic()
-        self.queue.append(delivery)
+        queue.append(delivery)
         self._owner.enqueued(self)
         self._pump()
         return None
 
-    def spill_delay(self, reason: str) -> float | None:
-        """How long a delivery refused for ``reason`` should wait: the breaker's cool-down, or the default."""
-        return self.breaker.remaining() or None if reason == "circuit open" else None
+    def spill(self, reason: str, stalled: float = 0.0) -> Spilled:
+        """A delivery the lane cannot take or keep, due back at the lane's next free slot: after what it
+        queues, after its earlier spills and after its breaker's cool-down (``Pace.schedule``; ``stalled``:
+        the endpoint is at least that slow now). Every spill of the lane goes through here."""
+        now = time.monotonic()
+        pace, breaker, most = self.pace, self.breaker, self.sub.max_in_flight
+        earliest = now + breaker.remaining() if breaker.cooling() else 0.0
+        wait = pace.wait(len(self.queue), self.in_flight, most, self.bucket, stalled)
+        rate = pace.rate(most, self.bucket, stalled)
+        return Spilled(
+            reason, retry_after=pace.schedule(now, wait, rate, earliest, self._limits.max_wait / 4)
+        )
+
+    def keeps_up(self) -> bool:
+        """Busy but healthy: the lane, its endpoint's share of the latency only, can start everything it
+        queues within ``max_wait``."""
+        ahead = max(0, len(self.queue) - 1)
+        wait = self.pace.wait(
+            ahead, self.in_flight, self.sub.max_in_flight, self.bucket, lag=self._owner.lag.peak
+        )
+        return wait <= self._limits.max_wait and not self.breaker.cooling()
 
     def _pop(self) -> Delivery:
         delivery = self.queue.popleft()
@@ -113,9 +155,6 @@ class Lane:
     def _wake(self) -> None:
         self._waiting_host = False
         self._pump()
-
-    def head_age(self, now: float) -> float:
-        return now - self.queue[0].queued_at if self.queue else 0.0
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -152,17 +191,20 @@ class Lane:
             task.add_done_callback(self._tasks.discard)
 
     async def _run(self, delivery: Delivery) -> None:
-        started = time.monotonic()
+        started = self._sending[delivery] = time.monotonic()
         error: DeliveryError | None = None
         breaker = self.breaker
+        answered = False
         try:
             await self._owner.send(delivery)
             breaker.success()
-        except NotAttempted as exc:  # no connection slot in time: backpressure, like a full lane
+            answered = True
+        except NotAttempted:  # no connection slot in time: backpressure, like a full lane
             breaker.release()
-            error = Spilled(exc.error)
+            error = self.spill("pool timeout")
         except RetryableDelivery as exc:
             error = exc
+            answered = exc.status is not None
             if breaker.failure():
                 log.warning(
                     "circuit opened for %.0fs after %d consecutive failures",
@@ -174,11 +216,12 @@ class Lane:
                         "traceparent": delivery.traceparent,
                     },
                 )
-                self._spill_all(Spilled("circuit open", retry_after=breaker.remaining()))
+                self._spill_all("circuit open")
         except DeliveryError as exc:
             error = exc
             if exc.status is not None:
                 breaker.success()  # the endpoint answered: it is up
+                answered = True
             else:
                 breaker.release()
         except Exception as exc:  # a bug in a sender must not strand the offset
@@ -186,22 +229,46 @@ class Lane:
             error = RetryableDelivery(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.in_flight -= 1
+            del self._sending[delivery]
             self._owner.slots.give_back(self.host)
-        self._owner.on_done(delivery, error, time.monotonic() - started)
+        duration = time.monotonic() - started
+        if answered:
+            self.pace.answered(duration)
+        self._owner.on_done(delivery, error, duration)
         self._pump()
 
-    def _spill_all(self, reason: Spilled) -> None:
+    def _spill_all(self, reason: str) -> None:
         while self.queue:
-            self._owner.on_done(self._pop(), reason, 0.0)
+            delivery = self._pop()
+            self._owner.on_done(delivery, self.spill(reason), 0.0)
 
-    def expire(self, now: float) -> None:
-        """Spill queued deliveries that waited longer than ``max_wait``: the endpoint is too slow for them."""
-        limit = now - self._limits.max_wait
+    def stalled(self, now: float) -> float:
+        """How long the endpoint has held the lane up: its oldest request out, or (waiting for a
+        connection slot of its host) its oldest queued delivery."""
+        oldest = min(self._sending.values(), default=now)
+        if self._waiting_host and self.queue:
+            oldest = min(oldest, self.queue[0].queued_at)
+        return now - oldest
+
+    def expire(self, now: float, lag: float = 0.0) -> None:
+        """The endpoint turned slow (``stalled`` for longer than ``max_wait``, less the loop's ``lag``):
+        spill the queued deliveries it can no longer start within ``max_wait``, the newest ones, due back
+        in queue order behind those it keeps. A queue that is merely paced, or that waits for a busy
+        loop, stays."""
+        if not self.queue:
+            return
+        max_wait = self._limits.max_wait
+        stalled = self.stalled(now) - lag
+        if stalled < max_wait:
+            return
+        keep = self.pace.keep(max_wait, self.sub.max_in_flight, self.bucket, stalled)
         queue = self.queue
-        if queue and queue[0].queued_at < limit:
-            reason = Spilled(self.full_reason)
-            while queue and queue[0].queued_at < limit:
-                self._owner.on_done(self._pop(), reason, 0.0)
+        newest: list[Delivery] = []
+        while len(queue) > keep:
+            newest.append(queue.pop())
+            self._owner.dequeued(self)
+        for delivery in reversed(newest):
+            self._owner.on_done(delivery, self.spill("endpoint slow", stalled), 0.0)
 
     def close(self) -> list[Delivery]:
         """Stop taking deliveries; return the queued ones (not yet attempted)."""
@@ -220,7 +287,9 @@ class Lane:
 
 
 class Spilled(RetryableDelivery):
-    """Not an attempt: the lane could not take (or keep) the delivery. ``error`` is the reason."""
+    """Not an attempt: the lane could not take (or keep) the delivery. ``error`` is the reason (``circuit
+    open``, ``rate limited``, ``lane full``, ``endpoint slow``, ``lane closed``) and ``retry_after`` the
+    seconds until it should come back (``Lane.spill``)."""
 
 
 class _RatedLane(Protocol):
@@ -264,13 +333,17 @@ class LaneRegistry(Generic[L]):
 class Lanes(LaneRegistry[Lane]):
     """Lanes by subscription id, created on first use and updated when a subscription changes.
 
-    Flow control. A lane is *congested* when its queue is half full while its oldest delivery is still
-    young (under half of ``max_wait``): the lane is busy but keeping up, so fetching more would only
-    overflow it. While any lane is congested, or all lanes together queue ``high_water`` deliveries,
-    ``on_pressure(True)`` asks the consumer to stop fetching; ``on_pressure(False)`` resumes it once the
-    congested lanes are down to a quarter (or turned out to be slow: their heads aged). So plain
-    saturation gives backpressure, not spills, while a slow or stuck lane never holds the others back:
-    its deliveries age past ``max_wait`` and spill.
+    Flow control. A lane is *congested* when half its queue is filled while it still keeps up (its
+    endpoint would start everything it queues within ``max_wait``): it is busy, or the process is, and
+    fetching more would only overflow it. It is congested too while deliveries coming back from spills
+    fill it past its bound (they are taken up to twice the bound rather than spilled again: the pace
+    they were scheduled at was too optimistic, and fetching fewer of them is the remedy). While any lane
+    is congested, or all lanes together queue ``high_water`` deliveries, ``on_pressure(True)`` asks the
+    consumer to stop fetching; ``on_pressure(False)`` resumes it once the congested lanes are down to a
+    quarter (or, below their bound, stopped keeping up: their endpoints turned slow). So saturation, a
+    busy process included, gives backpressure, not spills, while a slow or stuck lane never holds the
+    others back: it takes only what it can start within ``max_wait`` and spills the rest at its pace.
+    ``lag`` measures how late the loop runs (started by the first ``expire``).
     """
 
     def __init__(
@@ -294,17 +367,18 @@ class Lanes(LaneRegistry[Lane]):
         self.congested: set[Lane] = set()
         self._congested_at = max(1, limits.queue_size // 2)
         self._relieved_at = limits.queue_size // 4
-        self._young = limits.max_wait / 2
         self._on_pressure = on_pressure
         self._next_scan = 0.0
+        self.lag = LoopLag()
 
     def enqueued(self, lane: Lane) -> None:
         self.queued += 1
         self.waiting.add(lane)
+        queued = len(lane.queue)
         if (
-            len(lane.queue) >= self._congested_at
+            queued >= self._congested_at
             and lane not in self.congested
-            and lane.head_age(time.monotonic()) < self._young
+            and (queued >= self.limits.queue_size or lane.keeps_up())
         ):
             self.congested.add(lane)
             self._update()
@@ -342,19 +416,27 @@ class Lanes(LaneRegistry[Lane]):
         return queued
 
     def expire(self) -> None:
-        """Spill what waited too long; a congested lane whose head aged is slow, not congested.
+        """Spill what slow endpoints can no longer start in time; a congested lane that stopped keeping
+        up is slow, not congested.
 
-        Queues are scanned every quarter of ``max_wait`` (so a delivery spills after between 1 and 1.25
-        times ``max_wait``): with thousands of lanes waiting for a busy host, scanning them all at every
-        tick cost a few microseconds per delivery."""
+        Queues are scanned every quarter of ``max_wait`` (so a stalled endpoint's queue spills after
+        between 1 and 1.25 times ``max_wait``): with thousands of lanes waiting for a busy host, scanning
+        them all at every tick cost a few microseconds per delivery."""
+        self.lag.start()
         now = time.monotonic()
         if now >= self._next_scan:
             self._next_scan = now + self.limits.max_wait / 4
+            lag = self.lag.peak
             for lane in list(self.waiting):
-                lane.expire(now)
-        aged = {lane for lane in self.congested if lane.head_age(now) >= self._young or lane._closed}
-        if aged:
-            self.congested -= aged
+                lane.expire(now, lag)
+        full = self.limits.queue_size
+        slow = {
+            lane
+            for lane in self.congested
+            if lane._closed or (len(lane.queue) < full and not lane.keeps_up())
+        }
+        if slow:
+            self.congested -= slow
             self._update()
 
     def in_flight(self) -> int:

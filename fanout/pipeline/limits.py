@@ -33,6 +33,11 @@ class TokenBucket:
             return 0.0
         return (1 - self._tokens) / self.rate
 
+    def time_until(self, n: int) -> float:
+        """Seconds until the ``n``-th of a run of takes succeeds (0 if there are ``n`` tokens now)."""
+        self._refill(time.monotonic())
+        return max(0.0, n - self._tokens) / self.rate
+
     def reconfigure(self, rate: float, capacity: float) -> None:
         self._refill(time.monotonic())
         self.rate, self.capacity = rate, capacity
@@ -83,6 +88,10 @@ class Breaker:
         if self.failures < self.threshold:
             return "closed"
         return "open" if time.monotonic() < self._open_until or self._probing else "half-open"
+
+    def cooling(self) -> bool:
+        """Open, and its cool-down still running."""
+        return self.failures >= self.threshold and time.monotonic() < self._open_until
 
     def accepting(self) -> bool:
         """May the lane take new deliveries? Not while open, nor while a probe is out."""

@@ -21,7 +21,7 @@ from collections.abc import Hashable
 
 from fanout.errors import DeliveryError, NotAttempted, RetryableDelivery
 from fanout.model import Delivery
-from fanout.pipeline.lanes import MIN_SHARE, LaneRegistry, Send
+from fanout.pipeline.lanes import MIN_SHARE, LaneRegistry, Send, Spilled
 from fanout.pipeline.limits import TokenBucket, shared_bucket
 from fanout.pipeline.settle import Settler
 from fanout.subscription import Subscription
@@ -63,9 +63,9 @@ class KeyedLane:
         self._share = max(share, MIN_SHARE)
         self._configure_bucket()
 
-    def offer(self, delivery: Delivery) -> str | None:
+    def offer(self, delivery: Delivery) -> Spilled | None:
         if self._closed:
-            return "lane closed"
+            return Spilled("lane closed")
         key = _key(delivery)
         queue = self.keys.get(key)
         if queue is None:
@@ -158,9 +158,6 @@ class KeyedLane:
 
     def expire(self, now: float) -> None:
         """Ordered deliveries never spill."""
-
-    def spill_delay(self, reason: str) -> float | None:
-        return None
 
     def close(self) -> list[Delivery]:
         self._closed = True

@@ -5,10 +5,13 @@ then the source offset stays uncommitted. A failed produce is tried again (cappe
 backoff), and a record the broker refuses for good becomes a dead letter without its value
 (``fanout.pipeline.handoff``).
 
-Retry delays follow the subscription's schedule with jitter; the record goes to the smallest
-tier whose delay is at least the delay due, carrying its exact not-before time and the consumer group
-that wrote it (only that group consumes it; see README, "How delivery works"). A spill (lane full,
-circuit open) is not an attempt; ``max_age`` still bounds it.
+Retry delays follow the subscription's schedule with jitter; the record goes to the smallest tier
+whose delay is at least the delay due, carrying its exact not-before time and the consumer group that
+wrote it (only that group consumes it; see README, "How delivery works"). A spill (lane full, circuit
+open) is not an attempt: it comes back when its lane said (``Spilled.retry_after``, at most the longest
+tier). ``max_age`` counts from the first attempt, so a delivery is dead-lettered for its endpoint's
+failures, never for time spent on fanout's own pace; one never attempted is bounded by
+``retry.max_pending`` from when fanout routed it.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ REASON_KINDS = (
     ("circuit open", "circuit_open"),
     ("rate limited", "rate_limited"),
     ("lane full", "lane_full"),
+    ("endpoint slow", "endpoint_slow"),
     ("lane closed", "lane_closed"),
     (handoff.TOO_LARGE_REASON, "record_too_large"),
     (handoff.REFUSED_REASON, "record_refused"),
@@ -160,6 +164,8 @@ class Settler:
         and return True; return False if it is worth another attempt."""
         delivery.attempt += 1
         delivery.last_error = error.error
+        if not delivery.first_attempt:
+            delivery.first_attempt = time.time()
         self._count_failure(delivery)
         if isinstance(error, EndpointGone):
             self._on_gone(delivery)
@@ -201,18 +207,28 @@ class Settler:
         return delay, ""
 
     def spill(self, delivery: Delivery, reason: str, delay: float | None = None) -> None:
-        """The lane could not take the delivery: park it in a retry tier (not an attempt)."""
+        """The lane could not take the delivery: park it in a retry tier for ``delay`` seconds (the first
+        tier's delay when None, never longer than the longest tier). Not an attempt. Dead-lettered with
+        ``reason`` instead when ``max_age`` ran out since its first attempt, or, never attempted, when it
+        has waited ``max_pending``."""
         if delivery.ticket.fenced:
             return
-        max_age = delivery.subscription.retry.max_age or self._retry.max_age
-        if delivery.age >= max_age:
-            self.dead_letter(delivery, reason)
+        retry = self._retry
+        if delivery.first_attempt:
+            if delivery.age >= (delivery.subscription.retry.max_age or retry.max_age):
+                self.dead_letter(delivery, reason)
+                return
+        elif delivery.waited >= retry.max_pending:
+            self.dead_letter(delivery, f"{reason}: not attempted within {retry.max_pending:.0f}s")
             return
         self.stats["spilled"] += 1
+        if delivery.spilled:
+            self.stats["respilled"] += 1
         self.outcomes[(delivery.subscription.id, "spilled")] += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("spilled to a retry tier", extra=delivery_fields(delivery, reason=reason))
-        self._to_retry_tier(delivery, delay if delay is not None else self._retry.tiers[0], reason, None)
+        delay = retry.tiers[0] if delay is None else min(delay, retry.tiers[-1])
+        self._to_retry_tier(delivery, delay, reason, None)
 
     def tier_for(self, delay: float) -> int:
         """The smallest tier whose delay is at least ``delay`` (the last tier for longer delays)."""
@@ -293,7 +309,8 @@ class Settler:
             H.ORIGIN_PARTITION: event.partition,
             H.ORIGIN_OFFSET: event.offset,
             H.ORIGIN_TIMESTAMP: int(event.time * 1000),
-            H.FIRST_ATTEMPT: int(delivery.first_attempt * 1000),
+            H.FIRST_ATTEMPT: int(delivery.first_attempt * 1000) or None,
+            H.RECEIVED: int(delivery.received * 1000) or None,
             H.EVENT_ID: event.id,
             H.LAST_ERROR: delivery.last_error,
             **extra,

@@ -1,10 +1,13 @@
 """Group-wide rate limits: each member enforces a share of every subscription's rate, in proportion to
-the source partitions it owns, recomputed at every rebalance. N workers or N pods then send, together,
-at the configured rate, with no coordination service.
+the partitions it owns of those that carry the subscription's deliveries (its source topics and the
+retry tiers), recomputed at every rebalance. N workers or N pods then send, together, at the configured
+rate, with no coordination service: the shares of the members add up to one.
 
-A member that owns none of a subscription's source partitions can still own retry-tier partitions;
-it then takes its share of the retry partitions instead, so those retries are not starved (at the
-cost that, while retries flow on such a member, the group can briefly exceed the rate by that share).
+The retry tiers count as much as the source partitions because a paced subscription's backlog comes
+back through them: a lane spills what it cannot start within ``lane_max_wait``, and those deliveries
+return on whichever member owns the tier partition they were written to. A member that owns all of a
+topic's source partitions but few retry partitions takes the events first, at its share, and the
+spilled rest is sent by the members that own the tiers, at theirs.
 """
 
 from __future__ import annotations
@@ -34,5 +37,4 @@ def rate_share(
     """This member's fraction of a subscription's rate; 1.0 before the first assignment is known."""
     if ownership is None:
         return 1.0
-    share = ownership.fraction(source_topics)
-    return share if share > 0 else ownership.fraction(retry_topics)
+    return ownership.fraction([*source_topics, *retry_topics])

@@ -76,12 +76,20 @@ def test_retry_meta_round_trip() -> None:
 
 
 def test_retry_meta_optional_headers() -> None:
-    optional = (H.LAST_ERROR, H.ORIGIN_TIMESTAMP, H.NOT_BEFORE, H.GROUP)
+    optional = (H.LAST_ERROR, H.ORIGIN_TIMESTAMP, H.NOT_BEFORE, H.GROUP, H.FIRST_ATTEMPT)
     headers = [(k, v) for k, v in retry_headers() if k not in optional]
     meta = H.RetryMeta.parse(headers)
     assert meta.last_error == ""
     assert meta.origin_timestamp == 0.0
     assert meta.group is None, "written before records named their group"
+    assert meta.first_attempt == 0.0  # never attempted: only spilled so far
+    assert meta.received == 0.0 and meta.spilled == ""
+
+
+def test_retry_meta_of_a_spill_says_why_and_since_when() -> None:
+    meta = H.RetryMeta.parse(retry_headers(**{H.REASON: "rate limited", H.RECEIVED: 1_714_564_700_500}))
+    assert meta.spilled == "rate limited"
+    assert meta.received == 1_714_564_700.5
 
 
 def test_a_retry_record_is_for_the_group_that_wrote_it_or_for_any_group_when_it_names_none() -> None:
@@ -100,7 +108,6 @@ def test_a_retry_record_is_for_the_group_that_wrote_it_or_for_any_group_when_it_
     [
         H.SUBSCRIPTION,
         H.ATTEMPT,
-        H.FIRST_ATTEMPT,
         H.ORIGIN_TOPIC,
         H.ORIGIN_PARTITION,
         H.ORIGIN_OFFSET,

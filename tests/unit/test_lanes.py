@@ -102,6 +102,12 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         await asyncio.sleep(0.001)
 
 
+def refusal(lane: Lane, delivery: Delivery) -> str | None:
+    """Offer ``delivery``: None if the lane took it, else the reason it spilled."""
+    refused = lane.offer(delivery)
+    return None if refused is None else refused.error
+
+
 def limits(**overrides: Any) -> LaneLimits:
     values: dict[str, Any] = {
         "queue_size": 100,
@@ -322,23 +328,47 @@ async def test_rate_limit_spaces_sends() -> None:
     assert lane.rate_waits >= 4
 
 
-async def test_offer_reports_rate_limited_when_the_queue_is_full_waiting_for_tokens() -> None:
-    lanes, lane, gate, outcomes, sub = setup(
-        make_sub(rate_limit={"per_second": 0.001, "burst": 1}), queue_size=2
-    )
-    first, second, third, fourth = deliveries(sub, 4)
-    assert lane.offer(first) is None  # the one token
-    assert lane.offer(second) is None
-    assert lane.offer(third) is None
-    assert lane.offer(fourth) == "rate limited"
-    assert len(lane.queue) == 2 and lanes.queued == 2
-    await until(lambda: len(gate.calls) == 1)
-    assert gate.calls == [first]
-    assert lane.close() == [second, third]
-    assert lanes.queued == 0
-    assert lane.offer(fourth) == "lane closed"
-    gate.finish(first)
-    await outcomes.reach(1)
+async def test_a_rate_limited_lane_queues_what_its_tokens_start_within_max_wait(clock: FakeClock) -> None:
+    lanes, lane, gate, outcomes, sub = setup(make_sub(rate_limit={"per_second": 1, "burst": 1}), max_wait=3.0)
+    batch = deliveries(sub, 7)
+    try:
+        assert [refusal(lane, d) for d in batch[:4]] == [None] * 4  # one sent (the token), 3 s of tokens
+        refused = [lane.offer(d) for d in batch[4:]]
+        assert all(r is not None and r.error == "rate limited" for r in refused)
+        assert len(lane.queue) == 3 and lanes.queued == 3
+        # Each comes back at its own slot, a token (1 s) apart, a quarter of max_wait early.
+        assert [r.retry_after for r in refused if r is not None] == pytest.approx([3.25, 4.25, 5.25])
+        await until(lambda: len(gate.calls) == 1)
+        assert lane.close() == batch[1:4]
+        assert lanes.queued == 0
+        assert refusal(lane, batch[4]) == "lane closed"
+    finally:
+        gate.finish(batch[0])
+        await outcomes.reach(1)
+
+
+async def test_a_delivery_back_from_a_spill_is_taken_beyond_max_wait(clock: FakeClock) -> None:
+    gate, outcomes = Gate(), Outcomes()
+    lanes = Lanes(gate, outcomes, limits(queue_size=4, max_wait=3.0))
+    sub = make_sub(rate_limit={"per_second": 1, "burst": 1})
+    lane = lanes.get(sub)
+    batch = deliveries(sub, 10)
+    try:
+        assert [refusal(lane, d) for d in batch[:5]] == [None, None, None, None, "rate limited"]
+        for d in batch[4:]:
+            d.spilled = "rate limited"  # they come back: their not-before time was their slot
+        # Taken up to twice the queue's bound rather than spilled again.
+        assert [refusal(lane, d) for d in batch[4:]] == [None] * 5 + ["rate limited"]
+        assert len(lane.queue) == 8
+        lanes.expire()
+        # Past its bound the lane holds fetching although it does not keep up (the pace they were
+        # scheduled at was too optimistic: fewer of them should be fetched).
+        assert not lane.keeps_up() and lanes.held and lane in lanes.congested
+    finally:
+        lane.close()
+        await until(lambda: len(gate.calls) == 1)
+        gate.finish(batch[0])
+        await outcomes.reach(1)
 
 
 # -- Lane: full queue, breaker -------------------------------------------------------------------
@@ -347,7 +377,7 @@ async def test_offer_reports_rate_limited_when_the_queue_is_full_waiting_for_tok
 async def test_offer_reports_lane_full_when_in_flight_and_queue_are_full() -> None:
     lanes, lane, gate, _, sub = setup(make_sub(max_in_flight=1), queue_size=2)
     batch = deliveries(sub, 4)
-    assert [lane.offer(d) for d in batch] == [None, None, None, "lane full"]
+    assert [refusal(lane, d) for d in batch] == [None, None, None, "lane full"]
     await until(lambda: len(gate.calls) == 1)
     assert lanes.queued == 2 and list(lane.queue) == batch[1:3]
     lanes.remove(sub.id)
@@ -355,7 +385,10 @@ async def test_offer_reports_lane_full_when_in_flight_and_queue_are_full() -> No
 
 async def test_breaker_opens_spills_the_queue_and_refuses_offers(clock: FakeClock) -> None:
     lanes, lane, gate, outcomes, sub = setup(
-        make_sub(max_in_flight=1), breaker_failures=2, breaker_cooldown=30
+        make_sub(max_in_flight=1, rate_limit={"per_second": 1, "burst": 4}),
+        breaker_failures=2,
+        breaker_cooldown=30,
+        max_wait=1.0,
     )
     d1, d2, d3, d4, d5 = deliveries(sub, 5)
     for d in (d1, d2, d3, d4):
@@ -366,13 +399,17 @@ async def test_breaker_opens_spills_the_queue_and_refuses_offers(clock: FakeCloc
     gate.finish(d2, RetryableDelivery("HTTP 503", 503))
     await outcomes.reach(4)
     assert [d for d, _ in outcomes.items] == [d1, d3, d4, d2]
-    for spilled in (d3, d4):
-        error = outcomes.of(spilled)[0]
-        assert isinstance(error, Spilled)
-        assert error.error == "circuit open"
-        assert error.retry_after == pytest.approx(30)
+    first, second = (outcomes.of(spilled)[0] for spilled in (d3, d4))
+    assert isinstance(first, Spilled) and isinstance(second, Spilled)
+    assert first.error == second.error == "circuit open"
+    # Due when the cool-down ends, then spread at the lane's pace (a token a second; a quarter of
+    # max_wait early), not all at once.
+    assert first.retry_after == pytest.approx(30)
+    assert second.retry_after == pytest.approx(30.75)
     assert lane.breaker.state == "open"
-    assert lane.offer(d5) == "circuit open"
+    late = lane.offer(d5)
+    assert late is not None and late.error == "circuit open"
+    assert late.retry_after == pytest.approx(31.75)
     assert lanes.queued == 0 and gate.calls == [d1, d2]
 
 
@@ -440,17 +477,32 @@ async def open_breaker(lane: Lane, gate: Gate, sub: Subscription) -> PartitionTr
 async def test_half_open_lane_sends_one_probe_and_closes_on_success(clock: FakeClock) -> None:
     _, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=4), breaker_failures=2, breaker_cooldown=30)
     tracker = await open_breaker(lane, gate, sub)
-    probe, refused = (make_delivery(sub, make_event(offset=o), tracker.track(o)) for o in (10, 11))
+    probe, waiting = (make_delivery(sub, make_event(offset=o), tracker.track(o)) for o in (10, 11))
     clock.advance(30)
     assert lane.offer(probe) is None
-    assert lane.offer(refused) == "circuit open"  # only one probe while half-open
+    assert lane.offer(waiting) is None  # queued behind the probe, not spilled again
     await gate.sending(probe)
+    assert list(lane.queue) == [waiting]  # only one probe while half-open
     gate.finish(probe)
     await until(lambda: outcomes.of(probe) == [None])
     assert lane.breaker.state == "closed"
-    assert lane.offer(refused) is None
-    await gate.sending(refused)
-    gate.finish(refused)
+    await gate.sending(waiting)
+    gate.finish(waiting)
+
+
+async def test_a_failed_probe_spills_what_queued_behind_it(clock: FakeClock) -> None:
+    _, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=4), breaker_failures=2, breaker_cooldown=30)
+    tracker = await open_breaker(lane, gate, sub)
+    probe, waiting = (make_delivery(sub, make_event(offset=o), tracker.track(o)) for o in (10, 11))
+    clock.advance(30)
+    assert lane.offer(probe) is None and lane.offer(waiting) is None
+    await gate.sending(probe)
+    gate.finish(probe, RetryableDelivery("HTTP 503", 503))
+    await until(lambda: len(outcomes.of(waiting)) == 1)
+    spilled = outcomes.of(waiting)[0]
+    assert isinstance(spilled, Spilled) and spilled.error == "circuit open"
+    assert spilled.retry_after == pytest.approx(lane.breaker.remaining())  # the doubled cool-down
+    assert gate.calls[-1] is probe
 
 
 async def test_half_open_probe_failure_reopens(clock: FakeClock) -> None:
@@ -464,7 +516,7 @@ async def test_half_open_probe_failure_reopens(clock: FakeClock) -> None:
     await until(lambda: len(outcomes.of(probe)) == 1)
     assert lane.breaker.state == "open"
     assert lane.breaker.remaining() == pytest.approx(30)
-    assert lane.offer(make_delivery(sub, make_event(offset=11), tracker.track(11))) == "circuit open"
+    assert refusal(lane, make_delivery(sub, make_event(offset=11), tracker.track(11))) == "circuit open"
 
 
 async def test_half_open_probe_answered_with_a_permanent_error_does_not_wedge_the_breaker(
@@ -496,26 +548,30 @@ async def test_half_open_probe_that_crashes_the_sender_does_not_wedge_the_breake
 
 
 async def test_half_open_probe_that_is_never_sent_does_not_wedge_the_breaker(clock: FakeClock) -> None:
-    _, lane, gate, outcomes, sub = setup(
-        make_sub(rate_limit={"per_second": 0.001, "burst": 1}),
+    _, lane, gate, _outcomes, sub = setup(
+        make_sub(rate_limit={"per_second": 1 / 30.1, "burst": 1}),
         breaker_failures=1,
         breaker_cooldown=30,
         max_wait=5,
     )
-    failing, probe, later = deliveries(sub, 3)
+    revoked = PartitionTracker("orders", 3, epoch=1)
+    failing, later = deliveries(sub, 2)
+    probe = make_delivery(sub, make_event(offset=7), revoked.track(7))
     try:
         assert lane.offer(failing) is None  # spends the only token
         await gate.sending(failing)
         gate.finish(failing, RetryableDelivery("HTTP 503", 503))
         await until(lambda: lane.in_flight == 0 and lane.breaker.state == "open")
         clock.advance(30)
-        assert lane.offer(probe) is None  # admitted as the probe, queued until a token is due
-        clock.advance(10)
-        lane.expire(clock.now)  # waited longer than max_wait: spilled, never sent
-        assert isinstance(outcomes.of(probe)[0], Spilled)
-        assert gate.calls == [failing]
-        clock.advance(3600)  # tokens and cooldown are long back
+        assert lane.offer(probe) is None  # after the cool-down, queued until its token (0.1 s later)
+        revoked.close()  # its partition is revoked before the token comes: it is dropped, never sent
+        clock.advance(0.2)
+        await until(lambda: not lane.queue)
         assert lane.offer(later) is None
+        await gate.sending(later)  # the probe is free for the next one
+        assert gate.calls == [failing, later]
+        gate.finish(later)
+        await until(lambda: lane.breaker.state == "closed")
     finally:
         lane.close()
 
@@ -543,41 +599,50 @@ async def test_lanes_scan_their_queues_for_expiry_every_quarter_of_max_wait(cloc
         lane.close()
 
 
-async def test_expire_spills_deliveries_older_than_max_wait() -> None:
-    lanes, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=1), max_wait=1.0)
-    d1, d2, d3 = deliveries(sub, 3)
-    for d in (d1, d2, d3):
-        lane.offer(d)
-    await gate.sending(d1)
-    now = time.monotonic()
-    lane.expire(now)
-    assert outcomes.items == []
-    d3.queued_at = d2.queued_at + 1.0  # d3 arrived a second after d2
-    lane.expire(d2.queued_at + 1.5)
-    assert [d for d, _ in outcomes.items] == [d2]
-    error = outcomes.of(d2)[0]
-    assert isinstance(error, Spilled) and error.error == "lane full"
-    assert list(lane.queue) == [d3] and lanes.queued == 1
-    d3.queued_at -= 10
-    lanes.expire()
-    assert [d for d, _ in outcomes.items] == [d2, d3]
-    assert lanes.queued == 0
-    gate.finish(d1)
-    await outcomes.reach(3)
-    assert gate.calls == [d1]
-
-
-async def test_expire_says_rate_limited_when_tokens_are_what_is_missing() -> None:
-    _, lane, gate, outcomes, sub = setup(make_sub(rate_limit={"per_second": 0.001}), max_wait=1.0)
-    d1, d2 = deliveries(sub, 2)
-    lane.offer(d1)
-    lane.offer(d2)
-    lane.expire(time.monotonic() + 2)
-    error = outcomes.of(d2)[0]
-    assert isinstance(error, Spilled) and error.error == "rate limited"
-    await gate.sending(d1)
-    gate.finish(d1)
+async def test_a_stalled_endpoint_spills_what_it_cannot_start_within_max_wait(clock: FakeClock) -> None:
+    lanes, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=2), max_wait=1.0)
+    batch = deliveries(sub, 7)
+    for d in batch:
+        assert lane.offer(d) is None  # latency unknown yet: all queued
+    await until(lambda: len(gate.waiting) == 2)
+    lane.expire(clock.now + 0.9)
+    assert outcomes.items == []  # requests out for less than max_wait: nothing spills
+    clock.advance(2.0)  # both requests out for 2 s: at most 2 per 2 s, one can start within max_wait
+    lane.expire(clock.now)
+    kept, spilled = batch[2:3], batch[3:]
+    assert list(lane.queue) == kept and lanes.queued == 1
+    assert [d for d, _ in outcomes.items] == spilled  # the newest, in queue order
+    errors = [outcomes.of(d)[0] for d in spilled]
+    assert all(isinstance(e, Spilled) and e.error == "endpoint slow" for e in errors)
+    delays = [e.retry_after for e in errors if isinstance(e, Spilled)]
+    # Due behind the kept one, a request per second apart (2 in flight, 2 s each), 0.25 s early.
+    assert delays == pytest.approx([1.75, 2.75, 3.75, 4.75])
     lane.close()
+    for d in gate.waiting:
+        gate.finish(d)
+
+
+async def test_a_lane_waiting_for_tokens_or_a_busy_loop_does_not_spill(clock: FakeClock) -> None:
+    _, lane, gate, outcomes, sub = setup(
+        make_sub(max_in_flight=1, rate_limit={"per_second": 1, "burst": 1}), max_wait=3.0
+    )
+    first, *queued = deliveries(sub, 4)
+    for d in (first, *queued):
+        assert lane.offer(d) is None  # the token, then 3 s of tokens
+    await gate.sending(first)
+    gate.finish(first)
+    await outcomes.reach(1)
+    lane.expire(clock.now + 60)  # long past max_wait, but nothing of the endpoint's is out
+    assert list(lane.queue) == queued
+    clock.advance(1.0)
+    await gate.sending(queued[0])  # sent when its token came
+    clock.advance(10)
+    lane.expire(clock.now, lag=9.5)  # out for 10 s, of which the loop was 9.5 s late: not stalled
+    assert list(lane.queue) == queued[1:] and len(outcomes.items) == 1
+    lane.expire(clock.now)  # without that lag, the endpoint is stalled: what waits spills
+    assert not lane.queue and [d for d, _ in outcomes.items[1:]] == queued[1:]
+    gate.finish(queued[0])
+    await outcomes.reach(4)
 
 
 async def test_fenced_deliveries_are_dropped_not_sent() -> None:
@@ -602,7 +667,7 @@ async def test_remove_returns_queued_deliveries_and_closes_the_lane() -> None:
         lane.offer(d)
     assert lanes.remove(sub.id) == [d2, d3]
     assert lanes.remove(sub.id) == []
-    assert lane.offer(d2) == "lane closed"
+    assert refusal(lane, d2) == "lane closed"
     assert lanes.get(sub) is not lane  # a fresh lane
     await gate.sending(d1)
     gate.finish(d1)
@@ -661,7 +726,7 @@ async def test_a_lane_created_while_the_share_is_zero_does_not_crash_offer() -> 
     try:
         first, second = deliveries(sub, 2)
         assert lane.offer(first) is None
-        assert lane.offer(second) is None  # must queue (or refuse), not raise
+        assert refusal(lane, second) in (None, "rate limited")  # must queue (or refuse), not raise
     finally:
         lane.close()
 
@@ -704,20 +769,41 @@ async def test_a_busy_but_young_lane_is_congested_and_holds_fetching_until_a_qua
         gate.finish(d)
 
 
-async def test_a_congested_lane_whose_head_ages_is_slow_not_congested() -> None:
+async def test_a_congested_lane_whose_endpoint_stalls_is_slow_not_congested(clock: FakeClock) -> None:
     pressure: list[bool] = []
-    gate = Gate()
-    lanes = Lanes(gate, Outcomes(), limits(queue_size=8, max_wait=60.0), on_pressure=pressure.append)
+    gate, outcomes = Gate(), Outcomes()
+    lanes = Lanes(gate, outcomes, limits(queue_size=8, max_wait=60.0), on_pressure=pressure.append)
     sub = make_sub(max_in_flight=1)
     lane = lanes.get(sub)
     batch = deliveries(sub, 6)
     for d in batch:
         lane.offer(d)
     assert pressure == [True]
-    for d in lane.queue:
-        d.queued_at -= 31  # older than half of max_wait: the endpoint is slow, its backlog will spill
+    await gate.sending(batch[0])
+    clock.advance(45)
+    lanes.expire()  # a queue waiting 45 s behind a request out for 45 s: still congested
+    assert pressure == [True] and lanes.congested == {lane}
+    clock.advance(16)  # the request has been out for longer than max_wait: the endpoint is slow
     lanes.expire()
     assert pressure == [True, False] and not lanes.congested
+    assert [d for d, _ in outcomes.items] == batch[1:]  # its backlog spilled, to come back at its pace
+    lane.close()
+    gate.finish(batch[0])
+
+
+async def test_a_slow_lane_filled_by_returning_deliveries_does_not_hold_fetching(clock: FakeClock) -> None:
+    pressure: list[bool] = []
+    gate = Gate()
+    lanes = Lanes(gate, Outcomes(), limits(queue_size=8, max_wait=60.0), on_pressure=pressure.append)
+    sub = make_sub(max_in_flight=1)
+    lane = lanes.get(sub)
+    lane.pace.latency = 20.0  # 20 s a request: three can start within max_wait
+    batch = deliveries(sub, 6)
+    assert [refusal(lane, d) for d in batch] == [None, None, None, None, "lane full", "lane full"]
+    for d in batch[4:]:
+        d.spilled = "lane full"
+        assert lane.offer(d) is None  # coming back: taken, but the lane does not keep up with them
+    assert len(lane.queue) == 5 and pressure == [] and not lanes.congested
     lane.close()
     await gate.sending(batch[0])
     gate.finish(batch[0])

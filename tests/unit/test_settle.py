@@ -478,6 +478,66 @@ async def test_a_spill_past_max_age_is_dead_lettered_with_the_spill_reason() -> 
     assert ops_types(h.sink) == [DEAD_LETTERED]
 
 
+def never_attempted(h: Harness, waited: float, spilled: str = "") -> Delivery:
+    d = h.delivery()
+    d.first_attempt, d.received, d.spilled = 0.0, time.time() - waited, spilled
+    return d
+
+
+async def test_waiting_on_fanouts_pace_is_not_charged_to_max_age() -> None:
+    h = Harness()  # max_age 3600 s
+    d = never_attempted(h, waited=7200)  # spilled, never attempted, for two hours
+    h.settler.done(d, Spilled("rate limited", retry_after=2.0), 0.0)
+    (record,) = h.sink.records
+    assert record.topic == RETRY[1]
+    assert H.FIRST_ATTEMPT not in record.fanout  # max_age has not started
+    assert int(record.fanout[H.RECEIVED]) == int(d.received * 1000)
+    meta = H.RetryMeta.parse(record.headers)
+    assert meta.first_attempt == 0.0 and meta.spilled == "rate limited"
+    assert meta.received == pytest.approx(d.received, abs=0.001)
+
+
+async def test_a_delivery_never_attempted_within_max_pending_is_dead_lettered() -> None:
+    h = Harness(make_settings(max_pending=600))
+    d = never_attempted(h, waited=601)
+    h.settler.spill(d, "circuit open", 30.0)
+    (dead,) = h.sink.to(DLQ)
+    assert dead.fanout[H.REASON] == "circuit open: not attempted within 600s"
+    assert H.FIRST_ATTEMPT not in dead.fanout
+    assert h.settler.dead_letters[("hook-1", "circuit_open")] == 1
+
+
+async def test_the_first_failed_attempt_starts_max_age() -> None:
+    h = Harness()
+    d = never_attempted(h, waited=7200)
+    before = time.time()
+    h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
+    meta = H.RetryMeta.parse(h.sink.records[0].headers)
+    assert meta.first_attempt >= before - 0.001 and meta.attempt == 1
+    assert meta.spilled == ""  # a retry after an attempt, not a spill
+
+
+async def test_a_spill_comes_back_when_its_lane_said_and_no_later_than_the_longest_tier() -> None:
+    h = Harness()
+    now_ms = time.time() * 1000
+    h.settler.spill(h.delivery(), "rate limited", 12.5)
+    h.settler.spill(h.delivery(), "rate limited", 10_000.0)
+    first, second = h.sink.records
+    assert first.topic == RETRY[2] and int(first.fanout[H.NOT_BEFORE]) - now_ms == pytest.approx(
+        12_500, abs=500
+    )
+    assert second.topic == RETRY[2] and int(second.fanout[H.NOT_BEFORE]) - now_ms == pytest.approx(
+        30_000, abs=500
+    )
+
+
+async def test_a_delivery_spilled_again_is_counted() -> None:
+    h = Harness()
+    h.settler.spill(never_attempted(h, waited=1), "lane full", 1.0)
+    h.settler.spill(never_attempted(h, waited=1, spilled="rate limited"), "circuit open", 1.0)
+    assert h.settler.stats["spilled"] == 2 and h.settler.stats["respilled"] == 1
+
+
 async def test_spilled_delivery_is_released_when_acknowledged() -> None:
     h = Harness()
     d = h.delivery()
