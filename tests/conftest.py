@@ -50,9 +50,27 @@ def bootstrap() -> str:
 
 
 @pytest.fixture
-def unique() -> str:
-    """A short name unique to this test, for topics, prefixes and consumer groups."""
-    return "t" + uuid.uuid4().hex[:10]
+def unique(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A short name unique to this test, for topics, prefixes and consumer groups. The topics named with
+    it are deleted after a test that used the broker: a broker keeps a file open per partition, and a
+    whole run's topics (about forty partitions a test) would take it past its open-file limit."""
+    name = "t" + uuid.uuid4().hex[:10]
+    yield name
+    if "bootstrap" in request.fixturenames:
+        delete_topics(os.environ.get("FANOUT_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092"), name)
+
+
+def delete_topics(servers: str, prefix: str) -> None:
+    """Delete the topics whose names start with ``prefix`` (best effort: a test's result never depends
+    on it, and a broker a test stopped may be gone)."""
+    admin = AdminClient({"bootstrap.servers": servers, "socket.connection.setup.timeout.ms": 3000})
+    try:
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)]
+        if names:
+            for future in admin.delete_topics(names, operation_timeout=30).values():
+                future.exception(timeout=60)
+    except Exception:  # cleanup only
+        pass
 
 
 @pytest.fixture
