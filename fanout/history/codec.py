@@ -187,7 +187,8 @@ def _check(obj: dict[str, Any]) -> None:
     version = obj["version"]
     if type(version) is not int or version != R.SCHEMA_VERSION:
         raise _bad("version", f"not {R.SCHEMA_VERSION}")
-    if obj["outcome"] not in _OUTCOMES:
+    outcome = obj["outcome"]
+    if type(outcome) is not str or outcome not in _OUTCOMES:
         raise _bad("outcome", "not one of " + ", ".join(_OUTCOMES))
     _str(obj["event_id"], "event_id", R.MAX_ID, 1)
     _str(obj["subscription"], "subscription", R.MAX_SUBSCRIPTION, 1)

@@ -213,10 +213,10 @@ class HistoryStore:
             try:
                 records.append(checked(value))
             except MalformedRecord as exc:
-                self.skipped += 1
-                if not self.last_skip:
-                    log.warning("attempts topic: skipping a value that is not an attempt record (%s)", exc)
-                self.last_skip = str(exc)
+                self._skip(str(exc))
+            except Exception as exc:  # a defect of the decoder: the topic's content must not stop the index
+                log.exception("attempts topic: the decoder failed on a value; skipping it")
+                self._skip(f"decoder error: {exc!r}"[:200])
         minutes: dict[tuple[int, int], _Minute] = {}
         with self._transaction() as con:
             rows = []
@@ -234,6 +234,12 @@ class HistoryStore:
             con.executemany(_OFFSETS, [(t, p, o) for (t, p), o in positions.items()])
         self.indexed += len(records)
         return IngestResult(len(records), len(values) - len(records))
+
+    def _skip(self, reason: str) -> None:
+        self.skipped += 1
+        if not self.last_skip:
+            log.warning("attempts topic: skipping a value that is not an attempt record (%s)", reason)
+        self.last_skip = reason
 
     def prune(self, budget: int = PRUNE_BUDGET) -> int:
         """Delete up to ``budget`` attempts older than the retention (subscription by subscription,
