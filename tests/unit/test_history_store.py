@@ -96,7 +96,9 @@ def test_a_batch_that_fails_writes_neither_its_rows_nor_its_offsets(
     assert store.attempts("new-0", AttemptQuery()).attempts[0].event_id == "e0"
 
 
-def test_values_that_are_not_records_are_skipped_counted_and_their_offsets_move_on(store: HistoryStore) -> None:
+def test_values_that_are_not_records_are_skipped_counted_and_their_offsets_move_on(
+    store: HistoryStore,
+) -> None:
     result = store.ingest([b"garbage", None, encode(make()), b'{"version": 9}'], {(TOPIC, 0): 4})
     assert (result.indexed, result.skipped) == (1, 3)
     assert store.skipped == 3 and store.last_skip.startswith("version")
@@ -228,7 +230,9 @@ def test_an_event_shows_each_subscriptions_attempts_in_order_and_its_state(store
     assert event is not None
     assert (event.event_type, event.event_time_ms, event.payload) == ("order.created", T0 - 1000, payload)
     assert event.origin is not None and (event.origin.topic, event.origin.offset) == ("orders", 42)
-    states = {s.subscription: (s.state, s.until_ms, [r.attempt for r in s.attempts]) for s in event.subscriptions}
+    states = {
+        s.subscription: (s.state, s.until_ms, [r.attempt for r in s.attempts]) for s in event.subscriptions
+    }
     assert states == {
         "a": ("delivered", None, [1, 2]),
         "b": ("retry_pending", T0 + 5000, [0]),
@@ -241,7 +245,9 @@ def test_an_event_shows_each_subscriptions_attempts_in_order_and_its_state(store
     assert store.event("nope") is None
 
 
-def test_events_whose_ids_hash_alike_are_kept_apart(store: HistoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_events_whose_ids_hash_alike_are_kept_apart(
+    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(rows, "event_key", lambda event_id: 7)
     monkeypatch.setattr(queries, "event_key", lambda event_id: 7)
     ingest(store, [make(event_id="x", subscription="s1"), make(event_id="y", subscription="s2")])
@@ -365,7 +371,9 @@ def test_stats_count_outcomes_rate_latency_last_success_failure_and_streak(
 ) -> None:
     latencies = [float(i) for i in range(1, 101)]
     records = [make(event_id=f"ok{i}", time_ms=T0 + i, latency_ms=ms) for i, ms in enumerate(latencies)]
-    records += [make(Outcome.RETRY_SCHEDULED, event_id=f"f{i}", time_ms=T0 + 200 + i, status=500) for i in range(3)]
+    records += [
+        make(Outcome.RETRY_SCHEDULED, event_id=f"f{i}", time_ms=T0 + 200 + i, status=500) for i in range(3)
+    ]
     records += [make(Outcome.SPILLED, event_id="sp", time_ms=T0 + 300, attempt=0)]
     ingest(store, records)
     s = store.stats("hook-1", 3600)
@@ -385,7 +393,9 @@ def test_stats_count_outcomes_rate_latency_last_success_failure_and_streak(
 
 def test_a_streak_longer_than_the_cap_says_so(store: HistoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stats, "STREAK_CAP", 5)
-    ingest(store, [make(Outcome.DEAD_LETTERED, event_id=f"f{i}", time_ms=T0 + i, status=500) for i in range(9)])
+    ingest(
+        store, [make(Outcome.DEAD_LETTERED, event_id=f"f{i}", time_ms=T0 + i, status=500) for i in range(9)]
+    )
     streak = store.stats("hook-1", 3600).streak
     assert streak is not None and (streak.failures, streak.capped, streak.first_ms) == (5, True, T0)
 
@@ -404,7 +414,10 @@ def test_a_series_has_one_point_per_step_adding_up_to_the_stats(store: HistorySt
     points = store.series("hook-1", 3600, 300)
     assert len(points) in (12, 13)
     assert all(p.start_ms % 300_000 == 0 for p in points)
-    assert sum(p.totals.counts["delivered"] for p in points) == store.stats("hook-1", 3600).totals.counts["delivered"]
+    assert (
+        sum(p.totals.counts["delivered"] for p in points)
+        == store.stats("hook-1", 3600).totals.counts["delivered"]
+    )
     with pytest.raises(ValueError):
         store.series("hook-1", 3600, 90)
     with pytest.raises(ValueError):
@@ -425,10 +438,28 @@ def test_the_overview_lists_every_subscription_active_in_the_window(store: Histo
     assert rows_["b"].counts["dead_lettered"] == 1 and rows_["b"].last_failure_ms == T0
 
 
-def test_a_query_past_its_deadline_is_interrupted(store: HistoryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_query_past_its_deadline_is_interrupted(
+    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _sample(store)
     monkeypatch.setattr(store_module, "PROGRESS_STEPS", 1)
     store.query_timeout = -1
     with pytest.raises(QueryTimeout):
         store.attempts("hook-1", AttemptQuery())
     assert not store.needs_rebuild
+
+
+def test_a_decoder_defect_skips_the_value_instead_of_stopping_the_index(
+    store: HistoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = store_module.checked
+
+    def flaky(value: bytes | None) -> dict[str, object]:
+        if value == b"trigger":
+            raise TypeError("a bug")
+        return real(value)
+
+    monkeypatch.setattr(store_module, "checked", flaky)
+    result = store.ingest([b"trigger", encode(make())], {(TOPIC, 0): 2})
+    assert (result.indexed, result.skipped) == (1, 1) and "a bug" in store.last_skip
+    assert store.positions() == {(TOPIC, 0): 2}
