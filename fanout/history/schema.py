@@ -5,10 +5,11 @@ Tables:
 - ``attempts``: one row per attempt record (``fanout.history.rows``). Indexes: the event (a 64-bit hash
   of its id), (subscription, time), (subscription, outcome, time), and failures alone (a partial index
   on (subscription, time)), so that every query of ``fanout.history.queries`` is a range scan.
-- ``rollup``: per subscription and minute, the counts by outcome, HTTP attempts, failures, a latency
-  histogram and the last success and failure; maintained at ingest, in the same transaction. Keyed by
-  (minute, subscription) for the overview's range, with an index on (subscription, minute) for one
-  subscription's stats and series.
+- ``rollup``: per subscription and block of ``span`` minutes (1 and 10: ``stats.SPANS``), the counts by
+  outcome, HTTP attempts, failures, a latency histogram and the last success and failure; maintained
+  at ingest, in the same transaction. A window reads 10-minute blocks where they fit inside it and
+  1-minute blocks at its edges. Keyed by (span, minute, subscription) for the overview's range, with an
+  index on (subscription, span, minute) for one subscription's stats and series.
 - ``names``: subscription ids as small integers.
 - ``offsets``: per (topic, partition), the next offset to read; written in the transaction that
   inserts the rows read before it, so a restart resumes exactly where the index stopped.
@@ -50,6 +51,7 @@ CREATE INDEX attempts_sub_time ON attempts (sub, time_ms);
 CREATE INDEX attempts_sub_outcome ON attempts (sub, outcome, time_ms);
 CREATE INDEX attempts_sub_failed ON attempts (sub, time_ms) WHERE failed;
 CREATE TABLE rollup (
+    span INTEGER NOT NULL,
     minute INTEGER NOT NULL,
     sub INTEGER NOT NULL,
     delivered INTEGER NOT NULL,
@@ -63,9 +65,9 @@ CREATE TABLE rollup (
     latency BLOB,
     last_success_ms INTEGER,
     last_failure_ms INTEGER,
-    PRIMARY KEY (minute, sub)
+    PRIMARY KEY (span, minute, sub)
 ) WITHOUT ROWID;
-CREATE INDEX rollup_sub ON rollup (sub, minute);
+CREATE INDEX rollup_sub ON rollup (sub, span, minute);
 CREATE TABLE offsets (
     topic TEXT NOT NULL,
     partition INTEGER NOT NULL,

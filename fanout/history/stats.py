@@ -1,9 +1,11 @@
 """Aggregates over the index: a subscription's stats and time series, and the overview of them all.
 
-Counts and latency percentiles come from the per-minute ``rollup`` table (minute resolution: a window
-covers the whole minutes it touches; percentiles within 5%, ``fanout.history.latency``), so their cost
-is the number of minutes in the window, not the number of attempts. The last success, the last failure
-and the failure streak are index seeks on ``attempts``.
+Counts and latency percentiles come from the ``rollup`` table, kept per subscription in blocks of 1
+and 10 minutes (minute resolution: a window covers the whole minutes it touches; percentiles within
+5%, ``fanout.history.latency``). A window reads the 10-minute blocks inside it and the 1-minute blocks
+at its edges (``cover``), so its cost is about a tenth of its minutes plus up to 18, whatever the
+number of attempts: the overview of the last hour reads about 15 rows per active subscription. The
+last success, the last failure and the failure streak are index seeks on ``attempts``.
 
 Success rate is delivered / HTTP attempts: how often the endpoint answered 2xx when it was asked
 (spills and attempt-less outcomes do not count). Latency is the attempts' (send to answer or error).
@@ -22,6 +24,8 @@ from fanout.history.record import OUTCOMES
 from fanout.history.rows import DELIVERED
 
 MINUTE_MS = 60_000
+SPANS = (1, 10)  # minutes per rollup block
+COARSE = SPANS[-1]
 MAX_POINTS = 1440
 STREAK_CAP = 100_000
 QUANTILES = (0.5, 0.95, 0.99)
@@ -92,6 +96,21 @@ def _minutes(since_ms: int, until_ms: int) -> tuple[int, int]:
     return since_ms // MINUTE_MS, max(since_ms, until_ms - 1) // MINUTE_MS
 
 
+def cover(first: int, last: int) -> list[tuple[int, int, int]]:
+    """The rollup blocks that tile the minutes ``first``..``last`` exactly, as (span, first block
+    start, last block start): 10-minute blocks inside, 1-minute blocks at the edges."""
+    inner_first = -(-first // COARSE) * COARSE
+    inner_end = (last + 1) // COARSE * COARSE
+    if inner_first >= inner_end:
+        return [(1, first, last)]
+    ranges = [(COARSE, inner_first, inner_end - COARSE)]
+    if first < inner_first:
+        ranges.append((1, first, inner_first - 1))
+    if inner_end <= last:
+        ranges.append((1, inner_end, last))
+    return ranges
+
+
 def _scalar(con: sqlite3.Connection, sql: str, args: Iterable[object]) -> int | None:
     row = con.execute(sql, tuple(args)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
@@ -129,11 +148,12 @@ def subscription_stats(
     sub = sub_id(con, subscription)
     if sub is None:
         return SubscriptionStats(subscription, since_ms, until_ms, totals, None, None, None)
-    for row in con.execute(
-        f"SELECT {_ROLLUP} FROM rollup WHERE sub = ? AND minute BETWEEN ? AND ?",
-        (sub, *_minutes(since_ms, until_ms)),
-    ):
-        totals.add(row)
+    for span, lo, hi in cover(*_minutes(since_ms, until_ms)):
+        for row in con.execute(
+            f"SELECT {_ROLLUP} FROM rollup WHERE sub = ? AND span = ? AND minute BETWEEN ? AND ?",
+            (sub, span, lo, hi),
+        ):
+            totals.add(row)
     last_success = _scalar(
         con, "SELECT max(time_ms) FROM attempts WHERE sub = ? AND outcome = ?", (sub, DELIVERED)
     )
@@ -161,11 +181,12 @@ def series(
     if (last - first) // step + 1 > MAX_POINTS:
         raise ValueError(f"more than {MAX_POINTS} points: widen the step or narrow the window")
     points = [Point(m * MINUTE_MS, Totals()) for m in range(first, last + 1, step)]
+    span = COARSE if step % COARSE == 0 else 1
     sub = sub_id(con, subscription)
     if sub is not None:
         for minute, *row in con.execute(
-            f"SELECT minute, {_ROLLUP} FROM rollup WHERE sub = ? AND minute BETWEEN ? AND ?",
-            (sub, first, last),
+            f"SELECT minute, {_ROLLUP} FROM rollup WHERE sub = ? AND span = ? AND minute BETWEEN ? AND ?",
+            (sub, span, first, first + len(points) * step - 1),
         ):
             points[(minute - first) // step].totals.add(row)
     return points
@@ -181,12 +202,14 @@ def overview(con: sqlite3.Connection, since_ms: int, until_ms: int) -> list[Over
     """Every subscription with records in the window, by name, with its totals (volume, success rate,
     p99 from ``Totals.percentiles``, dead letters, last failure in the window)."""
     by_sub: dict[str, Totals] = {}
-    for name, *row in con.execute(
-        f"SELECT n.name, {_ROLLUP} FROM rollup r JOIN names n ON n.id = r.sub WHERE r.minute BETWEEN ? AND ?",
-        _minutes(since_ms, until_ms),
-    ):
-        totals = by_sub.get(name)
-        if totals is None:
-            totals = by_sub[name] = Totals()
-        totals.add(row)
+    for span, lo, hi in cover(*_minutes(since_ms, until_ms)):
+        for name, *row in con.execute(
+            f"SELECT n.name, {_ROLLUP} FROM rollup r JOIN names n ON n.id = r.sub"
+            " WHERE r.span = ? AND r.minute BETWEEN ? AND ?",
+            (span, lo, hi),
+        ):
+            totals = by_sub.get(name)
+            if totals is None:
+                totals = by_sub[name] = Totals()
+            totals.add(row)
     return [OverviewRow(name, by_sub[name]) for name in sorted(by_sub)]

@@ -3,10 +3,10 @@
 Contract:
 
 - ``ingest(values, positions)`` decodes a batch of attempts-topic values and writes, in one
-  transaction, their rows, their per-minute rollups and ``positions`` (per (topic, partition) the next
-  offset to read). A value that is not a record (``fanout.history.codec``) is skipped and counted; its
-  offset still moves on. After a crash the index holds every batch up to the last committed one and
-  ``positions()`` says where to resume: nothing is indexed twice or missed.
+  transaction, their rows, their rollups (``fanout.history.stats``) and ``positions`` (per (topic,
+  partition) the next offset to read). A value that is not a record (``fanout.history.codec``) is
+  skipped and counted; its offset still moves on. After a crash the index holds every batch up to the
+  last committed one and ``positions()`` says where to resume: nothing is indexed twice or missed.
 - ``prune()`` deletes rows older than the retention, at most ``budget`` rows per call (call it
   often; each call is one short transaction).
 - Queries (``event``, ``attempts``, ``stats``, ``series``, ``overview``) run on a connection of the
@@ -52,8 +52,8 @@ _INSERT = (
 )
 _SUMS = (*(o.value for o in OUTCOMES), "attempted", "failed")
 _ROLLUP = (
-    f"INSERT INTO rollup (minute, sub, {', '.join(_SUMS)}, latency, last_success_ms, last_failure_ms)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (minute, sub) DO UPDATE SET "
+    f"INSERT INTO rollup (span, minute, sub, {', '.join(_SUMS)}, latency, last_success_ms, last_failure_ms)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (span, minute, sub) DO UPDATE SET "
     + ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMS)
     + ", latency = merge_latency(latency, excluded.latency)"
     + "".join(
@@ -79,7 +79,7 @@ class IngestResult:
     skipped: int
 
 
-class _Minute:
+class _Block:
     __slots__ = ("hist", "last_failure", "last_success", "sums")
 
     def __init__(self) -> None:
@@ -101,9 +101,9 @@ class _Minute:
         elif outcome is Outcome.DELIVERED and (self.last_success is None or time_ms > self.last_success):
             self.last_success = time_ms
 
-    def row(self, minute: int, sub: int) -> tuple[Any, ...]:
+    def row(self, span: int, minute: int, sub: int) -> tuple[Any, ...]:
         hist = latency.pack(self.hist) if self.hist else None
-        return (minute, sub, *self.sums, hist, self.last_success, self.last_failure)
+        return (span, minute, sub, *self.sums, hist, self.last_success, self.last_failure)
 
 
 class HistoryStore:
@@ -217,20 +217,23 @@ class HistoryStore:
             except Exception as exc:  # a defect of the decoder: the topic's content must not stop the index
                 log.exception("attempts topic: the decoder failed on a value; skipping it")
                 self._skip(f"decoder error: {exc!r}"[:200])
-        minutes: dict[tuple[int, int], _Minute] = {}
+        blocks: dict[tuple[int, int, int], _Block] = {}
         with self._transaction() as con:
             rows = []
             for r in records:
                 sub = self._sub(con, r["subscription"])
                 outcome, time_ms, request = _OUTCOMES[r["outcome"]], r["time_ms"], r.get("request")
                 rows.append(to_row(r, sub, outcome))
-                key = (time_ms // aggregates.MINUTE_MS, sub)
-                minute = minutes.get(key)
-                if minute is None:
-                    minute = minutes[key] = _Minute()
-                minute.add(outcome, time_ms, None if request is None else request["latency_ms"])
+                minute = time_ms // aggregates.MINUTE_MS
+                latency_ms = None if request is None else request["latency_ms"]
+                for span in aggregates.SPANS:
+                    key = (span, minute - minute % span, sub)
+                    block = blocks.get(key)
+                    if block is None:
+                        block = blocks[key] = _Block()
+                    block.add(outcome, time_ms, latency_ms)
             con.executemany(_INSERT, rows)
-            con.executemany(_ROLLUP, [m.row(*key) for key, m in minutes.items()])
+            con.executemany(_ROLLUP, [b.row(*key) for key, b in blocks.items()])
             con.executemany(_OFFSETS, [(t, p, o) for (t, p), o in positions.items()])
         self.indexed += len(records)
         return IngestResult(len(records), len(values) - len(records))
@@ -243,7 +246,8 @@ class HistoryStore:
 
     def prune(self, budget: int = PRUNE_BUDGET) -> int:
         """Delete up to ``budget`` attempts older than the retention (subscription by subscription,
-        resuming where the last call stopped), and up to ``budget`` of their rollup minutes."""
+        resuming where the last call stopped), and up to ``budget`` rollup blocks of each span that end
+        before it."""
         cutoff = int(self._clock() * 1000) - self.retention_ms
         deleted = 0
         with self._transaction() as con:
@@ -258,11 +262,12 @@ class HistoryStore:
                 if deleted >= budget:
                     self._prune_from = sub
                     break
-            con.execute(
-                "DELETE FROM rollup WHERE (minute, sub) IN"
-                " (SELECT minute, sub FROM rollup WHERE minute < ? LIMIT ?)",
-                (cutoff // aggregates.MINUTE_MS, budget),
-            )
+            for span in aggregates.SPANS:
+                con.execute(
+                    "DELETE FROM rollup WHERE (span, minute, sub) IN"
+                    " (SELECT span, minute, sub FROM rollup WHERE span = ? AND minute <= ? LIMIT ?)",
+                    (span, cutoff // aggregates.MINUTE_MS - span, budget),
+                )
         return deleted
 
     # -- reading (any thread) -------------------------------------------------------------------------

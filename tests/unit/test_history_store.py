@@ -204,9 +204,9 @@ def test_rows_past_the_retention_are_pruned_in_bounded_steps(store: HistoryStore
         page = store.attempts(sub, AttemptQuery(limit=100)).attempts
         assert [r.event_id.startswith("young") for r in page] == [True, True]
     con = sqlite3.connect(store.path)
-    minutes = {m for (m,) in con.execute("SELECT minute FROM rollup")}
+    blocks = set(con.execute("SELECT span, minute FROM rollup"))
     con.close()
-    assert minutes == {T0 // 60_000}
+    assert blocks == {(1, T0 // 60_000), (10, T0 // 60_000 // 10 * 10)}
 
 
 # -- the event ------------------------------------------------------------------------------------------
@@ -463,3 +463,45 @@ def test_a_decoder_defect_skips_the_value_instead_of_stopping_the_index(
     result = store.ingest([b"trigger", encode(make())], {(TOPIC, 0): 2})
     assert (result.indexed, result.skipped) == (1, 1) and "a bug" in store.last_skip
     assert store.positions() == {(TOPIC, 0): 2}
+
+
+@given(st.integers(0, 10_000), st.integers(0, 500))
+def test_the_rollup_blocks_a_window_reads_tile_its_minutes_exactly(first: int, length: int) -> None:
+    last = first + length
+    minutes: list[int] = []
+    for span, lo, hi in stats.cover(first, last):
+        assert lo % span == 0 and hi % span == 0
+        for start in range(lo, hi + 1, span):
+            minutes += range(start, start + span)
+    assert sorted(minutes) == list(range(first, last + 1))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.tuples(st.integers(0, 180), st.sampled_from(list(Outcome))), max_size=80),
+    st.integers(1, 180),
+    st.integers(0, 60),
+)
+def test_stats_and_overview_count_exactly_the_records_in_the_window(
+    records_: list[tuple[int, Outcome]], window_min: int, now_min: int
+) -> None:
+    base = T0 // 60_000 * 60_000
+    clock = Clock(base + (120 + now_min) * 60_000 + 30_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = HistoryStore(Path(tmp) / "h.sqlite", DAY, clock=clock)
+        s.open()
+        ingest(
+            s, [make(o, event_id=f"e{i}", time_ms=base + m * 60_000 + i) for i, (m, o) in enumerate(records_)]
+        )
+        got = s.stats("hook-1", window_min * 60).totals
+        overview = {r.subscription: r.totals for r in s.overview(window_min * 60)}
+        s.close()
+    since_minute = (clock.now_ms - window_min * 60_000) // 60_000
+    now_minute = clock.now_ms // 60_000
+    inside = [o for m, o in records_ if since_minute <= (base // 60_000 + m) <= now_minute]
+    assert got.counts == {o: inside.count(o) for o in Outcome}
+    assert set(overview) == ({"hook-1"} if inside else set())
+    if inside:
+        assert overview["hook-1"].counts == got.counts
+        {o: inside.count(o) for o in Outcome} if inside else {}
+    )
