@@ -503,5 +503,3 @@ def test_stats_and_overview_count_exactly_the_records_in_the_window(
     assert set(overview) == ({"hook-1"} if inside else set())
     if inside:
         assert overview["hook-1"].counts == got.counts
-        {o: inside.count(o) for o in Outcome} if inside else {}
-    )
