@@ -42,6 +42,11 @@ def _unbody(v: list[Any] | None) -> Body | None:
     return None if v is None else Body(v[0], v[1], v[2], v[3])
 
 
+def _unless(value: str, same: str) -> str | None:
+    """None for the usual case (the webhook-id is the event id), to store it once."""
+    return None if value == same else value
+
+
 def to_row(r: dict[str, Any], sub: int, outcome: Outcome) -> Row:
     """The row of a record object ``fanout.history.codec.checked`` passed (whose outcome is ``outcome``)."""
     o, rq, rs, e, rt = r.get("origin"), r.get("request"), r.get("response"), r.get("error"), r.get("retry")
@@ -51,7 +56,7 @@ def to_row(r: dict[str, Any], sub: int, outcome: Outcome) -> Row:
             r.get("event_type") or "",
             r.get("event_time_ms"),
             None if o is None else [o["topic"], o["partition"], o["offset"], o.get("timestamp_ms")],
-            None if rq is None else [rq["webhook_id"], rq["webhook_timestamp"]],
+            None if rq is None else [_unless(rq["webhook_id"], r["event_id"]), rq["webhook_timestamp"]],
             None if rs is None else [rs.get("content_type"), _body(rs.get("body"))],
             None if e is None else [e["class"], e["message"]],
             None if rt is None else [rt["tier"], rt["not_before_ms"]],
@@ -94,7 +99,7 @@ def from_row(
         event_type=d[1],
         event_time_ms=d[2],
         origin=None if o is None else Origin(o[0], o[1], o[2], o[3]),
-        request=None if rq is None else Request(rq[0], rq[1], (latency_us or 0) / 1000),
+        request=None if rq is None else Request(rq[0] or d[0], rq[1], (latency_us or 0) / 1000),
         response=None if rs is None or status is None else Response(status, rs[0], _unbody(rs[1])),
         error=None if e is None else Failure(e[0], e[1]),
         retry=None if rt is None else Retry(rt[0], rt[1]),

@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 from fanout.history import queries, rows, stats
 from fanout.history import store as store_module
-from fanout.history.codec import encode
+from fanout.history.codec import decode, encode
 from fanout.history.queries import AttemptQuery, InvalidCursor
 from fanout.history.record import AttemptRecord, Body, Outcome
 from fanout.history.schema import IndexCorrupt
 from fanout.history.store import HistoryStore, QueryTimeout
+from tests import history_records
 from tests.history_records import T0, make
 
 TOPIC = "t.attempts"
@@ -503,3 +504,25 @@ def test_stats_and_overview_count_exactly_the_records_in_the_window(
     assert set(overview) == ({"hook-1"} if inside else set())
     if inside:
         assert overview["hook-1"].counts == got.counts
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(history_records.records, min_size=1, max_size=8))
+def test_the_index_gives_back_exactly_the_records_it_was_given(given_records: list[AttemptRecord]) -> None:
+    expected = [decode(encode(r)) for r in given_records]  # what the topic holds: bounded strings
+    with tempfile.TemporaryDirectory() as tmp:
+        s = HistoryStore(Path(tmp) / "h.sqlite", DAY, clock=Clock(T0))
+        s.open()
+        ingest(s, given_records)
+        back = []
+        for sub in {r.subscription for r in expected}:
+            back += s.attempts(sub, AttemptQuery(limit=100)).attempts
+        events = {r.event_id: s.event(r.event_id) for r in expected}
+        s.close()
+    key = repr
+    assert sorted(back, key=key) == sorted(expected, key=key)
+    for event_id, history in events.items():
+        assert history is not None
+        assert sorted((a for sub in history.subscriptions for a in sub.attempts), key=key) == sorted(
+            (r for r in expected if r.event_id == event_id), key=key
+        )
