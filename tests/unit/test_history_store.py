@@ -509,6 +509,12 @@ def test_stats_and_overview_count_exactly_the_records_in_the_window(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(history_records.records, min_size=1, max_size=8))
 def test_the_index_gives_back_exactly_the_records_it_was_given(given_records: list[AttemptRecord]) -> None:
+    given_records = [  # as written, the webhook-id is the event id; the index stores it once then
+        dataclasses.replace(r, request=dataclasses.replace(r.request, webhook_id=r.event_id))
+        if r.request is not None and i % 2 == 0
+        else r
+        for i, r in enumerate(given_records)
+    ]
     expected = [decode(encode(r)) for r in given_records]  # what the topic holds: bounded strings
     with tempfile.TemporaryDirectory() as tmp:
         s = HistoryStore(Path(tmp) / "h.sqlite", DAY, clock=Clock(T0))
