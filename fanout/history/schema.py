@@ -5,7 +5,7 @@ Tables:
 - ``attempts``: one row per attempt record (``fanout.history.rows``). Indexes: the event (a 64-bit hash
   of its id), (subscription, time), (subscription, outcome, time), and failures alone (a partial index
   on (subscription, time)), so that every query of ``fanout.history.queries`` is a range scan.
-- ``rollup``: per subscription and block of ``span`` minutes (1 and 10: ``stats.SPANS``), the counts by
+- ``rollup``: per subscription and block of ``span`` minutes (1 and 10: ``rollup.SPANS``), the counts by
   outcome, HTTP attempts, failures, a latency histogram and the last success and failure; maintained
   at ingest, in the same transaction. A window reads 10-minute blocks where they fit inside it and
   1-minute blocks at its edges. Keyed by (span, minute, subscription) for the overview's range, with an

@@ -21,18 +21,13 @@ from typing import Any
 from fanout.history import latency
 from fanout.history.queries import sub_id
 from fanout.history.record import OUTCOMES
+from fanout.history.rollup import COARSE, MINUTE_MS, SUMS, cover
 from fanout.history.rows import DELIVERED
 
-MINUTE_MS = 60_000
-SPANS = (1, 10)  # minutes per rollup block
-COARSE = SPANS[-1]
 MAX_POINTS = 1440
 STREAK_CAP = 100_000
 QUANTILES = (0.5, 0.95, 0.99)
-_ROLLUP = (
-    "delivered, retry_scheduled, spilled, dead_lettered, dropped, disabled, attempted, failed, latency,"
-    " last_success_ms, last_failure_ms"
-)
+_ROLLUP = ", ".join((*SUMS, "latency", "last_success_ms", "last_failure_ms"))
 
 
 @dataclass(slots=True)
@@ -94,21 +89,6 @@ class SubscriptionStats:
 
 def _minutes(since_ms: int, until_ms: int) -> tuple[int, int]:
     return since_ms // MINUTE_MS, max(since_ms, until_ms - 1) // MINUTE_MS
-
-
-def cover(first: int, last: int) -> list[tuple[int, int, int]]:
-    """The rollup blocks that tile the minutes ``first``..``last`` exactly, as (span, first block
-    start, last block start): 10-minute blocks inside, 1-minute blocks at the edges."""
-    inner_first = -(-first // COARSE) * COARSE
-    inner_end = (last + 1) // COARSE * COARSE
-    if inner_first >= inner_end:
-        return [(1, first, last)]
-    ranges = [(COARSE, inner_first, inner_end - COARSE)]
-    if first < inner_first:
-        ranges.append((1, first, inner_first - 1))
-    if inner_end <= last:
-        ranges.append((1, inner_end, last))
-    return ranges
 
 
 def _scalar(con: sqlite3.Connection, sql: str, args: Iterable[object]) -> int | None:

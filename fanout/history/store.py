@@ -27,14 +27,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from fanout.history import latency, queries
+from fanout.history import latency, queries, rollup
 from fanout.history import schema as S
 from fanout.history import stats as aggregates
 from fanout.history.codec import MalformedRecord, checked
 from fanout.history.queries import AttemptPage, AttemptQuery, EventHistory
-from fanout.history.record import OUTCOMES, Outcome
+from fanout.history.record import OUTCOMES
 from fanout.history.rows import to_row
 from fanout.history.stats import OverviewRow, Point, SubscriptionStats
 
@@ -50,22 +50,10 @@ _INSERT = (
     "INSERT INTO attempts (event_key, sub, time_ms, outcome, failed, attempt, status, latency_us, detail)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SUMS = (*(o.value for o in OUTCOMES), "attempted", "failed")
-_ROLLUP = (
-    f"INSERT INTO rollup (span, minute, sub, {', '.join(_SUMS)}, latency, last_success_ms, last_failure_ms)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (span, minute, sub) DO UPDATE SET "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _SUMS)
-    + ", latency = merge_latency(latency, excluded.latency)"
-    + "".join(
-        f", {c} = max(coalesce({c}, excluded.{c}), coalesce(excluded.{c}, {c}))"
-        for c in ("last_success_ms", "last_failure_ms")
-    )
-)
 _OFFSETS = (
     "INSERT INTO offsets (topic, partition, next_offset) VALUES (?, ?, ?)"
     " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset"
 )
-_OUTCOME_INDEX = {o: i for i, o in enumerate(OUTCOMES)}
 _OUTCOMES = {o.value: o for o in OUTCOMES}
 
 
@@ -77,33 +65,6 @@ class QueryTimeout(Exception):
 class IngestResult:
     indexed: int
     skipped: int
-
-
-class _Block:
-    __slots__ = ("hist", "last_failure", "last_success", "sums")
-
-    def __init__(self) -> None:
-        self.sums = [0] * len(_SUMS)
-        self.hist: latency.Histogram = {}
-        self.last_success: int | None = None
-        self.last_failure: int | None = None
-
-    def add(self, outcome: Outcome, time_ms: int, latency_ms: float | None) -> None:
-        self.sums[_OUTCOME_INDEX[outcome]] += 1
-        if latency_ms is not None:
-            self.sums[6] += 1
-            b = latency.bucket(latency_ms)
-            self.hist[b] = self.hist.get(b, 0) + 1
-        if outcome.failed:
-            self.sums[7] += 1
-            if self.last_failure is None or time_ms > self.last_failure:
-                self.last_failure = time_ms
-        elif outcome is Outcome.DELIVERED and (self.last_success is None or time_ms > self.last_success):
-            self.last_success = time_ms
-
-    def row(self, span: int, minute: int, sub: int) -> tuple[Any, ...]:
-        hist = latency.pack(self.hist) if self.hist else None
-        return (span, minute, sub, *self.sums, hist, self.last_success, self.last_failure)
 
 
 class HistoryStore:
@@ -217,23 +178,23 @@ class HistoryStore:
             except Exception as exc:  # a defect of the decoder: the topic's content must not stop the index
                 log.exception("attempts topic: the decoder failed on a value; skipping it")
                 self._skip(f"decoder error: {exc!r}"[:200])
-        blocks: dict[tuple[int, int, int], _Block] = {}
+        blocks: dict[tuple[int, int, int], rollup.Block] = {}
         with self._transaction() as con:
             rows = []
             for r in records:
                 sub = self._sub(con, r["subscription"])
                 outcome, time_ms, request = _OUTCOMES[r["outcome"]], r["time_ms"], r.get("request")
                 rows.append(to_row(r, sub, outcome))
-                minute = time_ms // aggregates.MINUTE_MS
+                minute = time_ms // rollup.MINUTE_MS
                 latency_ms = None if request is None else request["latency_ms"]
-                for span in aggregates.SPANS:
+                for span in rollup.SPANS:
                     key = (span, minute - minute % span, sub)
                     block = blocks.get(key)
                     if block is None:
-                        block = blocks[key] = _Block()
+                        block = blocks[key] = rollup.Block()
                     block.add(outcome, time_ms, latency_ms)
             con.executemany(_INSERT, rows)
-            con.executemany(_ROLLUP, [b.row(*key) for key, b in blocks.items()])
+            con.executemany(rollup.UPSERT, [b.row(*key) for key, b in blocks.items()])
             con.executemany(_OFFSETS, [(t, p, o) for (t, p), o in positions.items()])
         self.indexed += len(records)
         return IngestResult(len(records), len(values) - len(records))
@@ -262,11 +223,11 @@ class HistoryStore:
                 if deleted >= budget:
                     self._prune_from = sub
                     break
-            for span in aggregates.SPANS:
+            for span in rollup.SPANS:
                 con.execute(
                     "DELETE FROM rollup WHERE (span, minute, sub) IN"
                     " (SELECT span, minute, sub FROM rollup WHERE span = ? AND minute <= ? LIMIT ?)",
-                    (span, cutoff // aggregates.MINUTE_MS - span, budget),
+                    (span, rollup.prune_before(cutoff // rollup.MINUTE_MS, span), budget),
                 )
         return deleted
 

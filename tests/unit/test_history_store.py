@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fanout.history import queries, rows, stats
+from fanout.history import queries, rollup, rows, stats
 from fanout.history import store as store_module
 from fanout.history.codec import decode, encode
 from fanout.history.queries import AttemptQuery, InvalidCursor
@@ -470,7 +470,7 @@ def test_a_decoder_defect_skips_the_value_instead_of_stopping_the_index(
 def test_the_rollup_blocks_a_window_reads_tile_its_minutes_exactly(first: int, length: int) -> None:
     last = first + length
     minutes: list[int] = []
-    for span, lo, hi in stats.cover(first, last):
+    for span, lo, hi in rollup.cover(first, last):
         assert lo % span == 0 and hi % span == 0
         for start in range(lo, hi + 1, span):
             minutes += range(start, start + span)
