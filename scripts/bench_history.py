@@ -39,12 +39,12 @@ sys.path.insert(0, str(ROOT))
 from fanout.history import schema  # noqa: E402
 from fanout.history.queries import AttemptQuery  # noqa: E402
 from fanout.history.record import Outcome  # noqa: E402
-from fanout.history.rows import to_row  # noqa: E402
+from fanout.history.rows import CODE_OF, to_row  # noqa: E402
 from fanout.history.store import HistoryStore  # noqa: E402
 
 RESULTS = ROOT / "bench-results"
 SUBSCRIPTIONS = 1000
-BATCH = 5000  # fanout.kafka.history_reader.BATCH
+BATCH = 20_000  # fanout.kafka.history_reader.BATCH
 WEEK_MS = 7 * 24 * 3600 * 1000
 HOUR_MS = 3600 * 1000
 OUTCOMES = (
@@ -189,7 +189,7 @@ def bulk(path: Path, n: int, seed: int) -> tuple[HistoryStore, list[str], dict[s
     started = time.perf_counter()
     rows = []
     for i, r in enumerate(records(rng, n, now - WEEK_MS, WEEK_MS)):
-        rows.append(to_row(r, subs[r["subscription"]], Outcome(r["outcome"])))
+        rows.append(to_row(r, subs[r["subscription"]], CODE_OF[r["outcome"]]))
         if rng.random() < 5000 / n:
             sample.append(r["event_id"])
         if len(rows) == 100_000:

@@ -55,8 +55,10 @@ def unpack(blob: bytes | None, into: Histogram | None = None) -> Histogram:
     return hist
 
 
-def merge(a: bytes | None, b: bytes | None) -> bytes:
+def merge(a: bytes | None, b: bytes | None) -> bytes | None:
     """SQL function ``merge_latency(a, b)``: the two packed histograms added."""
+    if not a or not b:
+        return a or b
     return pack(unpack(b, unpack(a)))
 
 

@@ -17,9 +17,11 @@ from fanout.history.record import OUTCOMES, Outcome
 MINUTE_MS = 60_000
 SPANS = (1, 10)  # minutes per rollup block
 COARSE = SPANS[-1]
-_OUTCOME_INDEX = {o: i for i, o in enumerate(OUTCOMES)}
+_DELIVERED = OUTCOMES.index(Outcome.DELIVERED)
+_FAILED = tuple(o.failed for o in OUTCOMES)
 
-SUMS = (*(o.value for o in OUTCOMES), "attempted", "failed")
+SUMS = (*(o.value for o in OUTCOMES), "attempted", "failed")  # a block's counters, in this order
+_ATTEMPTED, _FAILURES = len(OUTCOMES), len(OUTCOMES) + 1
 UPSERT = (
     f"INSERT INTO rollup (span, minute, sub, {', '.join(SUMS)}, latency, last_success_ms, last_failure_ms)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (span, minute, sub) DO UPDATE SET "
@@ -43,22 +45,51 @@ class Block:
         self.last_success: int | None = None
         self.last_failure: int | None = None
 
-    def add(self, outcome: Outcome, time_ms: int, latency_ms: float | None) -> None:
-        self.sums[_OUTCOME_INDEX[outcome]] += 1
+    def add(self, code: int, time_ms: int, latency_ms: float | None) -> None:
+        """Add a record whose outcome is ``OUTCOMES[code]``."""
+        sums = self.sums
+        sums[code] += 1
         if latency_ms is not None:
-            self.sums[6] += 1
+            sums[_ATTEMPTED] += 1
             b = latency.bucket(latency_ms)
             self.hist[b] = self.hist.get(b, 0) + 1
-        if outcome.failed:
-            self.sums[7] += 1
+        if _FAILED[code]:
+            sums[_FAILURES] += 1
             if self.last_failure is None or time_ms > self.last_failure:
                 self.last_failure = time_ms
-        elif outcome is Outcome.DELIVERED and (self.last_success is None or time_ms > self.last_success):
+        elif code == _DELIVERED and (self.last_success is None or time_ms > self.last_success):
             self.last_success = time_ms
+
+    def merge(self, other: Block) -> None:
+        self.sums = [a + b for a, b in zip(self.sums, other.sums, strict=True)]
+        for b, n in other.hist.items():
+            self.hist[b] = self.hist.get(b, 0) + n
+        self.last_success = _later(self.last_success, other.last_success)
+        self.last_failure = _later(self.last_failure, other.last_failure)
 
     def row(self, span: int, minute: int, sub: int) -> tuple[Any, ...]:
         hist = latency.pack(self.hist) if self.hist else None
         return (span, minute, sub, *self.sums, hist, self.last_success, self.last_failure)
+
+
+def _later(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def rows(minutes: dict[tuple[int, int], Block]) -> list[tuple[Any, ...]]:
+    """The ``UPSERT`` rows of a batch: its 1-minute blocks (by (minute, sub)) and the coarser blocks
+    made of them."""
+    out = [block.row(1, minute, sub) for (minute, sub), block in minutes.items()]
+    for span in SPANS[1:]:
+        coarse: dict[tuple[int, int], Block] = {}
+        for (minute, sub), block in minutes.items():
+            key = (minute - minute % span, sub)
+            into = coarse.get(key)
+            if into is None:
+                into = coarse[key] = Block()
+            into.merge(block)
+        out += [block.row(span, start, sub) for (start, sub), block in coarse.items()]
+    return out
 
 
 def cover(first: int, last: int) -> list[tuple[int, int, int]]:

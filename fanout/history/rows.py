@@ -22,6 +22,8 @@ from fanout.history.record import (
 )
 
 OUTCOME_CODE = {o: i for i, o in enumerate(OUTCOMES)}
+CODE_OF = {o.value: i for i, o in enumerate(OUTCOMES)}  # by the outcome's JSON name
+FAILED = tuple(int(o.failed) for o in OUTCOMES)
 DELIVERED = OUTCOME_CODE[Outcome.DELIVERED]
 
 # attempts(event_key, sub, time_ms, outcome, failed, attempt, status, latency_us, detail)
@@ -42,36 +44,41 @@ def _unbody(v: list[Any] | None) -> Body | None:
     return None if v is None else Body(v[0], v[1], v[2], v[3])
 
 
-def _unless(value: str, same: str) -> str | None:
-    """None for the usual case (the webhook-id is the event id), to store it once."""
-    return None if value == same else value
-
-
-def to_row(r: dict[str, Any], sub: int, outcome: Outcome) -> Row:
-    """The row of a record object ``fanout.history.codec.checked`` passed (whose outcome is ``outcome``)."""
-    o, rq, rs, e, rt = r.get("origin"), r.get("request"), r.get("response"), r.get("error"), r.get("retry")
+def to_row(r: dict[str, Any], sub: int, code: int) -> Row:
+    """The row of a record object ``fanout.history.codec.checked`` passed, whose outcome is
+    ``OUTCOMES[code]``. The webhook-id is stored once when it is the event id (as fanout writes it)."""
+    event_id, o, rq, rs, e, rt = (
+        r["event_id"],
+        r["origin"],
+        r["request"],
+        r["response"],
+        r["error"],
+        r["retry"],
+    )
     detail = orjson.dumps(
         [
-            r["event_id"],
-            r.get("event_type") or "",
-            r.get("event_time_ms"),
-            None if o is None else [o["topic"], o["partition"], o["offset"], o.get("timestamp_ms")],
-            None if rq is None else [_unless(rq["webhook_id"], r["event_id"]), rq["webhook_timestamp"]],
-            None if rs is None else [rs.get("content_type"), _body(rs.get("body"))],
+            event_id,
+            r["event_type"],
+            r["event_time_ms"],
+            None if o is None else [o["topic"], o["partition"], o["offset"], o["timestamp_ms"]],
+            None
+            if rq is None
+            else [None if rq["webhook_id"] == event_id else rq["webhook_id"], rq["webhook_timestamp"]],
+            None if rs is None else [rs["content_type"], _body(rs["body"])],
             None if e is None else [e["class"], e["message"]],
             None if rt is None else [rt["tier"], rt["not_before_ms"]],
-            r.get("reason"),
-            r.get("trace_id"),
-            r.get("member"),
-            _body(r.get("payload")),
+            r["reason"],
+            r["trace_id"],
+            r["member"],
+            _body(r["payload"]),
         ]
     )
     return (
-        event_key(r["event_id"]),
+        event_key(event_id),
         sub,
         r["time_ms"],
-        OUTCOME_CODE[outcome],
-        int(outcome.failed),
+        code,
+        FAILED[code],
         r["attempt"],
         None if rs is None else rs["status"],
         None if rq is None else round(rq["latency_ms"] * 1000),

@@ -34,8 +34,7 @@ from fanout.history import schema as S
 from fanout.history import stats as aggregates
 from fanout.history.codec import MalformedRecord, checked
 from fanout.history.queries import AttemptPage, AttemptQuery, EventHistory
-from fanout.history.record import OUTCOMES
-from fanout.history.rows import to_row
+from fanout.history.rows import CODE_OF, to_row
 from fanout.history.stats import OverviewRow, Point, SubscriptionStats
 
 log = logging.getLogger("fanout.history")
@@ -54,7 +53,6 @@ _OFFSETS = (
     "INSERT INTO offsets (topic, partition, next_offset) VALUES (?, ?, ?)"
     " ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset"
 )
-_OUTCOMES = {o.value: o for o in OUTCOMES}
 
 
 class QueryTimeout(Exception):
@@ -178,23 +176,20 @@ class HistoryStore:
             except Exception as exc:  # a defect of the decoder: the topic's content must not stop the index
                 log.exception("attempts topic: the decoder failed on a value; skipping it")
                 self._skip(f"decoder error: {exc!r}"[:200])
-        blocks: dict[tuple[int, int, int], rollup.Block] = {}
+        minutes: dict[tuple[int, int], rollup.Block] = {}
         with self._transaction() as con:
             rows = []
             for r in records:
                 sub = self._sub(con, r["subscription"])
-                outcome, time_ms, request = _OUTCOMES[r["outcome"]], r["time_ms"], r.get("request")
-                rows.append(to_row(r, sub, outcome))
-                minute = time_ms // rollup.MINUTE_MS
-                latency_ms = None if request is None else request["latency_ms"]
-                for span in rollup.SPANS:
-                    key = (span, minute - minute % span, sub)
-                    block = blocks.get(key)
-                    if block is None:
-                        block = blocks[key] = rollup.Block()
-                    block.add(outcome, time_ms, latency_ms)
+                code, time_ms, request = CODE_OF[r["outcome"]], r["time_ms"], r["request"]
+                rows.append(to_row(r, sub, code))
+                key = (time_ms // rollup.MINUTE_MS, sub)
+                block = minutes.get(key)
+                if block is None:
+                    block = minutes[key] = rollup.Block()
+                block.add(code, time_ms, None if request is None else request["latency_ms"])
             con.executemany(_INSERT, rows)
-            con.executemany(rollup.UPSERT, [b.row(*key) for key, b in blocks.items()])
+            con.executemany(rollup.UPSERT, rollup.rows(minutes))
             con.executemany(_OFFSETS, [(t, p, o) for (t, p), o in positions.items()])
         self.indexed += len(records)
         return IngestResult(len(records), len(values) - len(records))

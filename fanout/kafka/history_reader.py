@@ -31,7 +31,7 @@ from fanout.history.store import PRUNE_BUDGET, HistoryStore
 
 log = logging.getLogger("fanout.kafka.history")
 
-BATCH = 5000
+BATCH = 20_000
 POLL_SECONDS = 0.2
 METADATA_INTERVAL = 30.0
 PRUNE_INTERVAL = 10.0
