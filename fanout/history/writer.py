@@ -1,12 +1,24 @@
 """The writer's side of the history: the ``AttemptLog`` port settle writes through, which outcomes
 ``history.record`` keeps, a record built from a delivery, and the log over a ``RecordSink``.
 
-How settle uses it (README, "Delivery history"): every settle outcome of a delivery (delivered,
-retry_scheduled, spilled, dead_lettered, dropped, disabled) asks ``log.wants(outcome)``; when it does,
-settle builds the record (``record_of``), adds one pending share to the delivery's ticket, and releases
-that share when the future ``log.write`` returned is done. The source offset therefore commits only
-after the attempt record is acknowledged, exactly like a retry or dead-letter hand-off, and the history
-is complete across a ``kill -9`` (re-sent attempts show up as the extra attempts they were).
+How settle uses it (wired after the layout change): every way a delivery leaves settle asks
+``log.wants(outcome)`` first, and only then builds the record (``record_of``), adds one pending share
+to the delivery's ticket, and releases that share when the future ``log.write`` returned is done (not
+when it is cancelled: the producer is closing). The source offset therefore commits only after the
+attempt record is acknowledged, exactly like a retry or dead-letter hand-off, and the history is
+complete across a ``kill -9`` (re-sent attempts show up as the extra attempts they were). The ways out:
+
+==================  ==========================================================  =====================
+outcome             where                                                       request / response
+==================  ==========================================================  =====================
+delivered           ``Settler.delivered`` (the 2xx of a lane's attempt)         yes
+retry_scheduled     ``Settler.done``, retry path (tier and not-before known)    yes
+dead_lettered       ``Settler.give_up`` / exhausted schedule or max age         yes (the last attempt)
+dead_lettered       ``Settler.spill`` past max age, refused hand-offs           no
+spilled             ``Settler.spill`` (lane full, breaker open, paced)          no
+dropped             ``Dispatcher.set_table`` / ``_retry_record``: sub deleted   no
+disabled            ``Dispatcher._deliver``: the subscription is disabled       no
+==================  ==========================================================  =====================
 """
 
 from __future__ import annotations
@@ -38,7 +50,8 @@ class AttemptLog(Protocol):
     resolves once the broker acknowledged the record (acks=all); a retriable failure is retried with
     capped backoff until then, or until ``fenced()`` says the delivery's partition was revoked (the
     future resolves then too: the new owner writes its own records). A record the broker refuses for
-    good is counted and dropped (the future resolves): history never stalls a partition."""
+    good is counted and dropped (the future resolves): history never stalls a partition. The future is
+    cancelled only when the producer closes (the process stops; the offset stays uncommitted)."""
 
     def wants(self, outcome: Outcome) -> bool: ...
 
