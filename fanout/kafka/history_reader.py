@@ -8,7 +8,8 @@ added to the topic are picked up (checked every ``metadata_interval``) from thei
 
 Each ``consume`` batch becomes one ``ingest`` transaction. Between batches the store is pruned (a
 bounded amount each time) and, when SQLite reports the file corrupt, rebuilt: the file is moved
-aside and every partition is read again from the beginning.
+aside and every partition is read again from the beginning. A batch that could not be written (disk
+full, I/O error) is read again, from the offsets the index holds, ``WRITE_RETRY`` seconds later.
 
 ``status()`` is what ``/readyz`` and ``fanout_history_lag_seconds`` report: the records not yet
 indexed (from the high watermarks the fetches bring back, no extra requests) and how old the last
@@ -18,6 +19,7 @@ indexed record is.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -37,6 +39,7 @@ METADATA_INTERVAL = 30.0
 PRUNE_INTERVAL = 10.0
 MISSING_TOPIC_RETRY = 5.0
 METADATA_TIMEOUT = 5.0
+WRITE_RETRY = 5.0
 STOP_TIMEOUT = 15.0
 
 
@@ -176,6 +179,11 @@ class HistoryReader:
                     next_prune = time.monotonic() + (0 if full else self._prune_interval)
             except IndexCorrupt as exc:
                 self._rebuild(consumer, assigned, str(exc))
+                continue
+            except sqlite3.OperationalError as exc:  # disk full, I/O error, locked: the batch was not written
+                log.error("history: could not write the index (%s); reading again in %gs", exc, WRITE_RETRY)
+                self._stop.wait(WRITE_RETRY)
+                self._assign(consumer, assigned, fresh=True)
                 continue
             if self.store.needs_rebuild:
                 self._rebuild(consumer, assigned, "a query found it corrupt")

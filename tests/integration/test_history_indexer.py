@@ -19,6 +19,7 @@ from fanout.history.codec import encode
 from fanout.history.queries import AttemptQuery
 from fanout.history.record import AttemptRecord, Outcome
 from fanout.history.store import HistoryStore
+from fanout.kafka import history_reader
 from fanout.kafka.history_reader import HistoryReader
 from fanout.kafka.topics import TopicSpec, create_topics, describe_topics, internal_topics
 from tests.history_records import VALIDATOR, make
@@ -194,3 +195,35 @@ def test_the_indexer_waits_for_its_topic_and_follows_new_partitions(
     assert r.first_offsets[2] == 0
     wait_until(lambda: r.status().lag_records == 0, "the lag covers every partition")
     assert r.error is None
+
+
+def test_a_batch_the_index_could_not_write_is_read_again_from_the_stored_offsets(
+    hsettings: Settings,
+    admin: AdminClient,
+    tmp_path: Path,
+    readers: list[HistoryReader],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(history_reader, "WRITE_RETRY", 0.1)
+    create_topics(admin, [attempts_spec(hsettings)])
+    wait_for_topics(hsettings, [hsettings.topics.attempts])
+    now = int(time.time() * 1000)
+    produce(hsettings, encoded(records("a", 40, now)))
+    r = reader(hsettings, tmp_path / "h.sqlite")
+    real = r.store.ingest
+    failures = 0
+
+    def disk_full_once(*args: object) -> object:
+        nonlocal failures
+        if failures == 0:
+            failures += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(*args)  # type: ignore[arg-type]
+
+    r.store.ingest = disk_full_once  # type: ignore[method-assign]
+    readers.append(r)
+    r.start()
+    wait_until(r.caught_up.is_set, "the index caught up after the failed write")
+    assert failures == 1 and r.error is None
+    assert r.store.indexed == 40
+    assert all(r.store.event(f"a-{i}") is not None for i in range(40))
