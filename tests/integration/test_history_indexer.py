@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from fanout.config import HistorySettings, Settings
@@ -49,13 +49,23 @@ def attempts_spec(settings: Settings, partitions: int | None = None) -> TopicSpe
 
 
 def produce(settings: Settings, values: list[tuple[bytes, bytes]], partition: int | None = None) -> None:
+    """Write ``values`` (key, value) to the attempts topic; every one acknowledged, or the test fails."""
     producer = Producer({**settings.kafka.librdkafka(), "acks": "all", "enable.idempotence": True})
+    errors: list[KafkaError] = []
+
+    def delivered(error: KafkaError | None, msg: Message) -> None:
+        if error is not None:
+            errors.append(error)
+
     for key, value in values:
         if partition is None:
-            producer.produce(settings.topics.attempts, value=value, key=key)
+            producer.produce(settings.topics.attempts, value=value, key=key, on_delivery=delivered)
         else:
-            producer.produce(settings.topics.attempts, value=value, key=key, partition=partition)
+            producer.produce(
+                settings.topics.attempts, value=value, key=key, partition=partition, on_delivery=delivered
+            )
     assert producer.flush(30) == 0
+    assert not errors, errors
 
 
 def records(prefix: str, n: int, time_ms: int) -> list[AttemptRecord]:
@@ -187,9 +197,12 @@ def test_the_indexer_waits_for_its_topic_and_follows_new_partitions(
     now = int(time.time() * 1000)
     produce(hsettings, encoded(records("p0", 10, now)))
     wait_until(lambda: r.store.indexed == 10, "the first partition was indexed")
-    admin.create_partitions([NewPartitions(hsettings.topics.attempts, 3)])[
-        "" + hsettings.topics.attempts
-    ].result(30)
+    topic = hsettings.topics.attempts
+    admin.create_partitions([NewPartitions(topic, 3)])[topic].result(30)
+    wait_until(
+        lambda: len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 3,
+        "the broker's metadata shows the new partitions",
+    )
     produce(hsettings, encoded(records("p2", 5, now)), partition=2)
     wait_until(lambda: r.store.indexed == 15, "the new partition was indexed")
     assert r.first_offsets[2] == 0
