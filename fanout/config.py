@@ -43,6 +43,7 @@ ENV_PREFIX = "FANOUT_"
 ENV_NESTING = "__"
 
 LibrdkafkaConfig = dict[str, Any]
+HISTORY_MAX_BODY_BYTES = 65_536  # fanout.history.record.MAX_BODY_BYTES (a test keeps them equal)
 
 
 class _Section(BaseModel):
@@ -148,6 +149,10 @@ class TopicSettings(_Section):
     @property
     def ops(self) -> str:
         return f"{self.prefix}.ops"
+
+    @property
+    def attempts(self) -> str:
+        return f"{self.prefix}.attempts"
 
     def retry(self, tier: int) -> str:
         return f"{self.prefix}.retry.{tier}"
@@ -294,6 +299,47 @@ class DispatcherSettings(_Section):
         return self
 
 
+class HistorySettings(_Section):
+    """Delivery history: the attempts topic the dispatcher writes, and the index each API replica keeps
+    of it (README, "Delivery history")."""
+
+    record: Literal["all", "failures", "off"] = Field(
+        default="all",
+        description="Attempt records written: all, failures (non-2xx attempts and terminal outcomes) or off.",
+    )
+    retention: float = Field(
+        default=7 * 24 * 3600,
+        ge=60,
+        description="Seconds the attempts topic and the index keep a record (the topic's retention.ms).",
+    )
+    response_bytes: int = Field(
+        default=1024,
+        ge=0,
+        le=HISTORY_MAX_BODY_BYTES,
+        description="Bytes of each response body kept in its attempt record (0: none).",
+    )
+    payload_bytes: int = Field(
+        default=0,
+        ge=0,
+        le=HISTORY_MAX_BODY_BYTES,
+        description="Bytes of the event's payload kept with its first record per subscription (0: none).",
+    )
+    path: Path = Field(
+        default=Path(".fanout/history.sqlite"),
+        description="The API's index file (SQLite); rebuilt from the attempts topic when missing or corrupt.",
+    )
+    otlp_logs: bool = Field(
+        default=False, description="Also emit each attempt as an OpenTelemetry log record with its trace."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _file(cls, path: Path) -> Path:
+        if not path.name or path.is_dir():
+            raise ValueError(f"{path} is a directory; give the index file's path")
+        return path
+
+
 class TelemetrySettings(_Section):
     """Logs, traces and metrics. OTLP export is configured by the standard OTEL_* variables (README)."""
 
@@ -325,6 +371,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     secrets: SecretsSettings = SecretsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
+    history: HistorySettings = HistorySettings()
 
     @model_validator(mode="after")
     def _api_topics(self) -> Settings:

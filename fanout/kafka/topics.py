@@ -56,7 +56,8 @@ def _common(settings: Settings, record_limit: int | None = None) -> dict[str, st
 
 
 def internal_topics(settings: Settings, record_limit: int | None = None) -> list[TopicSpec]:
-    """The subscriptions (compacted), retry tiers, dead-letter and operational-event topics. Their
+    """The subscriptions (compacted), retry tiers, dead-letter, operational-event and attempts topics
+    (the delivery history: key = event id, kept ``history.retention``). Their
     ``max.message.bytes`` is the default one, or ``record_limit`` when larger (the largest source
     topic's, so that whatever a source topic accepts can be handed off to a retry tier or the DLQ)."""
     t = settings.topics
@@ -89,6 +90,14 @@ def internal_topics(settings: Settings, record_limit: int | None = None) -> list
             "operational events",
             t.partitions,
             **{"retention.ms": str(int(t.ops_retention_hours * HOUR_MS))},
+        )
+    )
+    topics.append(
+        spec(
+            t.attempts,
+            "delivery history",
+            t.partitions,
+            **{"cleanup.policy": "delete", "retention.ms": str(int(settings.history.retention * 1000))},
         )
     )
     return topics

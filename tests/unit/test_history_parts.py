@@ -1,0 +1,222 @@
+"""The small parts of the history: latency histograms, the indexer's lag, the writer's port and log,
+the settings and the attempts topic, the lag metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fanout.config import HistorySettings, Settings, TopicSettings, load_settings
+from fanout.errors import ConfigError, ProduceFailed, RecordTooLarge
+from fanout.history import latency
+from fanout.history.codec import decode, encode
+from fanout.history.record import Outcome, Request
+from fanout.history.status import HistoryStatus, lag_records, lag_seconds
+from fanout.history.writer import SinkAttemptLog, record_of, recorded, trace_id_of
+from fanout.kafka.topics import internal_topics
+from fanout.model import Headers
+from fanout.pipeline.handoff import Backoff
+from fanout.pipeline.sink import RecordMetadata
+from fanout.telemetry.history_metrics import register_history_metrics
+from fanout.telemetry.metrics import Metrics
+from tests.history_records import VALIDATOR, make
+from tests.unit.factories import make_delivery, make_event
+
+# -- latency -------------------------------------------------------------------------------------------
+
+
+@given(st.floats(1, 3_600_000, allow_nan=False))
+def test_a_bucket_stands_for_its_latencies_within_five_percent(ms: float) -> None:
+    assert abs(latency.value(latency.bucket(ms)) - ms) <= ms * 0.05 + 1e-9
+
+
+def test_histograms_merge_and_survive_bad_blobs() -> None:
+    a = latency.pack({3: 2, 10: 1})
+    b = latency.pack({3: 1, 50: 4})
+    assert latency.unpack(latency.merge(a, b)) == {3: 3, 10: 1, 50: 4}
+    assert latency.merge(None, a) == a
+    for bad in (b"nonsense", b"{}", b"[1]", b'[-1, 5, 3, "x", 999, 1]'):
+        assert latency.unpack(bad) == {}
+
+
+def test_percentiles_of_a_histogram() -> None:
+    hist: latency.Histogram = {}
+    for ms in range(1, 1001):
+        b = latency.bucket(float(ms))
+        hist[b] = hist.get(b, 0) + 1
+    p50, p99 = latency.percentiles(hist, (0.5, 0.99))
+    assert p50 is not None and p99 is not None
+    assert math.isclose(p50, 500, rel_tol=0.06) and math.isclose(p99, 990, rel_tol=0.06)
+    assert latency.percentiles({}, (0.5,)) == [None]
+    assert latency.percentiles({0: 1}, (0.99,)) == [0.5]
+
+
+# -- lag -----------------------------------------------------------------------------------------------
+
+
+def test_records_lag_counts_from_the_next_offset_or_the_start() -> None:
+    assert lag_records({0: 10, 1: 5}, {0: 7}, {0: 0, 1: 2}) == 3 + 3
+    assert lag_records({0: 10}, {0: 3}, {0: 8}) == 2  # retention deleted what was before 8
+    assert lag_records({0: 10, 1: 5}, {0: 7}, {}) is None
+    assert lag_records({0: -1}, {0: 0}, {0: 0}) is None
+
+
+def test_seconds_lag_is_zero_when_caught_up_else_the_age_of_the_last_record() -> None:
+    assert lag_seconds(0, 1000, 0, 50) == 0
+    assert lag_seconds(5, 40_000, 0, 50) == 10
+    assert lag_seconds(5, None, 20, 50) == 30
+    assert lag_seconds(None, 40_000, 0, 50) is None
+
+
+def test_the_lag_metrics_are_exported_under_their_prometheus_names() -> None:
+    metrics = Metrics("test")
+    register_history_metrics(metrics.meter, lambda: HistoryStatus(7, 2.5, False, 100, 3, 1))
+    text = metrics.scrape().decode()
+    assert "fanout_history_lag_seconds 2.5" in text
+    assert "fanout_history_lag_records 7.0" in text
+    assert "fanout_history_skipped_total 3.0" in text and "fanout_history_rebuilds_total 1.0" in text
+    unknown = Metrics("test")
+    register_history_metrics(unknown.meter, lambda: HistoryStatus(None, None, False))
+    assert "fanout_history_lag_seconds " not in unknown.scrape().decode()
+
+
+# -- settings and the topic ----------------------------------------------------------------------------
+
+
+def test_history_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Settings().history
+    assert (h.record, h.retention, h.response_bytes, h.payload_bytes, h.otlp_logs) == (
+        "all",
+        7 * 24 * 3600,
+        1024,
+        0,
+        False,
+    )
+    monkeypatch.setenv("FANOUT_HISTORY__RECORD", "failures")
+    monkeypatch.setenv("FANOUT_HISTORY__RETENTION", "3600")
+    loaded = load_settings().history
+    assert (loaded.record, loaded.retention) == ("failures", 3600)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("RECORD", "some"), ("RETENTION", "10"), ("RESPONSE_BYTES", "-1"), ("PAYLOAD_BYTES", "70000")],
+)
+def test_bad_history_settings_fail_naming_the_field(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"FANOUT_HISTORY__{name}", value)
+    with pytest.raises(ConfigError, match=f"history.{name.lower()}"):
+        load_settings()
+
+
+def test_a_directory_is_not_an_index_file(tmp_path: object) -> None:
+    with pytest.raises(ValueError, match="directory"):
+        HistorySettings(path=tmp_path)  # type: ignore[arg-type]
+
+
+def test_topics_create_makes_the_attempts_topic_with_the_history_retention() -> None:
+    settings = Settings(topics=TopicSettings(prefix="acme"), history=HistorySettings(retention=2 * 86400))
+    spec = next(t for t in internal_topics(settings) if t.name == "acme.attempts")
+    assert settings.topics.attempts == "acme.attempts" and settings.topics.is_internal(spec.name)
+    assert spec.config["retention.ms"] == str(2 * 86400 * 1000)
+    assert spec.config["cleanup.policy"] == "delete"
+    assert spec.partitions == settings.topics.partitions
+
+
+# -- the writer's side ---------------------------------------------------------------------------------
+
+
+def test_history_record_modes() -> None:
+    assert all(recorded("all", o) for o in Outcome)
+    assert not any(recorded("off", o) for o in Outcome)
+    assert {o for o in Outcome if recorded("failures", o)} == {
+        Outcome.RETRY_SCHEDULED,
+        Outcome.DEAD_LETTERED,
+        Outcome.DROPPED,
+        Outcome.DISABLED,
+    }
+
+
+def test_trace_ids_come_from_the_traceparent() -> None:
+    assert (
+        trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        == "4bf92f3577b34da6a3ce929d0e0e4736"
+    )
+    assert trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01") is None
+    assert trace_id_of(None) is None and trace_id_of("garbage") is None
+
+
+def test_a_record_of_a_delivery_carries_the_payload_on_its_first_record_only() -> None:
+    event = make_event(value=b'{"event":"order.created","data":{"n":1}}')
+    delivery = make_delivery(event=event)
+    delivery.attempt = 1
+    delivery.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    request = Request(event.id, 1_700_000_000, 12.0)
+    first = record_of(delivery, Outcome.DELIVERED, member="m-0", request=request, payload_bytes=10, now=1.7e9)
+    assert first.payload is not None and first.payload.text == '{"event":"' and first.payload.truncated
+    assert (first.event_id, first.subscription, first.attempt, first.time_ms) == (
+        event.id,
+        "hook-1",
+        1,
+        1.7e12,
+    )
+    assert first.origin is not None and first.origin.offset == event.offset
+    assert first.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+    delivery.attempt = 2
+    assert (
+        record_of(delivery, Outcome.DELIVERED, member="m-0", request=request, payload_bytes=10).payload
+        is None
+    )
+    VALIDATOR.validate(orjson.loads(encode(first)))
+
+
+class FakeSink:
+    def __init__(self, failures: list[Exception]) -> None:
+        self.failures = failures
+        self.produced: list[tuple[str, bytes | None, bytes | None, Headers]] = []
+
+    def produce(
+        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
+    ) -> asyncio.Future[RecordMetadata]:
+        self.produced.append((topic, value, key, headers))
+        future: asyncio.Future[RecordMetadata] = asyncio.get_running_loop().create_future()
+        if self.failures:
+            future.set_exception(self.failures.pop(0))
+        else:
+            future.set_result(RecordMetadata(topic, 0, len(self.produced)))
+        return future
+
+
+FAST = Backoff(first=0.001, cap=0.002)
+
+
+async def test_the_log_writes_the_record_keyed_by_event_id_and_retries_until_acknowledged() -> None:
+    sink = FakeSink([ProduceFailed("broker down"), ProduceFailed("still down")])
+    log = SinkAttemptLog(sink, "t.attempts", "all", FAST)
+    record = make(Outcome.RETRY_SCHEDULED)
+    await asyncio.wait_for(log.write(record, lambda: False), 5)
+    assert len(sink.produced) == 3 and log.stats == {"retried": 2, "written": 1}
+    topic, value, key, headers = sink.produced[-1]
+    assert (topic, key, headers) == ("t.attempts", b"evt-1", [])
+    assert decode(value) == record
+
+
+async def test_a_fenced_delivery_stops_retrying_and_a_refused_record_is_dropped() -> None:
+    sink = FakeSink([ProduceFailed("down")] * 100)
+    log = SinkAttemptLog(sink, "t.attempts", "all", FAST)
+    await asyncio.wait_for(log.write(make(), lambda: len(sink.produced) >= 3), 5)
+    assert len(sink.produced) == 3 and log.stats == {"retried": 3}
+    refusing = SinkAttemptLog(FakeSink([RecordTooLarge("too big")]), "t.attempts", "all", FAST)
+    await asyncio.wait_for(refusing.write(make(), lambda: False), 5)
+    assert refusing.stats == {"refused": 1}
+
+
+def test_the_log_wants_what_its_mode_records() -> None:
+    log = SinkAttemptLog(FakeSink([]), "t.attempts", "failures")
+    assert not log.wants(Outcome.DELIVERED) and log.wants(Outcome.DEAD_LETTERED)
