@@ -40,7 +40,7 @@ from fanout.config import load_settings
 from fanout.http.signing import new_secret
 from fanout.kafka.subscriptions import SubscriptionStore
 from fanout.kafka.topics import admin_client, create_topics, internal_topics, source_topics
-from fanout.subscription import parse_subscription
+from fanout.model.subscription import parse_subscription
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench-results"

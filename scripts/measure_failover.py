@@ -50,11 +50,11 @@ from fanout.config import (
     Settings,
     TopicSettings,
 )
+from fanout.control.secretbox import new_key
 from fanout.http.signing import new_secret
 from fanout.kafka.subscriptions import SubscriptionStore
 from fanout.kafka.topics import admin_client, create_topics, internal_topics, source_topics
-from fanout.secretbox import new_key
-from fanout.subscription import parse_subscription
+from fanout.model.subscription import parse_subscription
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 6

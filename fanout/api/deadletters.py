@@ -15,9 +15,9 @@ from fanout.api.context import api
 from fanout.api.jobs import epoch_ms
 from fanout.api.problems import Problem
 from fanout.api.validation import BODY, PARAMS
-from fanout.deadletter import DeadLetterFilter
-from fanout.errors import FanoutError
+from fanout.control.deadletters import DeadLetterFilter
 from fanout.kafka.deadletters import BadCursor, browse, decode_cursor, replay
+from fanout.model.errors import FanoutError
 
 routes = web.RouteTableDef()
 

@@ -1,6 +1,6 @@
 """Source replays as background jobs: ``POST /v1/subscriptions/{id}/replay`` and ``GET /v1/jobs/{id}``.
 
-A job runs in a thread of this instance (``fanout.jobs.run_source_replay``) and writes its start,
+A job runs in a thread of this instance (``fanout.control.jobs.run_source_replay``) and writes its start,
 progress and end to the ops topic, so ``GET /v1/jobs/{id}`` on any instance can answer: from memory
 here, else from the ops topic. A job outlives no process: one whose instance stopped stays
 ``running`` in the ops topic; start it again. At most ``MAX_RUNNING_JOBS`` run at once per instance;
@@ -22,9 +22,9 @@ from fanout.api.context import api
 from fanout.api.problems import Problem, not_found
 from fanout.api.validation import BODY
 from fanout.config import Settings
-from fanout.jobs import Job, find_job, new_job_id, run_source_replay
+from fanout.control.jobs import Job, find_job, new_job_id, run_source_replay
+from fanout.model.subscription import Subscription
 from fanout.pipeline.ops import OpsEvents
-from fanout.subscription import Subscription
 
 routes = web.RouteTableDef()
 MAX_RUNNING_JOBS = 4

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 
 from fanout.config import Settings
-from fanout.errors import FanoutError
+from fanout.control.plans import Change, Plan
 from fanout.kafka.subscriptions import SubscriptionStore, TableWatcher
-from fanout.subscription import Subscription
-from fanout.subscription_plans import Change, Plan
+from fanout.model.errors import FanoutError
+from fanout.model.subscription import Subscription
 
 STARTUP_TIMEOUT = 60.0
 READ_BACK_TIMEOUT = 30.0

@@ -8,7 +8,7 @@ fingerprint: a repeated request gets the same ids, so subscribers see the same `
 key with a different request is a 409, see ``fanout.api.idempotency``), or a new random one. The answer is 202
 only after the broker acknowledged every record (acks=all). ``traceparent``/``tracestate`` go into the
 record headers. Values that would reach a subscriber's request headers must be valid
-(``fanout.pipeline.wire_syntax``), or the request is a 400 naming the field: the ``traceparent`` and
+(``fanout.model.wire_syntax``), or the request is a 400 naming the field: the ``traceparent`` and
 ``tracestate`` headers, and a CloudEvent's ``traceparent``, ``tracestate`` and ``datacontenttype``.
 """
 
@@ -28,11 +28,11 @@ from fanout.api.context import Api, api
 from fanout.api.idempotency import fingerprint, idempotent_id
 from fanout.api.problems import Problem
 from fanout.api.validation import BODY, PARAMS
-from fanout.client import inject_trace_headers
 from fanout.kafka.producer import ProduceFailed, RecordTooLarge
-from fanout.model import Headers
-from fanout.pipeline import wire_syntax
-from fanout.pipeline.sink import RecordMetadata
+from fanout.kafka.publisher import inject_trace_headers
+from fanout.model import wire_syntax
+from fanout.model.event import Headers
+from fanout.model.ports import RecordMetadata
 
 Record = tuple[bytes, bytes | None, Headers]
 

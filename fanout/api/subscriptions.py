@@ -1,7 +1,7 @@
 """``/v1/subscriptions``: list, create, get, replace, patch, delete, enable, disable, rotate-secret, test.
 
 Reads come from this instance's live view of the subscriptions topic and carry the version as an
-``ETag``. Writes are compare-and-set transactions (``fanout.subscription_plans``): ``If-Match`` gives
+``ETag``. Writes are compare-and-set transactions (``fanout.control.plans``): ``If-Match`` gives
 the expected version, and a stale one is a 412; a write answers after it was read back. Every body was
 validated against ``schemas/subscription.schema.json`` first; then the subscription model validates it,
 and the endpoint URLs (and an OAuth token URL) pass the SSRF rules. A client certificate is inline PEM
@@ -25,14 +25,7 @@ from fanout.api.context import Api, api
 from fanout.api.openapi import file_validator
 from fanout.api.problems import Problem, not_found
 from fanout.api.validation import BODY, PARAMS, field_errors
-from fanout.cert_paths import named_files
-from fanout.endpoint_auth import OAuth2ClientCredentials
-from fanout.errors import DeliveryError, FanoutError, ValidationFailed, VersionConflict
-from fanout.http.signing import new_secret
-from fanout.http.ssrf import url_refusal
-from fanout.model import Delivery, Event
-from fanout.subscription import Subscription, parse_subscription
-from fanout.subscription_plans import (
+from fanout.control.plans import (
     Change,
     Plan,
     delete_plan,
@@ -42,6 +35,13 @@ from fanout.subscription_plans import (
     rotated,
     update_plan,
 )
+from fanout.http.signing import new_secret
+from fanout.http.ssrf import url_refusal
+from fanout.model.cert_paths import named_files
+from fanout.model.endpoint_auth import OAuth2ClientCredentials
+from fanout.model.errors import DeliveryError, FanoutError, ValidationFailed, VersionConflict
+from fanout.model.event import Delivery, Event
+from fanout.model.subscription import Subscription, parse_subscription
 
 routes = web.RouteTableDef()
 SUBSCRIPTION_SCHEMA = file_validator("subscription.schema.json")

@@ -22,7 +22,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from fanout.api.connections import read_body
 from fanout.api.openapi import validator
 from fanout.api.problems import Handler, Problem
-from fanout.pipeline.wire_syntax import media_type
+from fanout.model.wire_syntax import media_type
 
 MAX_ERRORS = 10
 METHODS = ("get", "put", "post", "delete", "patch")

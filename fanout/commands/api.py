@@ -7,7 +7,7 @@ import sys
 import click
 
 from fanout.commands.context import CliState, pass_state
-from fanout.errors import FanoutError
+from fanout.model.errors import FanoutError
 
 
 @click.command("api")

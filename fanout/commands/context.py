@@ -13,7 +13,7 @@ import click
 import orjson
 
 from fanout.config import Settings, load_settings
-from fanout.errors import ConfigError
+from fanout.model.errors import ConfigError
 
 
 class UsageOrConfigError(click.ClickException):

@@ -7,9 +7,9 @@ import sys
 import click
 
 from fanout.commands.context import TIME, CliState, UsageOrConfigError, pass_state, print_json, print_table
-from fanout.deadletter import DeadLetterFilter
-from fanout.errors import FanoutError
+from fanout.control.deadletters import DeadLetterFilter
 from fanout.kafka.deadletters import BadCursor, ReplayCounts, browse, decode_cursor, replay
+from fanout.model.errors import FanoutError
 
 
 @click.group()

@@ -9,8 +9,8 @@ import click
 
 from fanout.commands.context import print_json
 from fanout.config import SCOPES
+from fanout.control.secretbox import new_key
 from fanout.http.signing import new_ed25519_key, new_secret
-from fanout.secretbox import new_key
 
 
 @click.group()

@@ -10,8 +10,8 @@ import click
 import orjson
 
 from fanout.commands.context import CliState, UsageOrConfigError, pass_state, print_json
-from fanout.errors import FanoutError
 from fanout.kafka.producer import BlockingProducer, ProduceFailed
+from fanout.model.errors import FanoutError
 
 
 def _data(text: str | None) -> Any:

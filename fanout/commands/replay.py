@@ -8,10 +8,10 @@ import time
 import click
 
 from fanout.commands.context import TIME, CliState, UsageOrConfigError, pass_state, print_json
-from fanout.errors import FanoutError
-from fanout.jobs import Job, new_job_id, run_source_replay
+from fanout.control.jobs import Job, new_job_id, run_source_replay
 from fanout.kafka.producer import BlockingProducer
 from fanout.kafka.subscriptions import read_to_end
+from fanout.model.errors import FanoutError
 
 
 @click.command()

@@ -10,7 +10,7 @@ from types import FrameType
 import click
 
 from fanout.commands.context import CliState, UsageOrConfigError, pass_state
-from fanout.errors import FanoutError, ValidationFailed
+from fanout.model.errors import FanoutError, ValidationFailed
 
 
 @click.command()
@@ -40,10 +40,10 @@ def run(
 ) -> None:
     """Consume events and deliver them to every matching subscription until SIGTERM."""
     signal.signal(signal.SIGTERM, _stop_while_starting)
-    from fanout.app import run_dispatcher
+    from fanout.control.routes import load_routes
     from fanout.kafka.subscriptions import SubscriptionStore
-    from fanout.routes import load_routes
-    from fanout.supervisor import Supervisor
+    from fanout.runtime.app import run_dispatcher
+    from fanout.runtime.supervisor import Supervisor
     from fanout.telemetry.logs import setup_logging
 
     settings = state.settings

@@ -9,12 +9,12 @@ from pathlib import Path
 import click
 
 from fanout.commands.context import CliState, UsageOrConfigError, pass_state, print_json, print_table
-from fanout.errors import FanoutError, ValidationFailed, VersionConflict
+from fanout.control.plans import disabled, enabled, rotated
+from fanout.control.routes import load_routes
 from fanout.http.signing import new_secret
 from fanout.kafka.subscriptions import SubscriptionStore
-from fanout.routes import load_routes
-from fanout.subscription import Subscription
-from fanout.subscription_plans import disabled, enabled, rotated
+from fanout.model.errors import FanoutError, ValidationFailed, VersionConflict
+from fanout.model.subscription import Subscription
 
 
 @click.group()

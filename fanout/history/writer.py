@@ -30,12 +30,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Literal, Protocol
 
-from fanout.errors import RecordRefused
 from fanout.history.codec import encode
 from fanout.history.record import AttemptRecord, Body, Failure, Origin, Outcome, Request, Response, Retry
-from fanout.model import Delivery
+from fanout.model.errors import RecordRefused
+from fanout.model.event import Delivery
+from fanout.model.ports import RecordMetadata, RecordSink
 from fanout.pipeline.handoff import Backoff
-from fanout.pipeline.sink import RecordMetadata, RecordSink
 
 log = logging.getLogger("fanout.history")
 

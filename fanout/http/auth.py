@@ -24,11 +24,11 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 import orjson
 
-from fanout.endpoint_auth import BasicAuth, HeaderAuth, OAuth2ClientCredentials
-from fanout.errors import PermanentDelivery, RetryableDelivery
 from fanout.http.classify import retry_after_seconds
 from fanout.http.ssrf import AddressPolicy, AddressRefused
-from fanout.subscription import Subscription
+from fanout.model.endpoint_auth import BasicAuth, HeaderAuth, OAuth2ClientCredentials
+from fanout.model.errors import PermanentDelivery, RetryableDelivery
+from fanout.model.subscription import Subscription
 
 DEFAULT_LIFETIME = 300.0
 MAX_TOKEN_RESPONSE = 64 * 1024

@@ -8,7 +8,7 @@ import time
 from collections.abc import Collection
 from email.utils import parsedate_to_datetime
 
-from fanout.errors import DeliveryError, EndpointGone, PermanentDelivery, RetryableDelivery
+from fanout.model.errors import DeliveryError, EndpointGone, PermanentDelivery, RetryableDelivery
 
 RETRYABLE_4XX = frozenset({408, 425, 429})
 

@@ -25,9 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]
 
-from fanout.errors import ConfigError
+from fanout.config.transport import parse_proxy_url
 from fanout.http.transport import ConnectError, EgressRefused, ProtocolError
-from fanout.transport_settings import parse_proxy_url
+from fanout.model.errors import ConfigError
 
 STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})[^\r\n]*")
 

@@ -38,10 +38,7 @@ from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from fanout import __version__
-from fanout.cert_paths import CertificatePathRefused, resolve_cert_file
 from fanout.config import DeliverySettings
-from fanout.endpoint_auth import HeaderAuth
-from fanout.errors import DeliveryError, NotAttempted, PermanentDelivery, RetryableDelivery
 from fanout.http.auth import OutboundAuth
 from fanout.http.classify import classify
 from fanout.http.fields import HeaderBlock, encode_target
@@ -60,8 +57,11 @@ from fanout.http.transport import (
     Transport,
     TransportError,
 )
-from fanout.model import Delivery
-from fanout.subscription import ClientCertificate, Subscription
+from fanout.model.cert_paths import CertificatePathRefused, resolve_cert_file
+from fanout.model.endpoint_auth import HeaderAuth
+from fanout.model.errors import DeliveryError, NotAttempted, PermanentDelivery, RetryableDelivery
+from fanout.model.event import Delivery
+from fanout.model.subscription import ClientCertificate, Subscription
 
 SENDER_HEADERS = frozenset({"content-type", "user-agent", "traceparent"})
 
@@ -295,7 +295,7 @@ def _digest(text: str | None) -> str:
 
 
 def _load_client_certificate(context: ssl.SSLContext, cert: ClientCertificate, cert_dir: Path | None) -> None:
-    """Load files from under ``cert_dir`` only (``fanout.cert_paths``); inline PEM through a private
+    """Load files from under ``cert_dir`` only (``fanout.model.cert_paths``); inline PEM through a private
     temporary directory, removed at once."""
     cert_file = str(resolve_cert_file(cert_dir, cert.cert_file)) if cert.cert_file else None
     key_file = str(resolve_cert_file(cert_dir, cert.key_file)) if cert.key_file else None

@@ -44,12 +44,12 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from fanout.config import Settings
-from fanout.errors import FatalKafkaError
-from fanout.headers import for_group, not_before_ms
 from fanout.kafka.pauses import PauseBook
 from fanout.kafka.starts import seed_offsets, start_retry_tiers_at_end
-from fanout.model import Headers
-from fanout.pipeline.share import Ownership
+from fanout.model.errors import FatalKafkaError
+from fanout.model.event import Headers
+from fanout.model.headers import for_group, not_before_ms
+from fanout.model.ownership import Ownership
 
 log = logging.getLogger("fanout.kafka.consumer")
 

@@ -26,13 +26,13 @@ from typing import Any, cast
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
 
-from fanout import headers as H
 from fanout.config import Settings
-from fanout.deadletter import DeadLetterFilter, view
-from fanout.errors import FanoutError
+from fanout.control.deadletters import DeadLetterFilter, view
 from fanout.kafka.producer import produce_waiting, producer_config
 from fanout.kafka.ranges import RangeReader
-from fanout.model import Headers
+from fanout.model import headers as H
+from fanout.model.errors import FanoutError
+from fanout.model.event import Headers
 
 SCAN_BUDGET = 100_000
 PROGRESS_EVERY = 0.5

@@ -20,11 +20,11 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from fanout.config import LibrdkafkaConfig, Settings
-from fanout.errors import FatalKafkaError, RecordRefused
-from fanout.errors import ProduceFailed as ProduceFailed
-from fanout.errors import RecordTooLarge as RecordTooLarge
-from fanout.model import Headers
-from fanout.pipeline.sink import RecordMetadata
+from fanout.model.errors import FatalKafkaError, RecordRefused
+from fanout.model.errors import ProduceFailed as ProduceFailed
+from fanout.model.errors import RecordTooLarge as RecordTooLarge
+from fanout.model.event import Headers
+from fanout.model.ports import RecordMetadata
 
 log = logging.getLogger("fanout.kafka.producer")
 

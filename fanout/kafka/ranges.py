@@ -19,7 +19,7 @@ from typing import Any, TypeVar, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from fanout.config import Settings
-from fanout.errors import FanoutError
+from fanout.model.errors import FanoutError
 
 F = TypeVar("F", bound=Callable[..., Any])
 TIMEOUT = 30.0

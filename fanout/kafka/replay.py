@@ -19,15 +19,15 @@ from typing import Any, cast
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from fanout import headers as H
 from fanout.config import Settings
-from fanout.errors import FanoutError, PoisonRecord
 from fanout.kafka.producer import produce_waiting, producer_config
 from fanout.kafka.ranges import RangeReader
-from fanout.model import Headers
+from fanout.model import headers as H
+from fanout.model.errors import FanoutError, PoisonRecord
+from fanout.model.event import Headers
+from fanout.model.subscription import Subscription
 from fanout.pipeline.decode import decode
 from fanout.pipeline.route import RoutingTable
-from fanout.subscription import Subscription
 
 PROGRESS_EVERY = 0.5
 

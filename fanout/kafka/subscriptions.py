@@ -10,7 +10,7 @@ was initialised, checks the expected version, and commits; if another writer ini
 the commit fails as fenced, and the write starts over from the read. Stale versions raise
 ``VersionConflict``; no reader ever sees a write that lost.
 
-Secret fields are sealed on the way in and opened on the way out (``fanout.subscription_codec``).
+Secret fields are sealed on the way in and opened on the way out (``fanout.control.codec``).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ from confluent_kafka import (
 )
 
 from fanout.config import Settings
-from fanout.errors import FanoutError
+from fanout.control.codec import Decoded, SubscriptionCodec
+from fanout.control.plans import Change, Plan, apply_plan, delete_plan, put_plan, update_plan
 from fanout.kafka.ranges import topic_partitions
-from fanout.subscription import Subscription
-from fanout.subscription_codec import Decoded, SubscriptionCodec
-from fanout.subscription_plans import Change, Plan, apply_plan, delete_plan, put_plan, update_plan
+from fanout.model.errors import FanoutError
+from fanout.model.subscription import Subscription
 
 __all__ = ["Change", "SubscriptionStore", "TableWatcher", "read_to_end"]
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import orjson
 
-from fanout.errors import PoisonRecord
-from fanout.model import Event, Headers
-from fanout.pipeline import wire_syntax
-from fanout.subscription import HEADER_CONTROL_CHARACTERS
+from fanout.model import wire_syntax
+from fanout.model.errors import PoisonRecord
+from fanout.model.event import Event, Headers
+from fanout.model.subscription import HEADER_CONTROL_CHARACTERS
 
 MAX_TYPE_LENGTH = 256
 EARLIEST_TIME = datetime(1, 1, 1, tzinfo=UTC).timestamp()

@@ -27,9 +27,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from fanout import headers as H
-from fanout.errors import PoisonRecord
-from fanout.model import Delivery
+from fanout.model import headers as H
+from fanout.model.errors import PoisonRecord
+from fanout.model.event import Delivery
+from fanout.model.subscription import Subscription
 from fanout.pipeline.decode import decode
 from fanout.pipeline.expressions import DEFAULT_MAX_BYTES, FilterErrors, TransformFailed, render
 from fanout.pipeline.lanes import Lanes
@@ -38,7 +39,6 @@ from fanout.pipeline.offsets import PartitionTracker, Ticket
 from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
 from fanout.pipeline.settle import DISABLED_REASON, Settler, SourceRecord
-from fanout.subscription import Subscription
 
 log = logging.getLogger("fanout.dispatch")
 

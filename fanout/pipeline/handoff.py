@@ -27,11 +27,11 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from fanout import headers as H
-from fanout.errors import RecordRefused, RecordTooLarge
-from fanout.model import Headers, Settlement
+from fanout.model import headers as H
+from fanout.model.errors import RecordRefused, RecordTooLarge
+from fanout.model.event import Headers, Settlement
+from fanout.model.ports import RecordMetadata, RecordSink
 from fanout.pipeline.observe import PipelineTracer
-from fanout.pipeline.sink import RecordMetadata, RecordSink
 
 log = logging.getLogger("fanout.settle")
 

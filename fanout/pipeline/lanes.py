@@ -32,11 +32,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from fanout.errors import DeliveryError, NotAttempted, RetryableDelivery
-from fanout.model import Delivery
+from fanout.model.errors import DeliveryError, NotAttempted, RetryableDelivery
+from fanout.model.event import Delivery
+from fanout.model.subscription import Subscription
 from fanout.pipeline.limits import Breaker, HostSlots, TokenBucket, shared_bucket
 from fanout.pipeline.pace import LoopLag, Pace
-from fanout.subscription import Subscription
 
 log = logging.getLogger("fanout.lanes")
 
@@ -324,7 +324,7 @@ class LaneRegistry(Generic[L]):
         return lane
 
     def set_shares(self, share_of: Callable[[Subscription], float]) -> None:
-        """Each subscription's share of its rate on this member (see ``fanout.pipeline.share``)."""
+        """Each subscription's share of its rate on this member (see ``fanout.model.ownership``)."""
         self._share_of = share_of
         for lane in self.by_id.values():
             lane.set_share(share_of(lane.sub))

@@ -6,7 +6,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from fanout.subscription import RateLimit
+from fanout.model.subscription import RateLimit
 
 
 class TokenBucket:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from fanout.model import Event, Headers
+from fanout.model.event import Event, Headers
 
 
 class TracedSpan(Protocol):

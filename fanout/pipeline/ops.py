@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from fanout.model import Delivery, iso_time
-from fanout.pipeline.sink import RecordSink
+from fanout.model.event import Delivery, iso_time
+from fanout.model.ports import RecordSink
 
 log = logging.getLogger("fanout.ops")
 

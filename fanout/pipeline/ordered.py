@@ -19,12 +19,12 @@ import time
 from collections import deque
 from collections.abc import Hashable
 
-from fanout.errors import DeliveryError, NotAttempted, RetryableDelivery
-from fanout.model import Delivery
+from fanout.model.errors import DeliveryError, NotAttempted, RetryableDelivery
+from fanout.model.event import Delivery
+from fanout.model.subscription import Subscription
 from fanout.pipeline.lanes import MIN_SHARE, LaneRegistry, Send, Spilled
 from fanout.pipeline.limits import TokenBucket, shared_bucket
 from fanout.pipeline.settle import Settler
-from fanout.subscription import Subscription
 
 NOT_ATTEMPTED_DELAY = 1.0
 

@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from fanout.model import Event
+from fanout.model.event import Event
+from fanout.model.subscription import Subscription
 from fanout.pipeline.expressions import Bindings, EvaluationError, FilterErrors, passes
-from fanout.subscription import Subscription
 
 Filtered = tuple[Subscription, tuple[tuple[str, str], ...]]
 

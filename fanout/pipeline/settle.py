@@ -24,15 +24,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fanout import headers as H
 from fanout.config import Settings
-from fanout.errors import DeliveryError, EndpointGone, PermanentDelivery, RetryableDelivery
-from fanout.model import Delivery, Headers, Settlement
+from fanout.model import headers as H
+from fanout.model.errors import DeliveryError, EndpointGone, PermanentDelivery, RetryableDelivery
+from fanout.model.event import Delivery, Headers, Settlement
+from fanout.model.ports import RecordSink
 from fanout.pipeline import handoff
 from fanout.pipeline.lanes import Spilled
 from fanout.pipeline.observe import PipelineTracer
 from fanout.pipeline.ops import OpsEvents
-from fanout.pipeline.sink import RecordSink
 from fanout.telemetry.logs import delivery_fields
 
 log = logging.getLogger("fanout.settle")

@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-from fanout.errors import DeliveryError, NotAttempted
-from fanout.model import Delivery
+from fanout.model.errors import DeliveryError, NotAttempted
+from fanout.model.event import Delivery
 from fanout.telemetry.histograms import HistogramCell, LocalHistograms
 from fanout.telemetry.metrics import LabelCap
 from fanout.telemetry.spans import TraceHandle

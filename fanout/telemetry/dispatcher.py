@@ -17,7 +17,7 @@ from fanout.telemetry.spans import DispatcherTracer
 from fanout.telemetry.tracing import Tracing, setup_tracing
 
 if TYPE_CHECKING:
-    from fanout.app import DispatcherApp
+    from fanout.runtime.app import DispatcherApp
 
 SERVICE_NAME = "fanout-dispatcher"
 

@@ -49,8 +49,8 @@ from fanout.telemetry.histograms import HistogramCell
 from fanout.telemetry.metrics import LabelCap, Metrics
 
 if TYPE_CHECKING:
-    from fanout.app import DispatcherApp
-    from fanout.member import GroupMember
+    from fanout.runtime.app import DispatcherApp
+    from fanout.runtime.member import GroupMember
 
 CIRCUIT = {"closed": 0, "half-open": 1, "open": 2}
 RETRY_LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)

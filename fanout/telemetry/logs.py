@@ -18,7 +18,7 @@ import orjson
 from opentelemetry import trace
 
 if TYPE_CHECKING:
-    from fanout.model import Delivery
+    from fanout.model.event import Delivery
 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 

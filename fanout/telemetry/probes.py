@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from fanout.errors import FanoutError
 from fanout.kafka.consumer import STATS_INTERVAL_MS
+from fanout.model.errors import FanoutError
 from fanout.telemetry.metrics import Metrics
 
 if TYPE_CHECKING:
-    from fanout.app import DispatcherApp
+    from fanout.runtime.app import DispatcherApp
 
 STATS_STALE_SECONDS = 3 * STATS_INTERVAL_MS / 1000
 

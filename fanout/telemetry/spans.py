@@ -28,8 +28,8 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from fanout import headers as H
-from fanout.model import Event, Headers
+from fanout.model import headers as H
+from fanout.model.event import Event, Headers
 from fanout.telemetry.tracing import format_traceparent, parse_traceparent
 
 TRACEPARENT = "traceparent"

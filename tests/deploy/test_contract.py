@@ -27,7 +27,7 @@ import pytest
 from pydantic import BaseModel
 
 from fanout.config import ENV_NESTING, ENV_PREFIX, Settings, load_settings
-from fanout.errors import ConfigError
+from fanout.model.errors import ConfigError
 from tests.deploy.conftest import CHART, COLD_INSTALL_TIMEOUT, ROOT, DeployCheck
 
 pytestmark = pytest.mark.timeout(COLD_INSTALL_TIMEOUT + 60)
@@ -299,7 +299,7 @@ def test_chart_api_replays_to_the_dispatchers_group(deploy_check: DeployCheck, l
 def test_routes_in_the_all_on_values_are_valid(deploy_check: DeployCheck, tmp_path: Any) -> None:
     """The subscriptions ConfigMap holds a routes file that `fanout subscriptions apply` accepts."""
     from fanout.config import DeliverySettings
-    from fanout.routes import load_routes
+    from fanout.control.routes import load_routes
 
     (configmap,) = [
         d

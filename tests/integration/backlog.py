@@ -16,9 +16,9 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from fanout import headers as H
-from fanout.app import DispatcherApp
 from fanout.config import Settings
+from fanout.model import headers as H
+from fanout.runtime.app import DispatcherApp
 from tests.integration.engine import (
     apply,
     create_engine_topics,

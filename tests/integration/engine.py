@@ -20,7 +20,6 @@ from aiohttp.abc import AbstractResolver
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from pydantic import SecretStr
 
-from fanout.app import DispatcherApp
 from fanout.config import (
     DeliverySettings,
     DispatcherSettings,
@@ -31,11 +30,12 @@ from fanout.config import (
     TelemetrySettings,
     TopicSettings,
 )
+from fanout.control.secretbox import new_key
 from fanout.http.signing import new_secret
 from fanout.kafka.subscriptions import SubscriptionStore
 from fanout.kafka.topics import admin_client, create_topics, internal_topics, source_topics
-from fanout.secretbox import new_key
-from fanout.subscription import Subscription, parse_subscription
+from fanout.model.subscription import Subscription, parse_subscription
+from fanout.runtime.app import DispatcherApp
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ import time
 import orjson
 from aiohttp import web
 
-from fanout import headers as H
-from fanout.jobs import find_job
+from fanout.control.jobs import find_job
+from fanout.model import headers as H
 from tests.integration.api import api_settings, create_api_topics, running_api, source_topic
 from tests.integration.engine import (
     apply,

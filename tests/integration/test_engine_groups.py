@@ -10,8 +10,8 @@ from collections import Counter
 import orjson
 from confluent_kafka import Producer
 
-from fanout import headers as H
 from fanout.config import Settings
+from fanout.model import headers as H
 from tests.integration.engine import apply, create_engine_topics, engine_settings, running, subscription
 from tests.receivers import Receiver
 

@@ -142,9 +142,9 @@ async def test_a_source_topic_taking_more_than_the_hand_off_topics(
     create_topics(admin, [TopicSpec(topic, "source", 1, 1, {"max.message.bytes": str(8 << 20)})])
     wait_for_topics(settings, [topic, settings.topics.dlq])
     incompressible = base64.b64encode(os.urandom(3 << 20)).decode()[: 3 << 20]
-    with caplog.at_level(logging.INFO, logger="fanout.app"):
+    with caplog.at_level(logging.INFO, logger="fanout.runtime.app"):
         await _hand_off_too_large(settings, topic, _big_event(incompressible))
-    started = [r.getMessage() for r in caplog.records if r.name == "fanout.app"]
+    started = [r.getMessage() for r in caplog.records if r.name == "fanout.runtime.app"]
     assert f"producer record limit: {(8 << 20) + HEADER_ROOM_BYTES} bytes" in started
     assert any(m.startswith(f"source topic {topic} accepts records up to {8 << 20} bytes") for m in started)
 

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from fanout.cli import main
 from fanout.config import DeliverySettings
-from fanout.errors import ValidationFailed
-from fanout.routes import check_url_allowed
+from fanout.control.routes import check_url_allowed
+from fanout.model.errors import ValidationFailed
 from tests.integration.engine import (
     apply,
     create_engine_topics,

@@ -9,8 +9,8 @@ import time
 import orjson
 import pytest
 
-from fanout.errors import VersionConflict
 from fanout.kafka.subscriptions import SubscriptionStore
+from fanout.model.errors import VersionConflict
 from tests.integration.engine import (
     apply,
     create_engine_topics,

@@ -16,8 +16,8 @@ import orjson
 from aiohttp import web
 from opentelemetry.sdk.trace import TracerProvider
 
-from fanout.client import Publisher
 from fanout.http.signing import new_secret
+from fanout.kafka.publisher import Publisher
 from tests.integration.engine import (
     DispatcherProcess,
     apply,

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from fanout.client import Publisher
+from fanout.kafka.publisher import Publisher
 from fanout.telemetry.tracing import parse_traceparent, setup_tracing
 from tests.integration.engine import apply, create_engine_topics, engine_settings, running, subscription
 from tests.receivers import Receiver

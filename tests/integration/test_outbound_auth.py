@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 
 from fanout.config import DeliverySettings
-from fanout.errors import PermanentDelivery, RetryableDelivery
 from fanout.http.sender import HttpSender
-from fanout.model import Delivery
-from fanout.subscription import parse_subscription
+from fanout.model.errors import PermanentDelivery, RetryableDelivery
+from fanout.model.event import Delivery
+from fanout.model.subscription import parse_subscription
 from tests.integration.engine import (
     apply,
     create_engine_topics,

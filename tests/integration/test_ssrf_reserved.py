@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
-from fanout.errors import ValidationFailed
-from fanout.routes import check_url_allowed
+from fanout.control.routes import check_url_allowed
+from fanout.model.errors import ValidationFailed
 from tests.integration.api import api_settings, create_api_topics, running_api, source_topic
 from tests.integration.engine import (
     apply,

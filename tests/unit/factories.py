@@ -6,9 +6,9 @@ import base64
 import time
 from typing import Any
 
-from fanout.model import Delivery, Event, Headers
+from fanout.model.event import Delivery, Event, Headers
+from fanout.model.subscription import Subscription, parse_subscription
 from fanout.pipeline.offsets import PartitionTracker, Ticket
-from fanout.subscription import Subscription, parse_subscription
 
 KEY = b"k" * 32
 SECRET = "whsec_" + base64.b64encode(KEY).decode()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fanout.config import load_settings
-from fanout.errors import ConfigError
+from fanout.model.errors import ConfigError
 
 
 @pytest.mark.parametrize(

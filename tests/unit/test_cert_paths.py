@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fanout.cert_paths import CertificatePathRefused, named_files, resolve_cert_file
 from fanout.config import DeliverySettings
-from fanout.errors import ValidationFailed
-from fanout.routes import parse_routes
-from fanout.subscription import ClientCertificate
+from fanout.control.routes import parse_routes
+from fanout.model.cert_paths import CertificatePathRefused, named_files, resolve_cert_file
+from fanout.model.errors import ValidationFailed
+from fanout.model.subscription import ClientCertificate
 from tests.unit.factories import SECRET
 
 

@@ -6,8 +6,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from fanout.errors import EndpointGone, PermanentDelivery, RetryableDelivery
 from fanout.http.classify import classify, retry_after_seconds
+from fanout.model.errors import EndpointGone, PermanentDelivery, RetryableDelivery
 
 NOW = 1_714_564_800.0  # 2024-05-01T12:00:00Z
 

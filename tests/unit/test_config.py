@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from fanout.cli import main
 from fanout.config import KafkaSettings, load_settings
-from fanout.errors import ConfigError
+from fanout.model.errors import ConfigError
 
 
 def test_defaults_point_at_a_local_broker(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,7 +115,7 @@ def test_the_readme_routes_example_is_valid() -> None:
     import yaml
 
     from fanout.config import DeliverySettings
-    from fanout.routes import parse_routes
+    from fanout.control.routes import parse_routes
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = re.search(r"## Subscriptions: a routes file\n\n```yaml\n(.*?)```", readme, re.S)

@@ -4,8 +4,8 @@ import pytest
 from confluent_kafka import KafkaError
 
 from fanout.config import DispatcherSettings, KafkaSettings, Settings
-from fanout.errors import FatalKafkaError
 from fanout.kafka.consumer import consumer_config, consumer_error
+from fanout.model.errors import FatalKafkaError
 
 
 def test_a_fatal_error_returned_by_consume_stops_the_consumer_even_without_the_fatal_flag() -> None:

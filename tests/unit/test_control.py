@@ -17,18 +17,18 @@ from multidict import CIMultiDict
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook
 
-from fanout import headers as H
 from fanout.api.inbound import Unverified, event_id, verify
 from fanout.api.problems import Problem
 from fanout.api.subscriptions import expected_version, merge_patch
 from fanout.api.validation import PARAMS
 from fanout.commands.context import TIME
 from fanout.config import DeliverySettings, IngestSource
-from fanout.errors import ValidationFailed
+from fanout.control.plans import rotated
+from fanout.control.routes import parse_routes
 from fanout.http.sender import HttpSender
 from fanout.kafka.deadletters import BadCursor, decode_cursor, encode_cursor
-from fanout.routes import parse_routes
-from fanout.subscription_plans import rotated
+from fanout.model import headers as H
+from fanout.model.errors import ValidationFailed
 from tests.unit.factories import KEY, OTHER_KEY, OTHER_SECRET, SECRET, make_delivery, make_sub
 
 
@@ -212,7 +212,7 @@ def test_inbound_schemes() -> None:
 
 def test_job_ids_outside_the_ops_retention_are_not_looked_up() -> None:
     from fanout.config import KafkaSettings, Settings
-    from fanout.jobs import find_job, new_job_id
+    from fanout.control.jobs import find_job, new_job_id
 
     nowhere = Settings(kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"))  # would fail if contacted
     assert find_job(nowhere, "job_ffffffffffffffff_00000000") is None, "from the future"

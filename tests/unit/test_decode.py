@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fanout.errors import PoisonRecord
-from fanout.model import Event
+from fanout.model.errors import PoisonRecord
+from fanout.model.event import Event
 from fanout.pipeline.decode import MAX_TYPE_LENGTH, decode, derived_id, parse_time
 
 RECORD_TIME = 1_700_000_000.0

@@ -5,13 +5,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fanout import headers as H
-from fanout.errors import DeliveryError
-from fanout.model import Delivery, Headers
+from fanout.model import headers as H
+from fanout.model.errors import DeliveryError
+from fanout.model.event import Delivery, Headers
+from fanout.model.subscription import Subscription
 from fanout.pipeline.dispatch import Dispatcher
 from fanout.pipeline.lanes import LaneLimits, Lanes
 from fanout.pipeline.route import RoutingTable
-from fanout.subscription import Subscription
 from tests.unit.factories import make_sub
 from tests.unit.test_settle import Harness, until
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from fanout import headers as H
-from fanout.model import Delivery
+from fanout.model import headers as H
+from fanout.model.event import Delivery
 from fanout.pipeline.expressions import FilterErrors
 from fanout.pipeline.route import RoutingTable
 from tests.unit.factories import make_sub

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from fanout.model import Event
+from fanout.model.event import Event
 from fanout.pipeline.expressions import (
     Bindings,
     CompileError,
@@ -270,8 +270,8 @@ def test_the_size_cap_stops_early_on_repeated_large_values() -> None:
 
 def test_a_routes_file_with_a_bad_expression_is_refused_naming_where(tmp_path: Any) -> None:
     from fanout.config import DeliverySettings
-    from fanout.errors import ValidationFailed
-    from fanout.routes import load_routes
+    from fanout.control.routes import load_routes
+    from fanout.model.errors import ValidationFailed
 
     path = tmp_path / "routes.yaml"
     path.write_text(

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 from confluent_kafka import KafkaError
 
-from fanout import headers as H
-from fanout.errors import ProduceFailed, RecordRefused, RecordTooLarge, RetryableDelivery
 from fanout.kafka.producer import QUEUE_KBYTES, produce_error
 from fanout.kafka.topics import HEADER_ROOM_BYTES, LIBRDKAFKA_MAX_MESSAGE_BYTES, size_producer
+from fanout.model import headers as H
+from fanout.model.errors import ProduceFailed, RecordRefused, RecordTooLarge, RetryableDelivery
 from fanout.pipeline.handoff import Backoff
 from fanout.pipeline.offsets import PartitionTracker
 from fanout.pipeline.settle import reason_kind

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from fanout import headers as H
-from fanout.model import Headers
+from fanout.model import headers as H
+from fanout.model.event import Headers
 
 
 def retry_headers(**overrides: str | int | None) -> Headers:

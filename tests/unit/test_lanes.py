@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from fanout.errors import DeliveryError, NotAttempted, PermanentDelivery, RetryableDelivery
-from fanout.model import Delivery
+from fanout.model.errors import DeliveryError, NotAttempted, PermanentDelivery, RetryableDelivery
+from fanout.model.event import Delivery
+from fanout.model.subscription import Subscription
 from fanout.pipeline import lanes as lanes_module
 from fanout.pipeline import limits as limits_module
 from fanout.pipeline.lanes import Lane, LaneLimits, Lanes, Spilled
 from fanout.pipeline.limits import Breaker, TokenBucket
 from fanout.pipeline.offsets import PartitionTracker
-from fanout.subscription import Subscription
 from tests.unit.factories import make_delivery, make_event, make_sub
 
 

@@ -5,7 +5,7 @@ import time
 
 import orjson
 
-from fanout.model import Event, iso_time
+from fanout.model.event import Event, iso_time
 from tests.unit.factories import make_delivery, make_event
 
 

@@ -12,9 +12,9 @@ from fanout.api.app import build_app
 from fanout.api.openapi import SCHEMA_FILES, bundle, load_schema, validator
 from fanout.api.subscriptions import writable
 from fanout.config import SCOPES, Settings
-from fanout.deadletter import view
-from fanout.jobs import Job
-from fanout.subscription import Subscription
+from fanout.control.deadletters import view
+from fanout.control.jobs import Job
+from fanout.model.subscription import Subscription
 from tests.unit.factories import make_sub
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}

@@ -4,9 +4,9 @@ from typing import Any
 
 import pytest
 
+from fanout.model.subscription import Subscription
 from fanout.pipeline.decode import decode
 from fanout.pipeline.route import RoutingTable
-from fanout.subscription import Subscription
 from tests.unit.factories import make_event, make_sub
 
 

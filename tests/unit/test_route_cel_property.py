@@ -9,10 +9,10 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fanout.model import Event
+from fanout.model.event import Event
+from fanout.model.subscription import Subscription
 from fanout.pipeline.expressions import Bindings, EvaluationError, passes
 from fanout.pipeline.route import RoutingTable
-from fanout.subscription import Subscription
 from tests.unit.factories import make_sub
 
 TOPICS = ["orders", "payments"]

@@ -11,8 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from fanout.config import SecretsSettings
-from fanout.secretbox import SecretBox, SecretUnreadable, new_key
-from fanout.subscription_codec import SubscriptionCodec
+from fanout.control.codec import SubscriptionCodec
+from fanout.control.secretbox import SecretBox, SecretUnreadable, new_key
 from tests.unit.factories import OTHER_SECRET, SECRET, make_sub
 
 OLD, NEW = new_key(), new_key()

@@ -9,17 +9,17 @@ from typing import Any
 import orjson
 import pytest
 
-from fanout import headers as H
 from fanout.config import DeliverySettings, KafkaSettings, RetrySettings, Settings, TopicSettings
-from fanout.errors import EndpointGone, PermanentDelivery, RetryableDelivery
-from fanout.model import Delivery, Headers
+from fanout.model import headers as H
+from fanout.model.errors import EndpointGone, PermanentDelivery, RetryableDelivery
+from fanout.model.event import Delivery, Headers
+from fanout.model.subscription import Subscription
 from fanout.pipeline import settle as settle_module
 from fanout.pipeline.handoff import Backoff
 from fanout.pipeline.lanes import Spilled
 from fanout.pipeline.offsets import PartitionTracker
 from fanout.pipeline.ops import DEAD_LETTERED, FAILING, OpsEvents
 from fanout.pipeline.settle import Settler
-from fanout.subscription import Subscription
 from tests.unit.factories import make_delivery, make_event, make_sub
 
 RETRY = ("fx.retry.0", "fx.retry.1", "fx.retry.2")
@@ -621,7 +621,7 @@ async def test_an_ordered_delivery_without_a_connection_slot_is_tried_again_in_p
 ) -> None:
     """Key-ordered deliveries never spill; a pool timeout (``NotAttempted``) is tried again shortly,
     with no attempt counted and no retry record written."""
-    from fanout.errors import NotAttempted
+    from fanout.model.errors import NotAttempted
     from fanout.pipeline import ordered
     from fanout.pipeline.ordered import KeyedLane
 

@@ -1,4 +1,4 @@
-"""Group-wide rate limits: a member's share of a subscription's rate (fanout.pipeline.share)."""
+"""Group-wide rate limits: a member's share of a subscription's rate (fanout.model.ownership)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fanout.pipeline.share import Ownership, rate_share
+from fanout.model.ownership import Ownership, rate_share
 
 TOPICS = {"orders": 4, "fx.retry.0": 6, "fx.retry.1": 6}
 RETRY = ["fx.retry.0", "fx.retry.1"]

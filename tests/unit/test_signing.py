@@ -123,7 +123,7 @@ def test_verify_accepts_reference_signatures_and_refuses_tampering() -> None:
 
 def test_the_signer_gives_the_same_signatures_as_sign() -> None:
     from fanout.http.signing import Signer, new_secret, sign
-    from fanout.subscription import parse_subscription
+    from fanout.model.subscription import parse_subscription
 
     sub = parse_subscription(
         {"id": "s", "url": "https://x.example/h", "topics": ["t"], "secrets": [new_secret(), new_secret(64)]}

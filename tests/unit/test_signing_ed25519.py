@@ -16,11 +16,11 @@ from standardwebhooks import Webhook
 
 from fanout.cli import main
 from fanout.config import SecretsSettings
+from fanout.control.codec import SubscriptionCodec
+from fanout.control.plans import rotated_ed25519
+from fanout.control.secretbox import new_key
 from fanout.http.signing import Signer, new_ed25519_key, verify, verify_ed25519
-from fanout.secretbox import new_key
-from fanout.subscription import ed25519_public_key
-from fanout.subscription_codec import SubscriptionCodec
-from fanout.subscription_plans import rotated_ed25519
+from fanout.model.subscription import ed25519_public_key
 from tests.unit.factories import SECRET, make_sub
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from fanout.errors import ValidationFailed
-from fanout.subscription import Subscription, parse_subscription
+from fanout.model.errors import ValidationFailed
+from fanout.model.subscription import Subscription, parse_subscription
 from tests.unit.factories import KEY, OTHER_KEY, OTHER_SECRET, SECRET, sub_data
 
 

@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import use_span
 
-from fanout.client import event_body, inject_trace_headers
-from fanout.errors import PermanentDelivery, RetryableDelivery
 from fanout.kafka.consumer import digest_stats
-from fanout.model import Delivery
+from fanout.kafka.publisher import event_body, inject_trace_headers
+from fanout.model.errors import PermanentDelivery, RetryableDelivery
+from fanout.model.event import Delivery
 from fanout.pipeline.settle import reason_kind
 from fanout.telemetry.attempts import AttemptMetrics, instrument_send, redacted_url, result_of
 from fanout.telemetry.logs import JsonFormatter, TextFormatter, delivery_fields

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from fanout.config import DeliverySettings, load_settings
-from fanout.errors import ConfigError, NotAttempted, PermanentDelivery, RetryableDelivery
 from fanout.http.fields import HeaderBlock, check_field, encode_fields
 from fanout.http.options import timeouts
 from fanout.http.proxy import Proxy, ProxyRoutes
@@ -21,6 +20,7 @@ from fanout.http.transport import (
     ServerDisconnected,
     TLSError,
 )
+from fanout.model.errors import ConfigError, NotAttempted, PermanentDelivery, RetryableDelivery
 from tests.unit.factories import make_sub
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fanout.pipeline import wire_syntax
+from fanout.model import wire_syntax
 from fanout.pipeline.decode import decode
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from fanout.model import Event, iso_time
+from fanout.model.event import Event, iso_time
 from fanout.pipeline.expressions.compile import Program, environment
 from fanout.pipeline.expressions.limits import MAX_MAPPED_LIST
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from fanout.model import Event
+from fanout.model.event import Event
 from fanout.pipeline.expressions.compile import Program
 from fanout.pipeline.expressions.evaluate import Bindings, EvaluationError, run
 

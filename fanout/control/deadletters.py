@@ -1,7 +1,7 @@
 """Dead letters as people read them: a filter, and the view of one record
 (``schemas/dead-letter.schema.json``).
 
-The view takes everything from the record's ``fanout-*`` headers (see ``fanout.headers``): reason,
+The view takes everything from the record's ``fanout-*`` headers (see ``fanout.model.headers``): reason,
 attempts, last status and error, origin, first attempt; and shows the payload as text, truncated.
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fanout import headers as H
-from fanout.model import Headers, iso_time
+from fanout.model import headers as H
+from fanout.model.event import Headers, iso_time
 
 PAYLOAD_PREVIEW = 4096
 

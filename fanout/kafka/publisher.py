@@ -1,6 +1,6 @@
 """Publish events to Kafka from a Python service, with the W3C trace context in the record headers.
 
-    from fanout.client import Publisher
+    from fanout.kafka.publisher import Publisher
 
     publisher = Publisher("kafka:9092")
     publisher.publish("users", "user_registered", {"user_id": 1234}, key="1234")
@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from fanout import __version__
-from fanout.model import Headers, iso_time
+from fanout.model.event import Headers, iso_time
 from fanout.telemetry.tracing import format_traceparent
 
 SCOPE = "fanout.client"

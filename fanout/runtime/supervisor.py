@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
-log = logging.getLogger("fanout.supervisor")
+log = logging.getLogger("fanout.runtime.supervisor")
 
 CHECK_SECONDS = 0.2
 MAX_BACKOFF = 30.0

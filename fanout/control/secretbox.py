@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from fanout.errors import FanoutError
+from fanout.model.errors import FanoutError
 
 PREFIX = "enc:v1:"
 NONCE_BYTES = 12

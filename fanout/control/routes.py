@@ -14,7 +14,7 @@ written into the file: ``secrets: ["${env:CRM_SECRET}"]``, ``password: "${file:/
 (the file's content without a trailing newline). They are resolved when the file is loaded.
 
 ``client_certificate.cert_file``/``key_file`` must name files under ``delivery.client_cert_dir``
-(``fanout.cert_paths``); the API takes inline PEM only.
+(``fanout.model.cert_paths``); the API takes inline PEM only.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from fanout.cert_paths import CertificatePathRefused, resolve_cert_file
 from fanout.config import DeliverySettings
-from fanout.errors import ValidationFailed
 from fanout.http.ssrf import AddressPolicy, AddressRefused
-from fanout.subscription import Subscription, parse_subscription
+from fanout.model.cert_paths import CertificatePathRefused, resolve_cert_file
+from fanout.model.errors import ValidationFailed
+from fanout.model.subscription import Subscription, parse_subscription
 
 
 def check_url_allowed(sub: Subscription, delivery: DeliverySettings) -> None:

@@ -29,15 +29,15 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from fanout.api_settings import RECORD_OVERHEAD_BYTES as RECORD_OVERHEAD_BYTES
-from fanout.api_settings import SCOPES as SCOPES
-from fanout.api_settings import ApiKey as ApiKey
-from fanout.api_settings import ApiSettings as ApiSettings
-from fanout.api_settings import IngestSource as IngestSource
-from fanout.api_settings import JwtSettings as JwtSettings
-from fanout.api_settings import SecretsSettings as SecretsSettings
-from fanout.errors import ConfigError
-from fanout.transport_settings import TransportSettings
+from fanout.config.api import RECORD_OVERHEAD_BYTES as RECORD_OVERHEAD_BYTES
+from fanout.config.api import SCOPES as SCOPES
+from fanout.config.api import ApiKey as ApiKey
+from fanout.config.api import ApiSettings as ApiSettings
+from fanout.config.api import IngestSource as IngestSource
+from fanout.config.api import JwtSettings as JwtSettings
+from fanout.config.api import SecretsSettings as SecretsSettings
+from fanout.config.transport import TransportSettings
+from fanout.model.errors import ConfigError
 
 ENV_PREFIX = "FANOUT_"
 ENV_NESTING = "__"

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from fanout.config import SecretsSettings
-from fanout.errors import ValidationFailed
-from fanout.secretbox import SecretBox, SecretUnreadable
-from fanout.subscription import Subscription, map_secrets, parse_subscription
+from fanout.control.secretbox import SecretBox, SecretUnreadable
+from fanout.model.errors import ValidationFailed
+from fanout.model.subscription import Subscription, map_secrets, parse_subscription
 
 log = logging.getLogger("fanout.subscriptions")
 

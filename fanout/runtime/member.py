@@ -10,11 +10,11 @@ import asyncio
 from collections.abc import Callable, Iterable
 
 from fanout.config import Settings
-from fanout.errors import FatalKafkaError
 from fanout.kafka.consumer import ConsumerHooks, ConsumerThread
+from fanout.model.errors import FatalKafkaError
+from fanout.model.ownership import Ownership, rate_share
+from fanout.model.subscription import Subscription
 from fanout.pipeline.dispatch import Dispatcher
-from fanout.pipeline.share import Ownership, rate_share
-from fanout.subscription import Subscription
 
 
 class GroupMember:

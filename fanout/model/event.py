@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 if TYPE_CHECKING:
-    from fanout.subscription import Subscription
+    from fanout.model.subscription import Subscription
 
 Headers = list[tuple[str, bytes | None]]
 

@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
-from fanout.model import Headers
+from fanout.model.event import Headers
 
 
 @dataclass(frozen=True, slots=True)

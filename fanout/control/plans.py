@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from fanout.errors import VersionConflict
-from fanout.subscription import Subscription, parse_subscription
+from fanout.model.errors import VersionConflict
+from fanout.model.subscription import Subscription, parse_subscription
 
 
 @dataclass(frozen=True)

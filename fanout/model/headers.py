@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fanout.model import Headers
+from fanout.model.event import Headers
 
 PREFIX = "fanout-"
 SUBSCRIPTION = "fanout-subscription"

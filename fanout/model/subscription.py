@@ -28,8 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from fanout.endpoint_auth import EndpointAuth
-from fanout.errors import ValidationFailed
+from fanout.model.endpoint_auth import EndpointAuth
+from fanout.model.errors import ValidationFailed
 from fanout.pipeline.expressions.compile import (
     MAX_EXPRESSION_LENGTH,
     CompileError,

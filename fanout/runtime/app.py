@@ -21,26 +21,26 @@ import time
 from aiohttp.abc import AbstractResolver
 
 from fanout.config import Settings
-from fanout.errors import FanoutError, FatalKafkaError
-from fanout.gc_tuning import settle_heap, tune_gc
 from fanout.http.sender import HttpSender
 from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.subscriptions import SubscriptionStore, TableWatcher
 from fanout.kafka.topics import ProducerSizing, producer_sizing
-from fanout.member import GroupMember
-from fanout.model import Delivery
+from fanout.model.errors import FanoutError, FatalKafkaError
+from fanout.model.event import Delivery
+from fanout.model.subscription import Subscription
 from fanout.pipeline.dispatch import Dispatcher
 from fanout.pipeline.lanes import LaneLimits, Lanes
 from fanout.pipeline.ops import OpsEvents
 from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
 from fanout.pipeline.settle import Settler
-from fanout.subscription import Subscription
+from fanout.runtime.gc_tuning import settle_heap, tune_gc
+from fanout.runtime.member import GroupMember
 from fanout.telemetry.dispatcher import DispatcherTelemetry
 from fanout.telemetry.metrics import Metrics
 from fanout.telemetry.tracing import Tracing
 
-log = logging.getLogger("fanout.app")
+log = logging.getLogger("fanout.runtime.app")
 
 TICK = 0.1
 STARTUP_TIMEOUT = 60.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fanout.subscription import ClientCertificate
+from fanout.model.subscription import ClientCertificate
 
 SETTING = "delivery.client_cert_dir"
 

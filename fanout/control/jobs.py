@@ -21,11 +21,11 @@ import orjson
 from fanout.config import Settings
 from fanout.kafka.ranges import RangeReader
 from fanout.kafka.replay import ReplayProgress, replay_source
-from fanout.model import iso_time
+from fanout.model.event import iso_time
+from fanout.model.subscription import Subscription
 from fanout.pipeline.decode import parse_time
-from fanout.subscription import Subscription
 
-log = logging.getLogger("fanout.jobs")
+log = logging.getLogger("fanout.control.jobs")
 
 STARTED = "fanout.job.started"
 PROGRESS = "fanout.job.progress"
