@@ -110,7 +110,10 @@ class ApiSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Largest request body (413 above it); it plus 16 KiB for headers must fit in
     `kafka.message_max_bytes`."""
-    topics: list[str] = Field(default_factory=list, description="Topics POST /v1/events may publish to.")
+    topics: list[str] = Field(
+        default_factory=list,
+        description="Topics POST /v1/events may publish to (never internal ones); empty: none.",
+    )
     default_topic: str | None = None
     """Topic of `POST /v1/events` without `?topic=`; must be one of `topics`."""
     keys: list[ApiKey] = Field(default_factory=list)
@@ -126,12 +129,19 @@ class ApiSettings(_Section):
     """Seconds `POST /v1/subscriptions/{id}/test` waits for the endpoint."""
     produce_timeout: float = Field(default=30, gt=0, le=300)
     """Seconds the API waits for the broker to acknowledge a publish, then answers 503."""
-    resolve_urls: bool = Field(default=True, description="Resolve subscription hosts when they are written.")
+    resolve_urls: bool = Field(
+        default=True,
+        description="Resolve a subscription's host when it is written, and refuse it (400) when the SSRF "
+        "guard refuses every address.",
+    )
     read_timeout: float = Field(
         default=30, gt=0, le=3600, description="Seconds from a request's first byte to its last, or 408."
     )
     max_connections_per_client: int = Field(
-        default=256, ge=0, description="Open connections per client address (0: no cap); more get 429."
+        default=256,
+        ge=0,
+        description="Open connections per client address (0: no cap); one more is answered 429 and closed. "
+        "Behind a proxy every client has the proxy's address: raise it, or set 0.",
     )
     idempotency_window: float = Field(
         default=24 * 3600,
@@ -171,7 +181,7 @@ class SecretsSettings(_Section):
 
     keys: list[SecretStr] = Field(default_factory=list)
     """AES-GCM keys, base64 (`fanout keys encryption` makes one): the first encrypts, every one decrypts.
-    Empty: subscription secrets are written to the topic unencrypted, with a warning."""
+    Empty: subscription secrets are written to the topic unencrypted, with a warning; set it in production."""
 
     @field_validator("keys")
     @classmethod

@@ -139,7 +139,7 @@ class KafkaSettings(_Section):
 
 
 class TopicSettings(_Section):
-    """Names and shapes of fanout's internal topics (see DESIGN.md, "Contracts")."""
+    """Names and shapes of fanout's internal topics (docs/delivery.md, "Topics")."""
 
     prefix: str = Field(default="fanout", pattern=r"^[A-Za-z0-9._-]+$")
     """Prefix of the internal topics: `<prefix>.subscriptions`, `.retry.<n>`, `.dlq`, `.ops`, `.attempts`."""
@@ -239,7 +239,8 @@ class DeliverySettings(TransportSettings):
     """CA certificates (PEM file) that verify subscribers' servers; unset: the system's CAs."""
     client_cert_dir: Path | None = Field(
         default=None,
-        description="The only directory whose files a routes file's client_certificate may name.",
+        description="The only directory whose files a routes file's client_certificate may name (cert_file, "
+        "key_file: resolved with links followed, they must stay inside it); unset: inline PEM only.",
     )
     connections_per_host: int = Field(default=256, ge=1)
     """Open connections per origin (idle ones included), shared by every lane of that host."""
@@ -266,7 +267,11 @@ class DeliverySettings(TransportSettings):
     breaker_max_cooldown: float = Field(
         default=600, gt=0, description="Each failed probe doubles the cool-down, up to this many seconds."
     )
-    failing_after: int = Field(default=4, ge=1, description="Consecutive failures that emit an ops event.")
+    failing_after: int = Field(
+        default=4,
+        ge=1,
+        description="Consecutive failures that emit the ops event fanout.subscription.failing.",
+    )
     retry_after_max: float = Field(default=3600, gt=0)
     """Longest `Retry-After` honoured, in seconds; a longer one is clamped to it."""
     user_agent: str = "fanout-webhooks"
@@ -293,12 +298,20 @@ class DispatcherSettings(_Section):
         min_length=1,
         description="Static group membership (group.instance.id) for rolling deploys; workers add -<index>.",
     )
-    workers: int = Field(default=1, ge=1, le=64, description="Consumer processes `fanout run` supervises.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Consumer processes `fanout run` supervises (`--workers N` overrides).",
+    )
     topics: list[str] = Field(default_factory=list, description="Source topics beyond the subscriptions'.")
     batch_size: int = Field(default=500, ge=1, le=100_000)
     """Records the poll loop takes from librdkafka in one call, at most."""
     max_uncommitted: int = Field(
-        default=10_000, ge=1, description="Per partition: records read but not yet committed; pause above."
+        default=10_000,
+        ge=1,
+        description="Per partition: records read but not yet committed; pause above. The bound on duplicates "
+        "after a crash.",
     )
     max_queued: int = Field(
         default=5000, ge=1, description="Deliveries queued in all lanes above which fetching pauses."
@@ -337,7 +350,8 @@ class DispatcherSettings(_Section):
     stall_timeout: float = Field(
         default=60,
         gt=0,
-        description="/healthz fails when a poll loop has not completed a cycle for this many seconds.",
+        description="/healthz fails when a poll loop has not completed a cycle for this many seconds (must "
+        "exceed drain_timeout: a revoke blocks the loop while it drains).",
     )
 
     @model_validator(mode="after")
@@ -355,7 +369,8 @@ class HistorySettings(_Section):
 
     record: Literal["all", "failures", "off"] = Field(
         default="all",
-        description="Attempt records written: all, failures (non-2xx attempts and terminal outcomes) or off.",
+        description="Attempt records written: all, failures (non-2xx attempts and terminal outcomes) or off "
+        "(the dispatcher does not write them yet: issue 15).",
     )
     retention: float = Field(
         default=7 * 24 * 3600,
