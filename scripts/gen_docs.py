@@ -192,13 +192,14 @@ def _rows(model: type[BaseModel], path: str, env: str | None) -> Iterator[Row | 
             yield Row(
                 dotted, _env_cell(field_env, json_value=True), "object", _default(field), description, False
             )
-            nested.append(Table(dotted, _section_intro(sub), list(_flat(sub, dotted, None))))
+            nested.append(Table(dotted, _section_intro(sub), list(_flat(sub, dotted, field_env))))
             continue
         if sub is not None:
             nested.append(Table(dotted, _section_intro(sub), list(_flat(sub, dotted, field_env))))
             continue
         if items is not None:
             suffix, item = items
+            item_env = f"{field_env}{ENV_NESTING}<NAME>" if suffix != "[]" and field_env else None
             yield Row(
                 dotted,
                 _env_cell(field_env, json_value=True),
@@ -208,7 +209,7 @@ def _rows(model: type[BaseModel], path: str, env: str | None) -> Iterator[Row | 
                 False,
             )
             nested.append(
-                Table(f"{dotted}{suffix}", _section_intro(item), list(_flat(item, f"{dotted}{suffix}", None)))
+                Table(f"{dotted}{suffix}", _section_intro(item), list(_flat(item, f"{dotted}{suffix}", item_env)))
             )
             continue
         json_value = typing.get_origin(_unwrap(field.annotation)) in (list, dict)
@@ -233,7 +234,7 @@ def _flat(model: type[BaseModel], path: str, env: str | None) -> Iterator[Row]:
 
 def _env_cell(env: str | None, json_value: bool) -> str:
     if env is None:
-        return "(in the parent's JSON)"
+        return "(in the list's JSON)"
     return f"`{env}`" + (" (JSON)" if json_value else "")
 
 
@@ -281,6 +282,19 @@ delivery:
 api:
   topics: [orders]
   default_topic: orders
+```
+
+More examples of environment variables:
+
+```
+FANOUT_KAFKA__EXTRA='{{"socket.keepalive.enable": "true"}}'     # librdkafka settings, as they are
+FANOUT_DELIVERY__ALLOW_CIDRS='["10.1.0.0/16"]'
+FANOUT_DELIVERY__PROXY=http://user:pass@proxy:3128            # the password moves to delivery.proxy_password
+FANOUT_API__KEYS='[{{"name": "shop", "sha256": "...", "scopes": ["events:publish"]}}]'
+FANOUT_API__JWT__JWKS_URL=https://idp.example.com/.well-known/jwks.json
+FANOUT_API__INGEST__GITHUB__SCHEME=github                     # or the whole map as JSON:
+FANOUT_API__INGEST='{{"github": {{"scheme": "github", "topic": "gh", "secrets": ["..."]}}}}'
+FANOUT_SECRETS__KEYS='["<base64 AES key>"]'
 ```
 
 Durations are in seconds unless the name says otherwise (`_ms`, `_hours`). Secret settings ({{secrets}})

@@ -25,7 +25,7 @@ def keys() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def api_key(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
-    """A new API key and the api.keys entry (its SHA-256) to configure."""
+    """A new API key (printed once, stored nowhere) and the api.keys entry (its SHA-256) to configure."""
     from fanout.api.auth import key_digest
 
     key = "fo_" + secrets.token_urlsafe(32)
