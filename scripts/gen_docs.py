@@ -209,7 +209,11 @@ def _rows(model: type[BaseModel], path: str, env: str | None) -> Iterator[Row | 
                 False,
             )
             nested.append(
-                Table(f"{dotted}{suffix}", _section_intro(item), list(_flat(item, f"{dotted}{suffix}", item_env)))
+                Table(
+                    f"{dotted}{suffix}",
+                    _section_intro(item),
+                    list(_flat(item, f"{dotted}{suffix}", item_env)),
+                )
             )
             continue
         json_value = typing.get_origin(_unwrap(field.annotation)) in (list, dict)
@@ -381,6 +385,20 @@ def _help(command: click.Command) -> list[str]:
     return [p for para in paragraphs for p in (para, "")]
 
 
+def _metavar(argument: click.Argument) -> str:
+    text = argument.human_readable_name
+    text = text if argument.required else f"[{text}]"
+    return text + ("..." if argument.nargs != 1 else "")
+
+
+def _usage(name: str, command: click.Command) -> str:
+    """The usage line, built here rather than by click, whose spelling varies between versions."""
+    if isinstance(command, click.Group):
+        return f"{name} [OPTIONS] COMMAND [ARGS]..."
+    arguments = [_metavar(p) for p in command.params if isinstance(p, click.Argument)]
+    return " ".join([name, "[OPTIONS]", *arguments])
+
+
 CLI_INTRO = f"""\
 # CLI
 
@@ -402,9 +420,7 @@ def cli_page() -> str:
     for path, command in _commands(cli_main, ("fanout",)):
         name = " ".join(path)
         lines += ["", f"{'#' * min(len(path), 4)} `{name}`", ""]
-        with click.Context(command, info_name=name) as ctx:
-            usage = " ".join([name, *command.collect_usage_pieces(ctx)])
-        lines += ["```", usage, "```", ""]
+        lines += ["```", _usage(name, command), "```", ""]
         lines += _help(command)
         if isinstance(command, click.Group):
             lines += ["| command | what it does |", "|---|---|"]
@@ -416,7 +432,7 @@ def cli_page() -> str:
             continue
         arguments = [p for p in command.params if isinstance(p, click.Argument)]
         if arguments:
-            lines += ["Arguments: " + ", ".join(f"`{a.make_metavar(ctx)}`" for a in arguments), ""]
+            lines += ["Arguments: " + ", ".join(f"`{_metavar(a)}`" for a in arguments), ""]
         options = [
             p
             for p in command.params
