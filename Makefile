@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint install kafka-start kafka-stop clean promtool
+.PHONY: test test-fast demo bench lint docs install kafka-start kafka-stop clean promtool
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 test: $(STAMP)
 	scripts/test
 
+## test-fast: lint and the unit tests (no broker, no network; about a minute)
+test-fast: lint
+	$(BIN)/python -m pytest tests/unit -q
+
 ## demo: start everything, publish sample events, show what the receiver got
 demo: $(STAMP)
 	scripts/demo
@@ -25,10 +29,13 @@ demo: $(STAMP)
 bench: $(STAMP)
 	scripts/bench
 
+## lint: ruff, ruff format --check, mypy --strict, lint-imports (layer contracts), aiohttp's client only in fanout/http
 lint: $(STAMP)
-	$(BIN)/ruff check fanout tests scripts
-	$(BIN)/ruff format --check fanout tests scripts
-	$(BIN)/mypy --strict fanout
+	scripts/lint
+
+## docs: regenerate docs/configuration.md and docs/cli.md from the code (a unit test fails when they drift)
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_docs.py
 
 ## promtool: build Prometheus' promtool once (pinned, cached in ~/.cache/fanout/promtool); the alert-rule tests use it
 promtool:

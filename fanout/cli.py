@@ -1,4 +1,8 @@
-"""The ``fanout`` command: a click group; each command group lives in ``fanout.commands``."""
+"""The ``fanout`` command: a click group; each command group lives in ``fanout.commands``.
+
+``--config FILE`` is taken by the group and by every command below it (``fanout --config f.yaml run``
+and ``fanout run --config f.yaml`` are the same); the one nearest the command wins, then FANOUT_CONFIG.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import click
 
 from fanout import __version__
 from fanout.commands.api import api
-from fanout.commands.context import CliState
+from fanout.commands.context import CONFIG_HELP, CliState, add_config_option
 from fanout.commands.dlq import dlq
 from fanout.commands.keys import keys
 from fanout.commands.listen import listen
@@ -26,7 +30,7 @@ from fanout.commands.topics import topics
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="FANOUT_CONFIG",
-    help="YAML settings file (environment variables FANOUT_* take precedence).",
+    help=CONFIG_HELP,
 )
 @click.pass_context
 def main(ctx: click.Context, config_file: Path | None) -> None:
@@ -34,12 +38,6 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
     ctx.obj = CliState(config_file=config_file)
 
 
-main.add_command(topics)
-main.add_command(subscriptions)
-main.add_command(run)
-main.add_command(listen)
-main.add_command(api)
-main.add_command(keys)
-main.add_command(publish)
-main.add_command(dlq)
-main.add_command(replay)
+for command in (topics, subscriptions, run, listen, api, keys, publish, dlq, replay):
+    add_config_option(command)
+    main.add_command(command)

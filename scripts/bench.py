@@ -399,7 +399,7 @@ def main() -> int:
     parser.add_argument(
         "--publish",
         action="store_true",
-        help="also copy the results to bench-results/published/ (committed; README shows them)",
+        help="also copy the results to bench-results/published/ (committed; docs/performance.md shows them)",
     )
     args = parser.parse_args()
     bench = Bench(args)

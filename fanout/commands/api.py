@@ -20,7 +20,7 @@ from fanout.model.errors import FanoutError
 )
 @pass_state
 def api(state: CliState, host: str | None, port: int | None, log_level: str | None) -> None:
-    """Serve the HTTP API until SIGTERM."""
+    """Serve the HTTP API until SIGTERM (then finish the requests in flight and exit 0)."""
     from fanout.api.app import run_api
     from fanout.telemetry.logs import setup_logging
 

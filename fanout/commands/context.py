@@ -24,8 +24,16 @@ class UsageOrConfigError(click.ClickException):
 
 @dataclass
 class CliState:
+    """The command line's shared state. ``config_file`` is the last ``--config`` given on the way down
+    the command path (``fanout --config a.yaml run --config b.yaml`` reads b.yaml), else FANOUT_CONFIG."""
+
     config_file: Path | None = None
     _settings: Settings | None = field(default=None, repr=False)
+
+    def use_config(self, config_file: Path) -> None:
+        """Read ``config_file`` instead of what a command above this one named."""
+        self.config_file = config_file
+        self._settings = None
 
     @property
     def settings(self) -> Settings:
@@ -38,6 +46,34 @@ class CliState:
 
 
 pass_state = click.make_pass_decorator(CliState, ensure=True)
+
+CONFIG_HELP = "YAML settings file (environment variables FANOUT_* take precedence)."
+
+
+def _use_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:
+        ctx.ensure_object(CliState).use_config(value)
+
+
+def config_option() -> click.Option:
+    """``--config FILE`` for a subcommand: it overrides the group's ``--config`` and FANOUT_CONFIG (a
+    command's options are parsed after those of the groups above it)."""
+    return click.Option(
+        ["--config", "config_file"],
+        type=click.Path(dir_okay=False, path_type=Path),
+        expose_value=False,
+        callback=_use_config,
+        help=CONFIG_HELP,
+    )
+
+
+def add_config_option(command: click.Command) -> None:
+    """Give ``command`` and every command below it ``--config`` (unless it has one already)."""
+    if not any(param.name == "config_file" for param in command.params):
+        command.params.append(config_option())
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_config_option(sub)
 
 
 def print_json(value: Any) -> None:

@@ -43,7 +43,9 @@ def _filter(
 @click.option("--subscription", help="Only this subscription's dead letters.")
 @click.option("--since", type=TIME, help="Dead-lettered at or after (ISO 8601, epoch seconds, or 2h ago).")
 @click.option("--until", type=TIME, help="Dead-lettered before.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="Dead letters per page."
+)
 @click.option("--cursor", help="Continue from a previous page's next_cursor.")
 @click.option("--json", "as_json", is_flag=True, help="Print the page as JSON (items, next_cursor).")
 @pass_state
@@ -56,7 +58,7 @@ def list_(
     cursor: str | None,
     as_json: bool,
 ) -> None:
-    """List dead letters, oldest first."""
+    """List dead letters, oldest first, as a table (reason, attempts, last status) or JSON."""
     try:
         position = decode_cursor(cursor) if cursor else None
         page = browse(state.settings, _filter(subscription, since, until), limit, position, preview=200)
@@ -105,7 +107,8 @@ def replay_(
     limit: int | None,
     as_json: bool,
 ) -> None:
-    """Re-enqueue matching dead letters to the first retry tier (attempts and max_age start again)."""
+    """Re-enqueue matching dead letters to the first retry tier (attempts and max_age start again),
+    with a progress bar on stderr."""
     where = _filter(subscription, since, until, ids, event_ids)
     with click.progressbar(length=1, label="replaying", file=sys.stderr) as bar:
 

@@ -15,7 +15,7 @@ from fanout.http.signing import new_ed25519_key, new_secret
 
 @click.group()
 def keys() -> None:
-    """Generate API keys and encryption keys."""
+    """Generate API keys, encryption keys and signing keys."""
 
 
 @keys.command("api")
@@ -23,9 +23,9 @@ def keys() -> None:
 @click.option(
     "--scope", "scopes", multiple=True, type=click.Choice(SCOPES), help="A scope (repeatable; default: all)."
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def api_key(name: str, scopes: tuple[str, ...], as_json: bool) -> None:
-    """A new API key and the api.keys entry (its SHA-256) to configure."""
+    """A new API key (printed once, stored nowhere) and the api.keys entry (its SHA-256) to configure."""
     from fanout.api.auth import key_digest
 
     key = "fo_" + secrets.token_urlsafe(32)
@@ -48,7 +48,7 @@ def encryption_key() -> None:
 @click.option(
     "--ed25519", is_flag=True, help="An Ed25519 pair (v1a signatures) instead of an HMAC secret (v1)."
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def signing_key(ed25519: bool, as_json: bool) -> None:
     """A subscription signing secret (whsec_, for secrets), or with --ed25519 a key pair: the whsk_ key
     for ed25519_keys and the whpk_ public key to give the receiver."""

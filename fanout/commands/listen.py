@@ -52,8 +52,8 @@ def make_app(secrets: list[str], status: int, as_json: bool) -> web.Application:
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=9000, show_default=True, type=int)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9000, show_default=True, type=int, help="Port to listen on.")
 @click.option("--secret", "secrets", multiple=True, help="whsec_ secret to verify with (repeatable).")
 @click.option(
     "--status", default=204, show_default=True, type=click.IntRange(100, 599), help="Status to answer."

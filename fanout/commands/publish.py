@@ -45,7 +45,8 @@ def publish(
     event_id: str | None,
     as_json: bool,
 ) -> None:
-    """Publish an event {"event": TYPE, "data": ...} and wait for the broker's acknowledgement."""
+    """Publish an event {"event": TYPE, "data": ...} directly to Kafka and wait for the broker's
+    acknowledgement (acks=all)."""
     settings = state.settings
     topic = topic or settings.api.default_topic
     if not topic:

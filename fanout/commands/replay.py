@@ -22,7 +22,8 @@ from fanout.model.errors import FanoutError
 @pass_state
 def replay(state: CliState, subscription: str, since: int, until: int | None, as_json: bool) -> None:
     """Route every source record with since <= timestamp < until and write the matches for SUBSCRIPTION
-    to the first retry tier (a job: its progress also goes to the ops topic)."""
+    to the first retry tier, with a progress bar on stderr (a job: its progress also goes to the ops
+    topic)."""
     settings = state.settings
     until = until if until is not None else int(time.time() * 1000)
     if until <= since:

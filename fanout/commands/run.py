@@ -38,7 +38,12 @@ def run(
     worker_index: int | None,
     log_level: str | None,
 ) -> None:
-    """Consume events and deliver them to every matching subscription until SIGTERM."""
+    """Consume events and deliver them to every matching subscription until SIGTERM.
+
+    One member of the consumer group dispatcher.group_id, or with --workers N, N supervised member
+    processes (one that dies is restarted). With --routes, the file is applied first. SIGTERM stops
+    fetching, finishes the deliveries in hand within dispatcher.drain_timeout, commits and exits 0.
+    /healthz, /readyz and /metrics are served on dispatcher.http_port (8081; worker i on 8081 + i)."""
     signal.signal(signal.SIGTERM, _stop_while_starting)
     from fanout.control.routes import load_routes
     from fanout.kafka.subscriptions import SubscriptionStore

@@ -66,7 +66,14 @@ def get(state: CliState, sub_id: str) -> None:
 
 
 @subscriptions.command()
-@click.option("-f", "--file", "path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-f",
+    "--file",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The routes file (YAML).",
+)
 @click.option("--prune", is_flag=True, help="Delete subscriptions that are not in the file.")
 @pass_state
 def apply(state: CliState, path: Path, prune: bool) -> None:
@@ -142,7 +149,9 @@ def enable(state: CliState, sub_id: str, if_version: int | None, as_json: bool) 
 
 @subscriptions.command()
 @click.argument("sub_id")
-@click.option("--reason", default="disabled by an operator", show_default=True)
+@click.option(
+    "--reason", default="disabled by an operator", show_default=True, help="Kept with the subscription."
+)
 @IF_VERSION
 @JSON
 @pass_state
@@ -163,7 +172,7 @@ def disable(state: CliState, sub_id: str, reason: str, if_version: int | None, a
     help="Seconds the old secrets stay valid (default: api.secret_grace).",
 )
 @IF_VERSION
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the new secret as JSON.")
 @pass_state
 def rotate_secret(
     state: CliState, sub_id: str, grace: float | None, if_version: int | None, as_json: bool

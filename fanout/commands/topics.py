@@ -55,7 +55,8 @@ def create(state: CliState, names: tuple[str, ...], as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_state
 def describe(state: CliState, names: tuple[str, ...], as_json: bool) -> None:
-    """Show the internal topics (and the source topics NAMES): partitions, replicas, configs."""
+    """Show the internal topics (and the source topics NAMES): partitions, replicas, configs; exit 1 if
+    any is missing."""
     settings = state.settings
     specs = internal_topics(settings) + source_topics(settings, list(names))
     try:

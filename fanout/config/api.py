@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 SCOPES = (
@@ -38,20 +38,32 @@ class ApiKey(_Section):
     """A static API key, stored as the SHA-256 of the key (``fanout keys api`` makes one)."""
 
     name: str = Field(min_length=1, max_length=64)
+    """Who the key is for (shown in logs; not secret)."""
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    """SHA-256 of the key, lower-case hex (the key itself is stored nowhere)."""
     scopes: list[Scope] = Field(min_length=1)
+    """Scopes the key grants: `events:publish`, `subscriptions:read`, `subscriptions:write`,
+    `dead-letters:read`, `dead-letters:replay`."""
 
 
 class JwtSettings(_Section):
     """OAuth 2.0 bearer JWTs, checked against the issuer's JWKS (signature, iss, aud, exp)."""
 
     jwks_url: str = Field(pattern=r"^https?://")
+    """URL of the issuer's JSON Web Key Set (fetched and cached)."""
     issuer: str = Field(min_length=1)
+    """Required `iss` claim."""
     audience: str = Field(min_length=1)
+    """Required `aud` claim."""
     algorithms: list[str] = Field(default=["RS256", "ES256"], min_length=1)
+    """Signature algorithms accepted."""
     leeway: float = Field(default=30, ge=0, le=600)
+    """Seconds of clock skew allowed when checking `exp`."""
     scope_claim: str = "scope"
+    """Claim that lists the granted scopes (space-separated text, or a list)."""
     jwks_cache_seconds: float = Field(default=300, ge=0)
+    """Seconds the key set is cached; a token with an unknown key id fetches it again sooner (at most every
+    10 s)."""
 
 
 class IngestSource(_Section):
@@ -60,13 +72,20 @@ class IngestSource(_Section):
     ``stripe``: the endpoint secret) or, for ``token``, the accepted tokens."""
 
     scheme: Literal["standard-webhooks", "github", "stripe", "token"]
+    """How requests are verified: `standard-webhooks`, `github`, `stripe` or `token`."""
     topic: str = Field(pattern=TOPIC_NAME)
+    """Topic the verified events are published to."""
     secrets: list[SecretStr] = Field(min_length=1)
+    """Signing secrets (`whsec_...` for `standard-webhooks`; the endpoint secret for `github` and `stripe`)
+    or, for `token`, the accepted tokens."""
     tolerance: float = Field(default=300, gt=0, description="Seconds of timestamp skew accepted.")
     token_header: str = Field(default="Authorization", description="token scheme: the header to read.")
     event_type: str | None = Field(default=None, description="A fixed event type for every request.")
     event_type_header: str | None = None
+    """Header that carries the event type (`github`'s default: `X-GitHub-Event`)."""
     event_type_field: str | None = None
+    """Field of the JSON body that carries the event type (default for `stripe` and `standard-webhooks`:
+    `type`)."""
 
     @model_validator(mode="after")
     def _standard_secrets(self) -> IngestSource:
@@ -84,22 +103,45 @@ class ApiSettings(_Section):
     """The HTTP API (``fanout api``)."""
 
     host: str = "0.0.0.0"
+    """Address the API binds: every interface by default (for containers; every `/v1` route needs a
+    credential)."""
     port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the API."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    topics: list[str] = Field(default_factory=list, description="Topics POST /v1/events may publish to.")
+    """Largest request body (413 above it); it plus 16 KiB for headers must fit in
+    `kafka.message_max_bytes`."""
+    topics: list[str] = Field(
+        default_factory=list,
+        description="Topics POST /v1/events may publish to (never internal ones); empty: none.",
+    )
     default_topic: str | None = None
+    """Topic of `POST /v1/events` without `?topic=`; must be one of `topics`."""
     keys: list[ApiKey] = Field(default_factory=list)
+    """Static API keys, each `{name, sha256, scopes}` (`fanout keys api` makes one)."""
     jwt: JwtSettings | None = None
+    """OAuth 2.0 JWTs, checked against the issuer's key set; unset: no JWT is accepted."""
     ingest: dict[str, IngestSource] = Field(default_factory=dict)
-    secret_grace: float = Field(default=24 * 3600, ge=0, description="Seconds the old secret stays valid.")
+    """Inbound webhook sources by name: `POST /v1/ingest/{source}` (docs/api.md, "Inbound webhooks")."""
+    secret_grace: float = Field(
+        default=24 * 3600, ge=0, description="Seconds a rotated-out secret is still signed with (by default)."
+    )
     test_timeout: float = Field(default=10, gt=0, le=60)
+    """Seconds `POST /v1/subscriptions/{id}/test` waits for the endpoint."""
     produce_timeout: float = Field(default=30, gt=0, le=300)
-    resolve_urls: bool = Field(default=True, description="Resolve subscription hosts when they are written.")
+    """Seconds the API waits for the broker to acknowledge a publish, then answers 503."""
+    resolve_urls: bool = Field(
+        default=True,
+        description="Resolve a subscription's host when it is written, and refuse it (400) when the SSRF "
+        "guard refuses every address.",
+    )
     read_timeout: float = Field(
         default=30, gt=0, le=3600, description="Seconds from a request's first byte to its last, or 408."
     )
     max_connections_per_client: int = Field(
-        default=256, ge=0, description="Open connections per client address (0: no cap); more get 429."
+        default=256,
+        ge=0,
+        description="Open connections per client address (0: no cap); one more is answered 429 and closed. "
+        "Behind a proxy every client has the proxy's address: raise it, or set 0.",
     )
     idempotency_window: float = Field(
         default=24 * 3600,
@@ -138,6 +180,8 @@ class SecretsSettings(_Section):
     (``fanout keys encryption`` makes one). The first key encrypts; every key decrypts."""
 
     keys: list[SecretStr] = Field(default_factory=list)
+    """AES-GCM keys, base64 (`fanout keys encryption` makes one): the first encrypts, every one decrypts.
+    Empty: subscription secrets are written to the topic unencrypted, with a warning; set it in production."""
 
     @field_validator("keys")
     @classmethod

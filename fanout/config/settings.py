@@ -47,24 +47,41 @@ HISTORY_MAX_BODY_BYTES = 65_536  # fanout.history.record.MAX_BODY_BYTES (a test 
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class KafkaSettings(_Section):
     """Connection to the Kafka cluster; ``librdkafka()`` emits the client configuration."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    """Brokers to connect to first: `host:port[,host:port...]`."""
     client_id: str = "fanout"
+    """librdkafka's `client.id`: how fanout's Kafka clients name themselves in the brokers' logs and
+    quotas."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """`PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`; the `SASL_` ones need `sasl_mechanism`."""
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    """`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (these need `sasl_username` and `sasl_password`), or
+    `OAUTHBEARER` (its `sasl.oauthbearer.*` settings go in `extra`)."""
     sasl_username: str | None = None
+    """SASL user name."""
     sasl_password: SecretStr | None = None
+    """SASL password (a secret: never printed)."""
     ssl_ca_location: Path | None = None
+    """CA certificates (PEM file) that verify the brokers; unset: librdkafka's default."""
     ssl_certificate_location: Path | None = None
+    """Client certificate (PEM file) for mutual TLS with the brokers."""
     ssl_key_location: Path | None = None
+    """Client private key (PEM file) for mutual TLS with the brokers."""
     ssl_key_password: SecretStr | None = None
+    """Password of the client private key (a secret)."""
     ssl_endpoint_identification: bool = True
+    """With `SSL` or `SASL_SSL`: check that a broker's certificate names the host connected to
+    (`ssl.endpoint.identification.algorithm=https`); `false` turns the check off."""
     message_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    """The smallest record limit of fanout's producers (2 MiB); the topics fanout creates take it plus 64
+    KiB. At start the dispatcher raises its producer's limit to what its source and hand-off topics take
+    (docs/delivery.md, "Topics")."""
     extra: dict[str, str] = Field(
         default_factory=dict, description="Passed through to librdkafka as-is (escape hatch)."
     )
@@ -122,15 +139,25 @@ class KafkaSettings(_Section):
 
 
 class TopicSettings(_Section):
-    """Names and shapes of fanout's internal topics (see DESIGN.md, "Contracts")."""
+    """Names and shapes of fanout's internal topics (docs/delivery.md, "Topics")."""
 
     prefix: str = Field(default="fanout", pattern=r"^[A-Za-z0-9._-]+$")
+    """Prefix of the internal topics: `<prefix>.subscriptions`, `.retry.<n>`, `.dlq`, `.ops`, `.attempts`."""
     partitions: int = Field(default=6, ge=1, le=10_000)
+    """Partitions of every topic fanout creates (internal topics, and the source topics named to `fanout
+    topics create`)."""
     replication_factor: int = Field(default=1, ge=1, le=32)
+    """Replicas of every topic fanout creates (3 in production)."""
     min_insync_replicas: int | None = Field(default=None, ge=1)
+    """`min.insync.replicas` of the topics fanout creates (2 with 3 replicas in production); unset: the
+    broker's default. At most `replication_factor`."""
     retry_retention_hours: float = Field(default=7 * 24, gt=0)
+    """Hours the retry-tier topics keep a record (`retention.ms`); must exceed `retry.max_age` (or
+    `retry.max_pending`, if longer) plus the longest tier."""
     dlq_retention_hours: float = Field(default=14 * 24, gt=0)
+    """Hours the dead-letter topic keeps a record: how long a dead letter can be listed and replayed."""
     ops_retention_hours: float = Field(default=7 * 24, gt=0)
+    """Hours the operational-events topic keeps a record; `GET /v1/jobs/{id}` finds jobs this recent."""
 
     @model_validator(mode="after")
     def _isr(self) -> TopicSettings:
@@ -165,8 +192,13 @@ class RetrySettings(_Section):
     """Global retry tiers and the default per-subscription retry policy, in seconds."""
 
     tiers: list[float] = Field(default=[5, 30, 120, 300, 600, 1800, 3600, 7200, 18000, 36000], min_length=1)
+    """Delays of the retry tiers in seconds, strictly increasing; one topic `<prefix>.retry.<n>` each. A
+    delivery due in d seconds goes to the smallest tier whose delay is at least d."""
     schedule: list[float] = Field(default=[5, 300, 1800, 7200, 18000, 36000, 36000], min_length=1)
+    """Default seconds before attempts 2, 3, ... (a subscription's `retry.schedule` replaces it); after the
+    last one, the dead letters."""
     jitter: float = Field(default=0.2, ge=0, lt=1)
+    """Fraction by which each schedule delay varies at random, either way (0.2: ±20%)."""
     max_age: float = Field(
         default=3 * 24 * 3600,
         gt=0,
@@ -204,13 +236,19 @@ class DeliverySettings(TransportSettings):
         default_factory=list, description="Address ranges the SSRF guard admits despite being non-global."
     )
     ca_bundle: Path | None = None
+    """CA certificates (PEM file) that verify subscribers' servers; unset: the system's CAs."""
     client_cert_dir: Path | None = Field(
         default=None,
-        description="The only directory whose files a routes file's client_certificate may name.",
+        description="The only directory whose files a routes file's client_certificate may name (cert_file, "
+        "key_file: resolved with links followed, they must stay inside it); unset: inline PEM only.",
     )
     connections_per_host: int = Field(default=256, ge=1)
+    """Open connections per origin (idle ones included), shared by every lane of that host."""
     max_connections: int = Field(default=4096, ge=1)
+    """Open connections in all (idle ones included); the oldest idle connection is closed to make room for
+    a new one."""
     dns_cache_seconds: float = Field(default=10, ge=0)
+    """Seconds a host's resolved (and SSRF-checked) addresses are reused; 0: resolve for every connection."""
     lane_queue: int = Field(
         default=2000,
         ge=4,
@@ -223,13 +261,21 @@ class DeliverySettings(TransportSettings):
         "deliveries spill only when a request of the lane is out for longer than this.",
     )
     breaker_failures: int = Field(default=5, ge=1)
+    """Consecutive failures that open a lane's circuit breaker."""
     breaker_cooldown: float = Field(default=30, gt=0)
+    """Seconds an open breaker waits before it lets one probe request through."""
     breaker_max_cooldown: float = Field(
         default=600, gt=0, description="Each failed probe doubles the cool-down, up to this many seconds."
     )
-    failing_after: int = Field(default=4, ge=1, description="Consecutive failures that emit an ops event.")
+    failing_after: int = Field(
+        default=4,
+        ge=1,
+        description="Consecutive failures that emit the ops event fanout.subscription.failing.",
+    )
     retry_after_max: float = Field(default=3600, gt=0)
+    """Longest `Retry-After` honoured, in seconds; a longer one is clamped to it."""
     user_agent: str = "fanout-webhooks"
+    """`User-Agent` of every delivery, followed by `/<fanout version>`."""
     transform_max_bytes: int = Field(
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest body a transform may make."
     )
@@ -245,22 +291,35 @@ class DispatcherSettings(_Section):
     """The consumer-group member that runs the delivery pipeline (``fanout run``)."""
 
     group_id: str = Field(default="fanout-dispatcher", min_length=1)
+    """Consumer group of the dispatchers (`fanout run --group-id` overrides). Replays are addressed to the
+    group in the replaying process's settings."""
     instance_id: str | None = Field(
         default=None,
         min_length=1,
         description="Static group membership (group.instance.id) for rolling deploys; workers add -<index>.",
     )
-    workers: int = Field(default=1, ge=1, le=64, description="Consumer processes `fanout run` supervises.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Consumer processes `fanout run` supervises (`--workers N` overrides).",
+    )
     topics: list[str] = Field(default_factory=list, description="Source topics beyond the subscriptions'.")
     batch_size: int = Field(default=500, ge=1, le=100_000)
+    """Records the poll loop takes from librdkafka in one call, at most."""
     max_uncommitted: int = Field(
-        default=10_000, ge=1, description="Per partition: records read but not yet committed; pause above."
+        default=10_000,
+        ge=1,
+        description="Per partition: records read but not yet committed; pause above. The bound on duplicates "
+        "after a crash.",
     )
     max_queued: int = Field(
         default=5000, ge=1, description="Deliveries queued in all lanes above which fetching pauses."
     )
     commit_interval_ms: int = Field(default=250, ge=50)
+    """Milliseconds between commits of the settled offsets (a revoke or a stop commits at once)."""
     drain_timeout: float = Field(default=30, gt=0)
+    """Seconds a revoke or a SIGTERM waits for the deliveries in hand to settle before committing."""
     group_protocol: Literal["classic", "consumer"] = Field(
         default="classic",
         description="Consumer-group protocol: classic (cooperative-sticky; the session timeout and heartbeat "
@@ -269,14 +328,17 @@ class DispatcherSettings(_Section):
     session_timeout_ms: int = Field(
         default=10_000,
         ge=6000,
-        description="Classic protocol: a dead member's partitions wait this long before moving (README, "
-        "'Scaling and failure').",
+        description="Classic protocol: a dead member's partitions wait this long before moving "
+        "(docs/delivery.md, 'Scaling and failure').",
     )
     heartbeat_interval_ms: int = Field(
         default=1000, ge=100, description="Members learn of a rebalance at their next heartbeat."
     )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    """librdkafka's `max.poll.interval.ms`: a member whose poll loop stops for longer leaves the group."""
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    """Where a group without a committed offset starts on a source topic: `earliest` or `latest` (a new
+    group starts the retry tiers at their end)."""
     http_port: int = Field(
         default=8081,
         ge=0,
@@ -284,10 +346,12 @@ class DispatcherSettings(_Section):
         description="/healthz, /readyz, /metrics; worker i of --workers N uses http_port + i; 0: off.",
     )
     http_host: str = "0.0.0.0"
+    """Address the probes and metrics server binds."""
     stall_timeout: float = Field(
         default=60,
         gt=0,
-        description="/healthz fails when a poll loop has not completed a cycle for this many seconds.",
+        description="/healthz fails when a poll loop has not completed a cycle for this many seconds (must "
+        "exceed drain_timeout: a revoke blocks the loop while it drains).",
     )
 
     @model_validator(mode="after")
@@ -301,11 +365,12 @@ class DispatcherSettings(_Section):
 
 class HistorySettings(_Section):
     """Delivery history: the attempts topic the dispatcher writes, and the index each API replica keeps
-    of it (README, "Delivery history")."""
+    of it (docs/delivery.md, "Delivery history")."""
 
     record: Literal["all", "failures", "off"] = Field(
         default="all",
-        description="Attempt records written: all, failures (non-2xx attempts and terminal outcomes) or off.",
+        description="Attempt records written: all, failures (non-2xx attempts and terminal outcomes) or off "
+        "(the dispatcher does not write them yet: issue 15).",
     )
     retention: float = Field(
         default=7 * 24 * 3600,
@@ -341,10 +406,13 @@ class HistorySettings(_Section):
 
 
 class TelemetrySettings(_Section):
-    """Logs, traces and metrics. OTLP export is configured by the standard OTEL_* variables (README)."""
+    """Logs, traces and metrics. OTLP export is configured by the standard OTEL_* variables
+    (docs/observability.md)."""
 
     log_format: Literal["json", "text"] = "json"
+    """`json` (one object per line, to stderr) or `text`."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """`DEBUG`, `INFO`, `WARNING` or `ERROR` (`fanout run --log-level` overrides)."""
     trace_sample_ratio: float = Field(
         default=1.0, ge=0, le=1, description="Parent-based: applies to records that arrive without a trace."
     )

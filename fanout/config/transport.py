@@ -37,7 +37,7 @@ def parse_proxy_url(url: str) -> tuple[str, int, str | None, str | None]:
 class TransportSettings(BaseModel):
     """How deliveries go over the wire: the transport, its timeouts and limits, the egress proxy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     transport: Literal["fast", "aiohttp"] = Field(
         default="fast",
@@ -90,6 +90,7 @@ class TransportSettings(BaseModel):
         "is moved to proxy_password).",
     )
     proxy_password: SecretStr | None = None
+    """Password for the egress proxy (a secret; a password given in `proxy` moves here)."""
     trust_env: bool = Field(
         default=False,
         description="Without delivery.proxy: use HTTPS_PROXY / HTTP_PROXY, honouring NO_PROXY.",

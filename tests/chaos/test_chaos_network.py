@@ -1,7 +1,7 @@
 """Chaos against the suite's own three-broker cluster: a dispatcher cut off from the brokers for longer
 than its session timeout, an endpoint behind a 60 s blackhole, and a rolling restart of every broker
 while 20,000 events flow. Each reports lost (must be 0), duplicates (bounded) and the time delivery
-took to resume; the figures are in README, "Scaling and failure"."""
+took to resume; the figures are in docs/delivery.md, "Chaos tests"."""
 
 from __future__ import annotations
 

@@ -109,7 +109,11 @@ def test_version() -> None:
     assert result.exit_code == 0 and __version__ in result.output
 
 
-def test_the_readme_routes_example_is_valid() -> None:
+@pytest.mark.parametrize(
+    ("page", "heading"),
+    [("README.md", "## A subscription"), ("docs/delivery.md", "## Subscriptions: a routes file")],
+)
+def test_the_documented_routes_example_is_valid(page: str, heading: str) -> None:
     import re
 
     import yaml
@@ -117,8 +121,8 @@ def test_the_readme_routes_example_is_valid() -> None:
     from fanout.config import DeliverySettings
     from fanout.control.routes import parse_routes
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = re.search(r"## Subscriptions: a routes file\n\n```yaml\n(.*?)```", readme, re.S)
+    text = (Path(__file__).resolve().parents[2] / page).read_text()
+    block = re.search(re.escape(heading) + r"\n.*?```yaml\n(.*?)```", text, re.S)
     assert block is not None
     subs = parse_routes(yaml.safe_load(block.group(1)), DeliverySettings())
     assert [s.id for s in subs] == ["crm-users"]
