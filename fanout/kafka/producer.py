@@ -167,12 +167,11 @@ class AsyncProducer:
 
 
 class BlockingProducer:
-    """For the CLI: ``produce`` waits for the broker's acknowledgement; ``emit`` writes an operational
-    event without waiting (``close`` flushes)."""
+    """For the CLI: ``produce`` waits for the broker's acknowledgement; ``send`` writes without waiting
+    (``close`` flushes)."""
 
-    def __init__(self, settings: Settings, ops_topic: str | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._producer = Producer(producer_config(settings))
-        self._ops_topic = ops_topic or settings.topics.ops
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> RecordMetadata:
         result: list[RecordMetadata | KafkaError] = []
@@ -195,10 +194,8 @@ class BlockingProducer:
             raise produce_error(result[0])
         return result[0]
 
-    def emit(self, event_type: str, key: str, data: dict[str, Any]) -> None:
-        from fanout.pipeline.ops import ops_event
-
-        self._producer.produce(self._ops_topic, value=ops_event(event_type, data), key=key.encode())
+    def send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        self._producer.produce(topic, value=value, key=key)
         self._producer.poll(0)
 
     def close(self) -> None:
