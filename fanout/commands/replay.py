@@ -10,8 +10,8 @@ import click
 
 from fanout.commands.context import TIME, CliState, UsageOrConfigError, pass_state, print_json
 from fanout.control.jobs import Job, new_job_id, run_source_replay
+from fanout.control.subscriptions import read_to_end
 from fanout.kafka.producer import BlockingProducer
-from fanout.kafka.subscriptions import read_to_end
 from fanout.model.errors import FanoutError
 from fanout.pipeline.ops import ops_event
 

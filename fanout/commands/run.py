@@ -41,7 +41,7 @@ def run(
     """Consume events and deliver them to every matching subscription until SIGTERM."""
     signal.signal(signal.SIGTERM, _stop_while_starting)
     from fanout.control.routes import load_routes
-    from fanout.kafka.subscriptions import SubscriptionStore
+    from fanout.control.subscriptions import SubscriptionStore
     from fanout.runtime.app import run_dispatcher
     from fanout.runtime.supervisor import Supervisor
     from fanout.telemetry.logs import setup_logging

@@ -127,4 +127,3 @@ def verify_ed25519(
             except InvalidSignature:
                 continue
     return False
-
