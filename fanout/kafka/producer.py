@@ -20,7 +20,7 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from fanout.config import LibrdkafkaConfig, Settings
-from fanout.model.errors import FatalKafkaError, RecordRefused
+from fanout.model.errors import FanoutError, FatalKafkaError, RecordRefused
 from fanout.model.errors import ProduceFailed as ProduceFailed
 from fanout.model.errors import RecordTooLarge as RecordTooLarge
 from fanout.model.event import Headers
@@ -211,3 +211,38 @@ def produce_waiting(producer: Producer, topic: str, **record: Any) -> None:
             return
         except BufferError:
             producer.poll(0.1)
+
+
+class AckedWriter:
+    """For blocking bulk writers (replays): ``write`` waits only while the local queue is full (serving
+    delivery reports meanwhile); ``serve`` serves the reports that arrived; ``acked`` counts the
+    acknowledged records; ``finish`` waits up to ``timeout`` for every acknowledgement and raises
+    ``FanoutError`` when one is missing or failed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._producer = Producer(producer_config(settings))
+        self.acked = 0
+        self._failures: list[str] = []
+
+    def _delivered(self, error: KafkaError | None, _msg: Message) -> None:
+        if error is None:
+            self.acked += 1
+        else:
+            self._failures.append(error.str())
+
+    def write(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> None:
+        produce_waiting(
+            self._producer,
+            topic,
+            value=value,
+            key=key,
+            headers=cast(Any, headers),
+            on_delivery=self._delivered,
+        )
+
+    def serve(self) -> None:
+        self._producer.poll(0)
+
+    def finish(self, timeout: float = 60.0) -> None:
+        if self._producer.flush(timeout) or self._failures:
+            raise FanoutError(f"the broker did not acknowledge every record: {self._failures[:1]}")

@@ -23,10 +23,10 @@ from fanout.api.subscriptions import expected_version, merge_patch
 from fanout.api.validation import PARAMS
 from fanout.commands.context import TIME
 from fanout.config import DeliverySettings, IngestSource
+from fanout.control.deadletters import BadCursor, decode_cursor, encode_cursor
 from fanout.control.plans import rotated
 from fanout.control.routes import parse_routes
 from fanout.http.sender import HttpSender
-from fanout.kafka.deadletters import BadCursor, decode_cursor, encode_cursor
 from fanout.model import headers as H
 from fanout.model.errors import ValidationFailed
 from tests.unit.factories import KEY, OTHER_KEY, OTHER_SECRET, SECRET, make_delivery, make_sub
