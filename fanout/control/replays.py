@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from fanout.config import Settings
 from fanout.control.deadletters import DeadLetterFilter
@@ -31,7 +32,7 @@ from fanout.kafka.producer import AckedWriter
 from fanout.kafka.ranges import RangeReader, RangeRecord
 from fanout.model import headers as H
 from fanout.model.errors import FanoutError, PoisonRecord
-from fanout.model.event import Event
+from fanout.model.event import Event, Headers
 from fanout.model.subscription import Subscription
 from fanout.pipeline.decode import decode
 from fanout.pipeline.route import RoutingTable
@@ -43,13 +44,27 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-class ReplayWriter:
-    """The one writer of replayed deliveries (see the module's docstring)."""
+class RecordWriter(Protocol):
+    """What the replay writer writes through (``fanout.kafka.producer.AckedWriter``)."""
 
-    def __init__(self, settings: Settings) -> None:
+    @property
+    def acked(self) -> int: ...
+
+    def write(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> None: ...
+
+    def serve(self) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class ReplayWriter:
+    """The one writer of replayed deliveries (see the module's docstring); ``out`` defaults to a Kafka
+    ``AckedWriter``."""
+
+    def __init__(self, settings: Settings, out: RecordWriter | None = None) -> None:
         self.topic = settings.topics.retry(0)
         self.group = settings.dispatcher.group_id
-        self._out = AckedWriter(settings)
+        self._out = out if out is not None else AckedWriter(settings)
 
     @property
     def acked(self) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from fanout.config import Settings
 from fanout.control.codec import Decoded, SubscriptionCodec
@@ -69,17 +70,33 @@ def read_to_end(settings: Settings) -> dict[str, Subscription]:
     return subs.state
 
 
-class SubscriptionStore:
-    """Reads and compare-and-set writes of the subscriptions topic (blocking; call from a thread)."""
+class KeyedTopic(Protocol):
+    """What the store needs of the topic (``fanout.kafka.compacted.CompactedTopic``; tests use an
+    in-memory one)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    def read(self, apply: compacted.Apply) -> None: ...
+
+    def transact(self, new_plan: Callable[[], _Attempt]) -> tuple[_Attempt, list[int]]: ...
+
+    def close(self) -> None: ...
+
+
+class SubscriptionStore:
+    """Reads and compare-and-set writes of the subscriptions topic (blocking; call from a thread).
+    ``topic`` defaults to the Kafka topic ``settings.topics.subscriptions``, written with the
+    ``transactional.id`` ``<topics.prefix>.subscriptions-writer`` that every writer shares."""
+
+    def __init__(self, settings: Settings, topic: KeyedTopic | None = None) -> None:
         self._codec = SubscriptionCodec(settings.secrets)
-        writer_id = f"{settings.topics.prefix}.subscriptions-writer"
-        self._topic = CompactedTopic(settings, settings.topics.subscriptions, writer_id)
+        if topic is None:
+            writer_id = f"{settings.topics.prefix}.subscriptions-writer"
+            topic = CompactedTopic(settings, settings.topics.subscriptions, writer_id)
+        self._topic = topic
 
     def read(self) -> dict[str, Subscription]:
-        return read_to_end(self._settings)
+        subs = _Subscriptions(self._codec)
+        self._topic.read(subs.apply)
+        return subs.state
 
     def transact(self, plan: Plan) -> list[Change]:
         """Read the current state, let ``plan`` decide the changes (it may raise VersionConflict), write

@@ -29,11 +29,13 @@ async def fetch_jwks(url: str, seconds: float) -> dict[str, Any]:
         ):
             if response.status != 200:
                 raise JwksUnavailable(f"JWKS answered HTTP {response.status}")
-            body = await response.content.read(MAX_JWKS_BYTES + 1)
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > MAX_JWKS_BYTES:
+                    raise JwksUnavailable(f"the JWKS document is larger than {MAX_JWKS_BYTES} bytes")
     except (OSError, aiohttp.ClientError, TimeoutError) as exc:
         raise JwksUnavailable(f"{type(exc).__name__}: {exc}") from None
-    if len(body) > MAX_JWKS_BYTES:
-        raise JwksUnavailable(f"the JWKS document is larger than {MAX_JWKS_BYTES} bytes")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
