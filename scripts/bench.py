@@ -37,8 +37,8 @@ from bench_proc import ProcessMonitor
 from bench_sink import Receipt, Sink
 
 from fanout.config import load_settings
+from fanout.control.subscriptions import SubscriptionStore
 from fanout.http.signing import new_secret
-from fanout.kafka.subscriptions import SubscriptionStore
 from fanout.kafka.topics import admin_client, create_topics, internal_topics, source_topics
 from fanout.model.subscription import parse_subscription
 

@@ -44,7 +44,7 @@ from fanout.history.store import HistoryStore  # noqa: E402
 
 RESULTS = ROOT / "bench-results"
 SUBSCRIPTIONS = 1000
-BATCH = 20_000  # fanout.kafka.history_reader.BATCH
+BATCH = 20_000  # fanout.kafka.tail.BATCH
 WEEK_MS = 7 * 24 * 3600 * 1000
 HOUR_MS = 3600 * 1000
 OUTCOMES = (

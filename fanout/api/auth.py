@@ -4,10 +4,10 @@ A credential comes as ``Authorization: Bearer <credential>`` or ``X-API-Key: <ke
 
 - **API keys** (``api.keys``) are stored as SHA-256 digests; a key is random and long, so a plain
   digest is enough, and the lookup is by digest (no per-key comparison to time).
-- **JWTs** (``api.jwt``) must be signed by a key in the issuer's JWKS (fetched from ``jwks_url``,
-  cached, and fetched again, at most every ``MIN_REFETCH`` seconds, when a token names an unknown
-  key) with an allowed algorithm, and carry the configured ``iss`` and ``aud`` and an unexpired
-  ``exp``. Scopes come from the ``scope`` claim (space-separated) or a list claim.
+- **JWTs** (``api.jwt``) must be signed by a key in the issuer's JWKS (fetched from ``jwks_url`` by
+  ``fanout.http.jwks``, cached, and fetched again, at most every ``MIN_REFETCH`` seconds, when a token
+  names an unknown key) with an allowed algorithm, and carry the configured ``iss`` and ``aud`` and an
+  unexpired ``exp``. Scopes come from the ``scope`` claim (space-separated) or a list claim.
 
 A missing or bad credential is a 401 with ``WWW-Authenticate``; a credential without the route's
 scope (the operation's ``x-scope`` in the OpenAPI document) is a 403. The reason goes into the
@@ -23,13 +23,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import jwt
 from aiohttp import web
 
 from fanout.api.problems import Handler, Problem
 from fanout.api.validation import operation_of
 from fanout.config import ApiSettings, JwtSettings
+from fanout.http.jwks import JwksUnavailable, fetch_jwks
 
 log = logging.getLogger("fanout.api.auth")
 
@@ -63,14 +63,7 @@ class Jwks:
         self._lock = asyncio.Lock()
 
     async def _fetch(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=JWKS_TIMEOUT)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(self.settings.jwks_url, allow_redirects=False) as response,
-        ):
-            if response.status != 200:
-                raise OSError(f"JWKS answered HTTP {response.status}")
-            data = await response.json(content_type=None)
+        data = await fetch_jwks(self.settings.jwks_url, JWKS_TIMEOUT)
         keys = jwt.PyJWKSet.from_dict(data).keys
         self._keys = {k.key_id: k for k in keys}
         if len(keys) == 1:
@@ -87,7 +80,7 @@ class Jwks:
             if (key is None and age >= MIN_REFETCH) or age >= self.settings.jwks_cache_seconds:
                 try:
                     await self._fetch()
-                except (OSError, aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
+                except (JwksUnavailable, ValueError, jwt.PyJWTError) as exc:
                     log.warning("could not fetch the JWKS from %s: %s", self.settings.jwks_url, exc)
                     if not self._keys:
                         raise Problem(503, "the token issuer's keys (JWKS) cannot be fetched") from None

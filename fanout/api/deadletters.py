@@ -1,8 +1,8 @@
 """``GET /v1/dead-letters`` (browse, a page at a time) and ``POST /v1/dead-letters/replay``.
 
-Both read the dead-letter topic in a thread (``fanout.kafka.deadletters``). Replay re-enqueues to the
-first retry tier, addressed to each record's subscription (DESIGN.md, "Replays"), and answers with the
-counts once the broker acknowledged every record.
+Both read the dead-letter topic in a thread (``fanout.control.deadletters``, ``fanout.control.replays``).
+Replay re-enqueues to the first retry tier, addressed to each record's subscription (DESIGN.md,
+"Replays"), and answers with the counts once the broker acknowledged every record.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from fanout.api.context import api
 from fanout.api.jobs import epoch_ms
 from fanout.api.problems import Problem
 from fanout.api.validation import BODY, PARAMS
-from fanout.control.deadletters import DeadLetterFilter
-from fanout.kafka.deadletters import BadCursor, browse, decode_cursor, replay
+from fanout.control import replays
+from fanout.control.deadletters import BadCursor, DeadLetterFilter, browse, decode_cursor
 from fanout.model.errors import FanoutError
 
 routes = web.RouteTableDef()
@@ -59,7 +59,9 @@ async def replay_dead_letters(request: web.Request) -> web.Response:
     )
     loop = asyncio.get_running_loop()
     try:
-        counts = await loop.run_in_executor(None, replay, app.settings, where, body.get("limit"))
+        counts = await loop.run_in_executor(
+            None, replays.replay_dead_letters, app.settings, where, body.get("limit")
+        )
     except FanoutError as exc:
         raise Problem(503, f"the replay did not complete: {exc}") from None
     return web.json_response({"replayed": counts.replayed, "skipped": counts.skipped})

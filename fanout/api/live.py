@@ -11,7 +11,7 @@ import asyncio
 
 from fanout.config import Settings
 from fanout.control.plans import Change, Plan
-from fanout.kafka.subscriptions import SubscriptionStore, TableWatcher
+from fanout.control.subscriptions import SubscriptionStore, TableWatcher
 from fanout.model.errors import FanoutError
 from fanout.model.subscription import Subscription
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from fanout.api.auth import PRINCIPAL
@@ -29,7 +29,7 @@ from fanout.api.idempotency import fingerprint, idempotent_id
 from fanout.api.problems import Problem
 from fanout.api.validation import BODY, PARAMS
 from fanout.kafka.producer import ProduceFailed, RecordTooLarge
-from fanout.kafka.publisher import inject_trace_headers
+from fanout.kafka.send_span import inject_trace_headers, start_send_span
 from fanout.model import wire_syntax
 from fanout.model.event import Headers
 from fanout.model.ports import RecordMetadata
@@ -106,16 +106,7 @@ def _publish_span(app: Api, request: web.Request, topic: str, trace: Headers) ->
         return None
     carrier = {name: value.decode() for name, value in trace if value is not None}
     parent = TraceContextTextMapPropagator().extract(carrier) if carrier else None
-    return tracer.start_span(
-        f"send {topic}",
-        context=parent,
-        kind=SpanKind.PRODUCER,
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.operation.type": "send",
-            "messaging.destination.name": topic,
-        },
-    )
+    return start_send_span(tracer, topic, context=parent)
 
 
 def chosen_topic(app: Api, params: dict[str, Any]) -> str:

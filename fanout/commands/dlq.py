@@ -7,8 +7,8 @@ import sys
 import click
 
 from fanout.commands.context import TIME, CliState, UsageOrConfigError, pass_state, print_json, print_table
-from fanout.control.deadletters import DeadLetterFilter
-from fanout.kafka.deadletters import BadCursor, ReplayCounts, browse, decode_cursor, replay
+from fanout.control.deadletters import BadCursor, DeadLetterFilter, browse, decode_cursor
+from fanout.control.replays import ReplayCounts, replay_dead_letters
 from fanout.model.errors import FanoutError
 
 
@@ -117,7 +117,7 @@ def replay_(
             bar.update(counts.scanned - bar.pos)
 
         try:
-            counts = replay(state.settings, where, limit, progress)
+            counts = replay_dead_letters(state.settings, where, limit, progress)
         except FanoutError as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import click
 
 from fanout.commands.context import TIME, CliState, UsageOrConfigError, pass_state, print_json
 from fanout.control.jobs import Job, new_job_id, run_source_replay
+from fanout.control.subscriptions import read_to_end
 from fanout.kafka.producer import BlockingProducer
-from fanout.kafka.subscriptions import read_to_end
 from fanout.model.errors import FanoutError
+from fanout.pipeline.ops import ops_event
 
 
 @click.command()
@@ -36,6 +38,10 @@ def replay(state: CliState, subscription: str, since: int, until: int | None, as
         raise click.ClickException(f"no subscription {subscription!r}")
     job = Job(new_job_id(), sub.id, since, until, int(time.time() * 1000))
     ops = BlockingProducer(settings)
+
+    def emit(event_type: str, key: str, data: dict[str, Any]) -> None:
+        ops.send(settings.topics.ops, ops_event(event_type, data), key.encode())
+
     click.echo(f"job {job.id}", err=True)
     try:
         with click.progressbar(length=1, label="replaying", file=sys.stderr) as bar:
@@ -44,7 +50,7 @@ def replay(state: CliState, subscription: str, since: int, until: int | None, as
                 bar.length = max(j.total, 1)
                 bar.update(j.scanned - bar.pos)
 
-            run_source_replay(settings, job, sub, ops.emit, progress)
+            run_source_replay(settings, job, sub, emit, progress)
     finally:
         ops.close()
     if as_json:

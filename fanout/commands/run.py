@@ -46,7 +46,7 @@ def run(
     /healthz, /readyz and /metrics are served on dispatcher.http_port (8081; worker i on 8081 + i)."""
     signal.signal(signal.SIGTERM, _stop_while_starting)
     from fanout.control.routes import load_routes
-    from fanout.kafka.subscriptions import SubscriptionStore
+    from fanout.control.subscriptions import SubscriptionStore
     from fanout.runtime.app import run_dispatcher
     from fanout.runtime.supervisor import Supervisor
     from fanout.telemetry.logs import setup_logging

@@ -11,8 +11,8 @@ import click
 from fanout.commands.context import CliState, UsageOrConfigError, pass_state, print_json, print_table
 from fanout.control.plans import disabled, enabled, rotated
 from fanout.control.routes import load_routes
+from fanout.control.subscriptions import SubscriptionStore
 from fanout.http.signing import new_secret
-from fanout.kafka.subscriptions import SubscriptionStore
 from fanout.model.errors import FanoutError, ValidationFailed, VersionConflict
 from fanout.model.subscription import Subscription
 

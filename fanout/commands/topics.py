@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 import click
-from confluent_kafka import KafkaException
 
 from fanout.commands.context import CliState, pass_state, print_json, print_table
-from fanout.kafka.topics import (
-    admin_client,
-    create_topics,
-    describe_topics,
-    internal_topics,
-    record_limits,
-    source_topics,
-)
+from fanout.kafka.topics import TopicAdminFailed, create_for, describe_for
 
 
 @click.group()
@@ -35,12 +27,9 @@ def create(state: CliState, names: tuple[str, ...], as_json: bool) -> None:
         if settings.topics.is_internal(name):
             raise click.BadParameter(f"{name!r} is in the internal namespace {settings.topics.prefix}.*")
     try:
-        admin = admin_client(settings)
-        largest = max(record_limits(admin, names).values(), default=None)
-        specs = internal_topics(settings, largest) + source_topics(settings, list(names))
-        results = create_topics(admin, specs)
-    except KafkaException as exc:
-        raise click.ClickException(f"creating topics failed: {exc.args[0]}") from None
+        results = create_for(settings, names)
+    except TopicAdminFailed as exc:
+        raise click.ClickException(f"creating topics failed: {exc}") from None
     if as_json:
         print_json([r.__dict__ for r in results])
         return
@@ -57,12 +46,10 @@ def create(state: CliState, names: tuple[str, ...], as_json: bool) -> None:
 def describe(state: CliState, names: tuple[str, ...], as_json: bool) -> None:
     """Show the internal topics (and the source topics NAMES): partitions, replicas, configs; exit 1 if
     any is missing."""
-    settings = state.settings
-    specs = internal_topics(settings) + source_topics(settings, list(names))
     try:
-        infos = describe_topics(admin_client(settings), specs)
-    except KafkaException as exc:
-        raise click.ClickException(f"describing topics failed: {exc.args[0]}") from None
+        infos = describe_for(state.settings, names)
+    except TopicAdminFailed as exc:
+        raise click.ClickException(f"describing topics failed: {exc}") from None
     if as_json:
         print_json([i.__dict__ for i in infos])
     else:

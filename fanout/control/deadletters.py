@@ -1,16 +1,31 @@
-"""Dead letters as people read them: a filter, and the view of one record
-(``schemas/dead-letter.schema.json``).
+"""Dead letters as people read them: a filter, the view of one record
+(``schemas/dead-letter.schema.json``), and browsing the dead-letter topic a page at a time.
 
 The view takes everything from the record's ``fanout-*`` headers (see ``fanout.model.headers``): reason,
 attempts, last status and error, origin, first attempt; and shows the payload as text, truncated.
+
+**Browse** reads a page of the matching dead letters, oldest first (``fanout.kafka.pages``: per
+partition from the cursor or ``since`` to ``until`` or the end when the browse began, at most ``limit``
+matches a partition, ``SCAN_BUDGET`` records in all). The next cursor holds, per partition, the first
+match not shown or where the read stopped, so paging never skips or repeats a record; it is opaque to
+callers (URL-safe base64 of a JSON object), and one this API did not make is ``BadCursor``.
+Replaying dead letters is ``fanout.control.replays``'s.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from fanout.config import Settings
+from fanout.kafka.pages import read_page
+from fanout.kafka.ranges import RangeRecord
 from fanout.model import headers as H
+from fanout.model.errors import FanoutError
 from fanout.model.event import Headers, iso_time
 
 PAYLOAD_PREVIEW = 4096
@@ -105,3 +120,48 @@ def view(
         "payload_truncated": len(payload) > preview,
         "payload_bytes": len(payload),
     }
+
+
+class BadCursor(FanoutError):
+    """A cursor that this API did not make."""
+
+
+def encode_cursor(positions: dict[int, int]) -> str:
+    raw = orjson.dumps({str(p): o for p, o in sorted(positions.items())})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> dict[int, int]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        positions = {int(p): int(o) for p, o in data.items()}
+    except (binascii.Error, ValueError, TypeError, AttributeError, orjson.JSONDecodeError):
+        raise BadCursor("the cursor is not one this API made") from None
+    if any(p < 0 or o < 0 for p, o in positions.items()):
+        raise BadCursor("the cursor is not one this API made")
+    return positions
+
+
+@dataclass
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def browse(
+    settings: Settings,
+    where: DeadLetterFilter,
+    limit: int,
+    cursor: dict[int, int] | None = None,
+    preview: int = PAYLOAD_PREVIEW,
+) -> Page:
+    """One page of the dead letters ``where`` selects, from ``cursor`` (a decoded one) on. Blocking."""
+
+    def matches(r: RangeRecord) -> bool:
+        return where.matches(r.partition, r.offset, r.timestamp_ms, r.headers)
+
+    page = read_page(settings, settings.topics.dlq, matches, limit, where.since_ms, where.until_ms, cursor)
+    items = [
+        view(r.partition, r.offset, r.timestamp_ms, r.key, r.value, r.headers, preview) for r in page.records
+    ]
+    return Page(items, None if page.at_end else encode_cursor(page.positions))

@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from fanout.config import Settings
+from fanout.control.replays import ReplayProgress, replay_source
 from fanout.kafka.ranges import RangeReader
-from fanout.kafka.replay import ReplayProgress, replay_source
 from fanout.model.event import iso_time
 from fanout.model.subscription import Subscription
 from fanout.pipeline.decode import parse_time
@@ -150,11 +150,11 @@ def find_job(settings: Settings, job_id: str) -> Job | None:
         parts = reader.partitions(topic)
         starts = reader.offsets_at(topic, parts, created - LOOKBACK_MS, beginning=True)
         ends = reader.offsets_at(topic, parts, None, beginning=False)
-        for msg in reader.read(topic, starts, ends):
-            if msg.key() != key:
+        for record in reader.read(topic, starts, ends):
+            if record.key != key:
                 continue
             try:
-                latest = Job.from_view(orjson.loads(msg.value() or b"")["data"])
+                latest = Job.from_view(orjson.loads(record.value or b"")["data"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue
     return latest

@@ -9,6 +9,9 @@ rotates its secret verifies with either. Signatures are never cached; ``Signer``
 cheap instead, by keeping one keyed HMAC state per key and copying it (the key schedule is not redone).
 An Ed25519 signature costs about 50 µs of CPU (``scripts/bench_cel.py`` does not measure it; the unit
 tests do not time it).
+
+Verifying ``v1`` signatures (inbound webhooks, ``fanout listen``) is ``fanout.api.inbound``'s, on the
+``standardwebhooks`` reference library; ``verify_ed25519`` checks ``v1a``, which that library lacks.
 """
 
 from __future__ import annotations
@@ -124,16 +127,3 @@ def verify_ed25519(
             except InvalidSignature:
                 continue
     return False
-
-
-def verify(secrets: list[str], headers: Mapping[str, str], body: bytes, tolerance: float = 300.0) -> bool:
-    """True if ``webhook-signature`` holds a valid ``v1`` signature by any of ``secrets`` and the
-    timestamp is within ``tolerance`` seconds of now. Constant-time comparison."""
-    signed = _signed_headers(headers, tolerance)
-    if signed is None:
-        return False
-    msg_id, stamp, given = signed
-    keys = tuple(base64.b64decode(s.removeprefix(SECRET_PREFIX)) for s in secrets)
-    expected = [part.removeprefix("v1,") for part in sign(keys, msg_id, int(stamp), body).split(" ")]
-    offered = [part[3:] for part in given.split(" ") if part.startswith("v1,")]
-    return any(hmac.compare_digest(e, o) for e in expected for o in offered)

@@ -20,7 +20,7 @@ from typing import Any, cast
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from fanout.config import LibrdkafkaConfig, Settings
-from fanout.model.errors import FatalKafkaError, RecordRefused
+from fanout.model.errors import FanoutError, FatalKafkaError, RecordRefused
 from fanout.model.errors import ProduceFailed as ProduceFailed
 from fanout.model.errors import RecordTooLarge as RecordTooLarge
 from fanout.model.event import Headers
@@ -167,12 +167,11 @@ class AsyncProducer:
 
 
 class BlockingProducer:
-    """For the CLI: ``produce`` waits for the broker's acknowledgement; ``emit`` writes an operational
-    event without waiting (``close`` flushes)."""
+    """For the CLI: ``produce`` waits for the broker's acknowledgement; ``send`` writes without waiting
+    (``close`` flushes)."""
 
-    def __init__(self, settings: Settings, ops_topic: str | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._producer = Producer(producer_config(settings))
-        self._ops_topic = ops_topic or settings.topics.ops
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> RecordMetadata:
         result: list[RecordMetadata | KafkaError] = []
@@ -195,10 +194,8 @@ class BlockingProducer:
             raise produce_error(result[0])
         return result[0]
 
-    def emit(self, event_type: str, key: str, data: dict[str, Any]) -> None:
-        from fanout.pipeline.ops import ops_event
-
-        self._producer.produce(self._ops_topic, value=ops_event(event_type, data), key=key.encode())
+    def send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        self._producer.produce(topic, value=value, key=key)
         self._producer.poll(0)
 
     def close(self) -> None:
@@ -214,3 +211,38 @@ def produce_waiting(producer: Producer, topic: str, **record: Any) -> None:
             return
         except BufferError:
             producer.poll(0.1)
+
+
+class AckedWriter:
+    """For blocking bulk writers (replays): ``write`` waits only while the local queue is full (serving
+    delivery reports meanwhile); ``serve`` serves the reports that arrived; ``acked`` counts the
+    acknowledged records; ``finish`` waits up to ``timeout`` for every acknowledgement and raises
+    ``FanoutError`` when one is missing or failed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._producer = Producer(producer_config(settings))
+        self.acked = 0
+        self._failures: list[str] = []
+
+    def _delivered(self, error: KafkaError | None, _msg: Message) -> None:
+        if error is None:
+            self.acked += 1
+        else:
+            self._failures.append(error.str())
+
+    def write(self, topic: str, value: bytes | None, key: bytes | None, headers: Headers) -> None:
+        produce_waiting(
+            self._producer,
+            topic,
+            value=value,
+            key=key,
+            headers=cast(Any, headers),
+            on_delivery=self._delivered,
+        )
+
+    def serve(self) -> None:
+        self._producer.poll(0)
+
+    def finish(self, timeout: float = 60.0) -> None:
+        if self._producer.flush(timeout) or self._failures:
+            raise FanoutError(f"the broker did not acknowledge every record: {self._failures[:1]}")

@@ -10,8 +10,8 @@ Each record is the simple event shape ``{"event", "id", "timestamp", "data"}``. 
 ``send <topic>`` PRODUCER span (OpenTelemetry messaging conventions) as a child of the current span,
 and writes its context as ``traceparent`` (and ``tracestate``) headers, so fanout's dispatcher and
 the subscriber continue the same trace. Without a configured OpenTelemetry SDK the span is a no-op
-and the current context (if any) is propagated unchanged. ``inject_trace_headers`` does only the
-header part, for code that produces records itself (the HTTP API's publish uses it).
+and the current context (if any) is propagated unchanged. The span and the headers are
+``fanout.kafka.send_span``'s, shared with the HTTP API's publish and the dispatcher's hand-offs.
 """
 
 from __future__ import annotations
@@ -24,27 +24,13 @@ from typing import Any, cast
 import orjson
 from confluent_kafka import Producer
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import Status, StatusCode, TracerProvider
 
 from fanout import __version__
+from fanout.kafka.send_span import inject_trace_headers, start_send_span
 from fanout.model.event import Headers, iso_time
-from fanout.telemetry.tracing import format_traceparent
 
 SCOPE = "fanout.client"
-
-
-def inject_trace_headers(headers: Headers, span: Span | None = None) -> Headers:
-    """``headers`` plus ``traceparent``/``tracestate`` of ``span`` (default: the current span), unless
-    there is no valid context or the headers already carry one."""
-    if any(name == "traceparent" for name, _ in headers):
-        return headers
-    span_context = (span or trace.get_current_span()).get_span_context()
-    if not span_context.is_valid:
-        return headers
-    added: Headers = [("traceparent", format_traceparent(span_context).encode())]
-    if span_context.trace_state:
-        added.append(("tracestate", span_context.trace_state.to_header().encode()))
-    return headers + added
 
 
 def event_body(event_type: str, data: Any, event_id: str, timestamp: float) -> bytes:
@@ -93,17 +79,10 @@ class Publisher:
             (name, value.encode() if isinstance(value, str) else value)
             for name, value in (headers or {}).items()
         ]
-        span = self._tracer.start_span(
-            f"send {topic}",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "send",
-                "messaging.destination.name": topic,
-                "messaging.message.id": event_id,
-                "fanout.event.type": event_type,
-            },
+        span = start_send_span(
+            self._tracer,
+            topic,
+            attributes={"messaging.message.id": event_id, "fanout.event.type": event_type},
         )
         try:
             record_headers = inject_trace_headers(

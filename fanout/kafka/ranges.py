@@ -1,10 +1,10 @@
 """Reading offset ranges of a topic without a consumer group (dead letters, replays, job events).
 
 A ``RangeReader`` assigns partitions at chosen offsets and reads each up to an end offset fixed when
-the read started (records written later are not part of it). A partition is finished at its end, or
-at the end of its log (``enable.partition.eof``), whichever comes first, so gaps (transaction markers,
-compaction, retention) never stall it. Blocking: call from a thread. Kafka errors are raised as
-``FanoutError`` (the API answers 503 for them).
+the read started (records written later are not part of it), as ``RangeRecord`` values. A partition
+is finished at its end, or at the end of its log (``enable.partition.eof``), whichever comes first, so
+gaps (transaction markers, compaction, retention) never stall it. Blocking: call from a thread. Kafka
+errors are raised as ``FanoutError`` (the API answers 503 for them).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import functools
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -20,6 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from fanout.config import Settings
 from fanout.model.errors import FanoutError
+from fanout.model.event import Headers
 
 F = TypeVar("F", bound=Callable[..., Any])
 TIMEOUT = 30.0
@@ -27,6 +29,31 @@ BATCH = 500
 METADATA_WAIT = 5.0
 METADATA_RETRY = 0.2
 POLL_SECONDS = 0.05  # consume() waits out its timeout unless BATCH records arrive
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRecord:
+    """A record read from a range: where it is, its timestamp (epoch ms), and its bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+def _record(msg: Message) -> RangeRecord:
+    return RangeRecord(
+        msg.topic() or "",
+        msg.partition() or 0,
+        msg.offset() or 0,
+        msg.timestamp()[1],
+        msg.key(),
+        msg.value(),
+        cast(Headers, msg.headers() or []),
+    )
 
 
 def _kafka_errors(method: F) -> F:
@@ -111,11 +138,12 @@ class RangeReader:
             offsets[tp.partition] = tp.offset if tp.offset >= 0 else marks[tp.partition][1]
         return offsets
 
-    def read(self, topic: str, starts: dict[int, int], ends: dict[int, int]) -> Iterator[Message]:
+    def read(self, topic: str, starts: dict[int, int], ends: dict[int, int]) -> Iterator[RangeRecord]:
         """Records with ``starts[p] <= offset < ends[p]``, partitions interleaved, each in order. The
         caller may stop early (``pause`` skips the rest of one partition)."""
         try:
-            yield from self._read(topic, starts, ends)
+            for msg in self._read(topic, starts, ends):
+                yield _record(msg)
         except KafkaException as exc:
             raise FanoutError(f"Kafka: {exc.args[0]}") from None
 

@@ -1,4 +1,8 @@
-"""Create and describe fanout's topics, idempotently; size the producer's record limit from theirs."""
+"""Create and describe fanout's topics, idempotently; size the producer's record limit from theirs.
+
+``create_for`` and ``describe_for`` are what ``fanout topics create|describe`` run: they raise
+``TopicAdminFailed`` (a ``FanoutError`` carrying the Kafka error's text) instead of Kafka's exceptions.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 
 from fanout.config import RECORD_OVERHEAD_BYTES, LibrdkafkaConfig, Settings
 from fanout.kafka.producer import QUEUE_KBYTES
+from fanout.model.errors import FanoutError
 
 HOUR_MS = 3600 * 1000
 HEADER_ROOM_BYTES = 64 * 1024  # what fanout's headers add to a record it hands off, with room to spare
@@ -159,6 +164,31 @@ def describe_topics(admin: AdminClient, specs: list[TopicSpec], timeout: float =
         replicas = len(next(iter(parts.values())).replicas) if parts else 0
         infos.append(TopicInfo(s.name, s.role, True, len(parts), replicas, configs.get(s.name, {})))
     return infos
+
+
+class TopicAdminFailed(FanoutError):
+    """A topic admin request failed; the message is the Kafka error."""
+
+
+def create_for(settings: Settings, names: Iterable[str]) -> list[TopicResult]:
+    """Create the internal topics and the source topics ``names`` (``fanout topics create``). The
+    hand-off topics take records at least as large as the largest existing topic of ``names`` takes."""
+    names = list(names)
+    try:
+        admin = admin_client(settings)
+        largest = max(record_limits(admin, names).values(), default=None)
+        return create_topics(admin, internal_topics(settings, largest) + source_topics(settings, names))
+    except KafkaException as exc:
+        raise TopicAdminFailed(str(exc.args[0])) from None
+
+
+def describe_for(settings: Settings, names: Iterable[str]) -> list[TopicInfo]:
+    """The internal topics and the source topics ``names`` as the cluster has them."""
+    specs = internal_topics(settings) + source_topics(settings, list(names))
+    try:
+        return describe_topics(admin_client(settings), specs)
+    except KafkaException as exc:
+        raise TopicAdminFailed(str(exc.args[0])) from None
 
 
 def broker_reachable(admin: AdminClient, topic: str, timeout: float = 5.0) -> bool:

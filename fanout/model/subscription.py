@@ -30,7 +30,7 @@ from pydantic import (
 
 from fanout.model.endpoint_auth import EndpointAuth
 from fanout.model.errors import ValidationFailed
-from fanout.pipeline.expressions.compile import (
+from fanout.model.expressions.compile import (
     MAX_EXPRESSION_LENGTH,
     CompileError,
     Kind,

@@ -12,11 +12,15 @@ and tabs removed), or None when it is invalid.
   as the W3C grammar has them, at most ``MAX_TRACESTATE`` characters.
 - media type: ``type/subtype`` tokens, then ``; name=value`` parameters whose value is a token or a
   quoted string, at most ``MAX_MEDIA_TYPE`` characters.
+
+``format_traceparent`` writes the version ``00`` ``traceparent`` of a span context (an OpenTelemetry
+``SpanContext``, or anything with its three integer fields).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 MAX_TRACEPARENT = 256
 MAX_TRACESTATE = 512
@@ -75,3 +79,20 @@ def media_type(value: str) -> str | None:
     if len(text) > MAX_MEDIA_TYPE or not _MEDIA_TYPE.fullmatch(text):
         return None
     return text
+
+
+class SpanIds(Protocol):
+    """The parts of a span context that a ``traceparent`` carries (OpenTelemetry's ``SpanContext`` fits)."""
+
+    @property
+    def trace_id(self) -> int: ...
+
+    @property
+    def span_id(self) -> int: ...
+
+    @property
+    def trace_flags(self) -> int: ...
+
+
+def format_traceparent(context: SpanIds) -> str:
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"

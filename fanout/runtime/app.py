@@ -21,9 +21,9 @@ import time
 from aiohttp.abc import AbstractResolver
 
 from fanout.config import Settings
+from fanout.control.subscriptions import SubscriptionStore, TableWatcher
 from fanout.http.sender import HttpSender
 from fanout.kafka.producer import AsyncProducer
-from fanout.kafka.subscriptions import SubscriptionStore, TableWatcher
 from fanout.kafka.topics import ProducerSizing, producer_sizing
 from fanout.model.errors import FanoutError, FatalKafkaError
 from fanout.model.event import Delivery

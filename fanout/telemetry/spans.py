@@ -28,6 +28,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from fanout.kafka.send_span import start_send_span
 from fanout.model import headers as H
 from fanout.model.event import Event, Headers
 from fanout.telemetry.tracing import format_traceparent, parse_traceparent
@@ -122,18 +123,7 @@ class DispatcherTracer:
     def hand_off(self, topic: str, parent: object, headers: Headers) -> tuple[TraceHandle, Headers]:
         """Start the span of a retry or dead-letter write; returns it and the headers to write."""
         context = parent.context if isinstance(parent, TraceHandle) else Context()
-        span = self.tracer.start_span(
-            f"send {topic}",
-            context=context,
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "send",
-                "messaging.operation.name": "send",
-                "messaging.destination.name": topic,
-            },
-        )
-        handle = TraceHandle(span)
+        handle = TraceHandle(start_send_span(self.tracer, topic, context))
         extra: Headers = [(H.TRACEPARENT, handle.traceparent.encode())]
         if isinstance(parent, TraceHandle) and not any(k == TRACEPARENT for k, _ in headers):
             extra.append((TRACEPARENT, parent.traceparent.encode()))

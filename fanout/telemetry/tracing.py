@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanContext, TraceFlags, Tracer, TraceState
 
 from fanout import __version__
+from fanout.model.wire_syntax import format_traceparent as format_traceparent
 
 log = logging.getLogger("fanout.telemetry")
 
@@ -133,7 +134,3 @@ def parse_traceparent(traceparent: str | None, tracestate: str | None = None) ->
         return None
     state = TraceState.from_header([tracestate]) if tracestate else None
     return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags), trace_state=state)
-
-
-def format_traceparent(context: SpanContext) -> str:
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"

@@ -31,8 +31,8 @@ from fanout.config import (
     TopicSettings,
 )
 from fanout.control.secretbox import new_key
+from fanout.control.subscriptions import SubscriptionStore
 from fanout.http.signing import new_secret
-from fanout.kafka.subscriptions import SubscriptionStore
 from fanout.kafka.topics import admin_client, create_topics, internal_topics, source_topics
 from fanout.model.subscription import Subscription, parse_subscription
 from fanout.runtime.app import DispatcherApp

@@ -7,7 +7,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from fanout.kafka.subscriptions import read_to_end
+from fanout.control.subscriptions import read_to_end
 from tests.integration.api import READ_KEY, api_settings, create_api_topics, running_api, source_topic
 from tests.integration.engine import read_topic
 from tests.receivers import Receiver

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from standardwebhooks.webhooks import Webhook
 
 from fanout.cli import main
-from fanout.kafka.subscriptions import read_to_end
+from fanout.control.subscriptions import read_to_end
 from tests.integration.api import dispatcher_sees, record_count
 from tests.integration.engine import (
     apply,

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from aiohttp import web
 
+from fanout.control.subscriptions import SubscriptionStore
 from fanout.kafka import consumer as consumer_module
-from fanout.kafka.subscriptions import SubscriptionStore
 from fanout.pipeline import ops
 from tests.integration.engine import (
     apply,

@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from fanout.kafka.subscriptions import SubscriptionStore
+from fanout.control.subscriptions import SubscriptionStore
 from fanout.model.errors import VersionConflict
 from tests.integration.engine import (
     apply,

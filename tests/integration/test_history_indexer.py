@@ -15,12 +15,12 @@ from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from fanout.config import HistorySettings, Settings
+from fanout.history import indexer as history_indexer
 from fanout.history.codec import encode
+from fanout.history.indexer import HistoryIndexer
 from fanout.history.queries import AttemptQuery
 from fanout.history.record import AttemptRecord, Outcome
 from fanout.history.store import HistoryStore
-from fanout.kafka import history_reader
-from fanout.kafka.history_reader import HistoryReader
 from fanout.kafka.topics import TopicSpec, create_topics, describe_topics, internal_topics
 from tests.history_records import VALIDATOR, make
 from tests.integration.engine import wait_for_topics
@@ -86,21 +86,21 @@ def encoded(rs: list[AttemptRecord]) -> list[tuple[bytes, bytes]]:
     return [(r.event_id.encode(), encode(r)) for r in rs]
 
 
-def reader(settings: Settings, path: Path) -> HistoryReader:
-    return HistoryReader(
+def reader(settings: Settings, path: Path) -> HistoryIndexer:
+    return HistoryIndexer(
         settings, HistoryStore(path, RETENTION), poll_seconds=0.1, metadata_interval=0.5, prune_interval=0.2
     )
 
 
 @pytest.fixture
-def readers() -> Iterator[list[HistoryReader]]:
-    started: list[HistoryReader] = []
+def readers() -> Iterator[list[HistoryIndexer]]:
+    started: list[HistoryIndexer] = []
     yield started
     for r in started:
         r.stop()
 
 
-def run(started: list[HistoryReader], settings: Settings, path: Path) -> HistoryReader:
+def run(started: list[HistoryIndexer], settings: Settings, path: Path) -> HistoryIndexer:
     r = reader(settings, path)
     started.append(r)
     r.start()
@@ -120,7 +120,7 @@ def test_the_attempts_topic_is_created_with_the_history_retention(
 
 
 def test_the_index_resumes_from_its_offsets_is_rebuilt_when_missing_or_corrupt_and_prunes(
-    hsettings: Settings, admin: AdminClient, tmp_path: Path, readers: list[HistoryReader]
+    hsettings: Settings, admin: AdminClient, tmp_path: Path, readers: list[HistoryIndexer]
 ) -> None:
     create_topics(admin, [attempts_spec(hsettings)])
     wait_for_topics(hsettings, [hsettings.topics.attempts])
@@ -187,7 +187,7 @@ def test_the_index_resumes_from_its_offsets_is_rebuilt_when_missing_or_corrupt_a
 
 
 def test_the_indexer_waits_for_its_topic_and_follows_new_partitions(
-    hsettings: Settings, admin: AdminClient, tmp_path: Path, readers: list[HistoryReader]
+    hsettings: Settings, admin: AdminClient, tmp_path: Path, readers: list[HistoryIndexer]
 ) -> None:
     r = run(readers, hsettings, tmp_path / "h.sqlite")
     status = r.status()
@@ -214,10 +214,10 @@ def test_a_batch_the_index_could_not_write_is_read_again_from_the_stored_offsets
     hsettings: Settings,
     admin: AdminClient,
     tmp_path: Path,
-    readers: list[HistoryReader],
+    readers: list[HistoryIndexer],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(history_reader, "WRITE_RETRY", 0.1)
+    monkeypatch.setattr(history_indexer, "WRITE_RETRY", 0.1)
     create_topics(admin, [attempts_spec(hsettings)])
     wait_for_topics(hsettings, [hsettings.topics.attempts])
     now = int(time.time() * 1000)

@@ -10,7 +10,7 @@ import time
 import orjson
 from aiohttp import web
 
-from fanout.kafka.subscriptions import SubscriptionStore
+from fanout.control.subscriptions import SubscriptionStore
 from tests.integration.engine import (
     apply,
     committed_total,

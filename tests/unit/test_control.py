@@ -17,16 +17,16 @@ from multidict import CIMultiDict
 from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook
 
-from fanout.api.inbound import Unverified, event_id, verify
+from fanout.api.inbound import Unverified, event_id, standard_webhook, verify
 from fanout.api.problems import Problem
 from fanout.api.subscriptions import expected_version, merge_patch
 from fanout.api.validation import PARAMS
 from fanout.commands.context import TIME
 from fanout.config import DeliverySettings, IngestSource
+from fanout.control.deadletters import BadCursor, decode_cursor, encode_cursor
 from fanout.control.plans import rotated
 from fanout.control.routes import parse_routes
 from fanout.http.sender import HttpSender
-from fanout.kafka.deadletters import BadCursor, decode_cursor, encode_cursor
 from fanout.model import headers as H
 from fanout.model.errors import ValidationFailed
 from tests.unit.factories import KEY, OTHER_KEY, OTHER_SECRET, SECRET, make_delivery, make_sub
@@ -177,6 +177,44 @@ def test_routes_may_reference_environment_variables_and_files(
 
 def source(scheme: str, secret: str, **fields: Any) -> IngestSource:
     return IngestSource(scheme=scheme, topic="t", secrets=[SecretStr(secret)], **fields)  # type: ignore[arg-type]
+
+
+def test_inbound_standard_webhooks_verify_with_the_reference_library_under_the_sources_tolerance() -> None:
+    body = b'{"type": "invoice.paid", "data": {"n": 1}}'
+    now = int(time.time())
+
+    def headers(at: int, *secrets: str, msg_id: str = "msg_1") -> CIMultiDict[str]:
+        when = datetime.fromtimestamp(at, UTC)
+        signed = " ".join(Webhook(s).sign(msg_id, when, body.decode()) for s in secrets)
+        return CIMultiDict({"webhook-id": msg_id, "webhook-timestamp": str(at), "webhook-signature": signed})
+
+    strict, lenient = source("standard-webhooks", SECRET), source("standard-webhooks", SECRET, tolerance=900)
+    assert verify(strict, headers(now, SECRET), body) == "msg_1"
+    assert verify(strict, headers(now - 290, SECRET), body) == "msg_1"
+    with pytest.raises(Unverified, match="tolerance"):
+        verify(strict, headers(now - 600, SECRET), body)
+    with pytest.raises(Unverified, match="tolerance"):
+        verify(strict, headers(now + 600, SECRET), body)
+    # a configured tolerance beyond the library's fixed five minutes still holds
+    assert verify(lenient, headers(now - 600, SECRET), body) == "msg_1"
+    with pytest.raises(Unverified, match="tolerance"):
+        verify(lenient, headers(now - 1000, SECRET), body)
+    # rotation: the sender signs with both secrets, either configured one verifies
+    assert standard_webhook([OTHER_SECRET], headers(now, SECRET, OTHER_SECRET), body, 300) == "msg_1"
+    with pytest.raises(Unverified, match="no signature"):
+        verify(strict, headers(now, OTHER_SECRET), body)
+    with pytest.raises(Unverified, match="no signature"):
+        verify(strict, headers(now, SECRET, msg_id="msg_2"), body.replace(b"1", b"2"))
+    bad = headers(now, SECRET)
+    bad["webhook-signature"] = "v1,not-base64 v2,x garbage"
+    with pytest.raises(Unverified, match="no signature"):
+        verify(strict, bad, body)
+    with pytest.raises(Unverified, match="UTF-8"):
+        verify(strict, headers(now, SECRET), b"\xff\xfe")
+    with pytest.raises(Unverified, match="required"):
+        verify(strict, CIMultiDict({"webhook-timestamp": str(now)}), body)
+    with pytest.raises(Unverified, match="malformed"):
+        verify(strict, CIMultiDict({**headers(now, SECRET), "webhook-timestamp": "12e3"}), body)
 
 
 def test_inbound_schemes() -> None:

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from fanout.model.event import Event
+from fanout.model.expressions.limits import MAX_CONCATENATIONS, MAX_MAPPED_LIST
 from fanout.pipeline.expressions import (
     Bindings,
     CompileError,
@@ -21,7 +22,6 @@ from fanout.pipeline.expressions import (
     passes,
     render,
 )
-from fanout.pipeline.expressions.limits import MAX_CONCATENATIONS, MAX_MAPPED_LIST
 from fanout.pipeline.route import RoutingTable
 from tests.unit.factories import make_sub
 

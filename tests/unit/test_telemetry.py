@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import use_span
 
 from fanout.kafka.consumer import digest_stats
-from fanout.kafka.publisher import event_body, inject_trace_headers
+from fanout.kafka.publisher import event_body
+from fanout.kafka.send_span import inject_trace_headers
 from fanout.model.errors import PermanentDelivery, RetryableDelivery
 from fanout.model.event import Delivery
 from fanout.pipeline.settle import reason_kind

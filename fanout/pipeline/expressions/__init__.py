@@ -1,8 +1,8 @@
 """CEL expressions on subscriptions: ``filter_expr`` (which events) and ``transform`` (which body).
 
-- ``compile``: once per distinct expression (cached), when a subscription is validated or a routing
-  table is built; ``CompileError`` names the line and column.
-- ``limits``: the static checks that bound an evaluation's cost (see its docstring).
+- ``compile`` (``fanout.model.expressions.compile``): once per distinct expression (cached), when a
+  subscription is validated or a routing table is built; ``CompileError`` names the line and column.
+- ``limits`` (``fanout.model.expressions.limits``): the static checks that bound an evaluation's cost.
 - ``evaluate``: one event's ``Bindings``, filter evaluation, ``FilterErrors`` (counted per
   subscription, logged at most once a minute each).
 - ``transform``: the transform's value as a JSON body, capped in size; ``TransformFailed``.
@@ -11,7 +11,7 @@ The library is cel-expr-python (the CEL project's wrapper of cel-cpp); ``scripts
 measures it against the alternatives.
 """
 
-from fanout.pipeline.expressions.compile import (
+from fanout.model.expressions.compile import (
     MAX_EXPRESSION_LENGTH,
     CompileError,
     Kind,

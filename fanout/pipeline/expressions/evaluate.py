@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fanout.model.event import Event, iso_time
-from fanout.pipeline.expressions.compile import Program, environment
-from fanout.pipeline.expressions.limits import MAX_MAPPED_LIST
+from fanout.model.expressions.compile import Program, environment
+from fanout.model.expressions.limits import MAX_MAPPED_LIST
 
 log = logging.getLogger("fanout.filters")
 LOG_INTERVAL = 60.0

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from fanout.model.event import Event
-from fanout.pipeline.expressions.compile import Program
+from fanout.model.expressions.compile import Program
 from fanout.pipeline.expressions.evaluate import Bindings, EvaluationError, run
 
 DEFAULT_MAX_BYTES = 1024 * 1024

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from cel_expr_python import cel
 
-from fanout.pipeline.expressions.limits import LimitExceeded, check
+from fanout.model.expressions.limits import LimitExceeded, check
 
 Kind = Literal["filter_expr", "transform"]
 MAX_EXPRESSION_LENGTH = 2048
