@@ -133,7 +133,8 @@ class DispatcherStats:
 
 
 class StatsSource(Protocol):
-    def snapshot(self) -> DispatcherStats:
+    def snapshot(self, lanes: bool = True) -> DispatcherStats:
         """The current stats. Never blocks; may be called from another thread than the event loop's
-        (an OTLP export), so it copies what it reads."""
+        (an OTLP export), so it copies what it reads. ``lanes=False`` leaves ``lanes`` empty: the one
+        part whose cost grows with the number of subscriptions, which the probes do not need."""
         ...

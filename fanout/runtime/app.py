@@ -218,9 +218,10 @@ class DispatcherApp:
     def members(self) -> list[GroupMember]:
         return ([self.main] if self.main is not None else []) + list(self.ordered.values())
 
-    def snapshot(self) -> DispatcherStats:
+    def snapshot(self, lanes: bool = True) -> DispatcherStats:
+        """The ``StatsSource`` port telemetry reads."""
         return stats.snapshot(
-            self.started.is_set(), self.counts, self.table, self.main, self.ordered.values()
+            self.started.is_set(), self.counts, self.table, self.main, self.ordered.values(), lanes
         )
 
     def _hold(self, held: bool) -> None:

@@ -24,6 +24,7 @@ def snapshot(
     table: RoutingTable,
     shared: GroupMember | None,
     ordered: Iterable[GroupMember],
+    lanes: bool = True,
 ) -> DispatcherStats:
     ordered = list(ordered)
     members = ([shared] if shared is not None else []) + ordered
@@ -31,7 +32,7 @@ def snapshot(
         started=started,
         outcomes=dict(counts.outcomes),
         dead_letters=dict(counts.dead_letters),
-        lanes=tuple(_lanes(members)),
+        lanes=tuple(_lanes(members)) if lanes else (),
         shared=_member(shared) if shared is not None else None,
         ordered=tuple(_member(m) for m in ordered),
         subscriptions=len(table),

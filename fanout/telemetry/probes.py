@@ -40,7 +40,7 @@ class ProbeServer:
         self._runner: web.AppRunner | None = None
 
     def health(self, stats: DispatcherStats | None = None) -> tuple[bool, dict[str, Any]]:
-        stats = stats or self.source.snapshot()
+        stats = stats or self.source.snapshot(lanes=False)
         if not stats.started:
             return True, {"status": "starting"}
         now = time.monotonic()
@@ -51,7 +51,7 @@ class ProbeServer:
         return True, {"status": "ok", "seconds_since_cycle": loops}
 
     def readiness(self, stats: DispatcherStats | None = None) -> tuple[bool, dict[str, Any]]:
-        stats = stats or self.source.snapshot()
+        stats = stats or self.source.snapshot(lanes=False)
         healthy, detail = self.health(stats)
         shared = stats.shared
         if not stats.started or shared is None:

@@ -97,6 +97,15 @@ def test_before_the_start_the_snapshot_has_no_members() -> None:
     assert (snap.started, snap.shared, snap.members, snap.lanes) == (False, None, (), ())
 
 
+async def test_a_snapshot_for_the_probes_leaves_the_lanes_out() -> None:
+    lanes = Lanes(Blocked(), Harness().settler.done, LaneLimits(16, 60.0, 5, 30.0))
+    lanes.get(make_sub(id="a"))
+    table = RoutingTable.build([make_sub(id="a")])
+    assert len(stats.snapshot(True, SettleCounts(), table, member("g", lanes), []).lanes) == 1
+    light = stats.snapshot(True, SettleCounts(), table, member("g", lanes), [], lanes=False)
+    assert light.lanes == () and light.shared is not None and light.shared.group == "g"
+
+
 # -- telemetry reads the port -----------------------------------------------------------------------
 
 
@@ -134,9 +143,11 @@ class FakeSource:
     def __init__(self, snapshot: DispatcherStats) -> None:
         self.stats = snapshot
         self.calls = 0
+        self.lanes: list[bool] = []
 
-    def snapshot(self) -> DispatcherStats:
+    def snapshot(self, lanes: bool = True) -> DispatcherStats:
         self.calls += 1
+        self.lanes.append(lanes)
         return self.stats
 
 
@@ -237,9 +248,11 @@ def test_probes_while_starting() -> None:
 
 
 def test_probes_when_everything_is_fine() -> None:
-    server = probe(dispatcher_stats(shared=shared(), ordered=()))
+    source = FakeSource(dispatcher_stats(shared=shared(), ordered=()))
+    server = ProbeServer(source, Metrics("test"), "127.0.0.1", 0, stall_timeout=10)
     assert server.health()[0]
     assert server.readiness() == (True, {"status": "ok", "group": "g", "partitions": 3})
+    assert source.lanes == [False, False]  # one snapshot a probe, without the lanes
 
 
 def test_a_stalled_poll_loop_fails_both_probes_naming_its_group() -> None:
@@ -251,20 +264,18 @@ def test_a_stalled_poll_loop_fails_both_probes_naming_its_group() -> None:
 
 
 @pytest.mark.parametrize(
-    ("member", "ready", "status"),
+    ("overrides", "ready", "status"),
     [
-        (shared(joined=False), False, "not joined"),
-        (shared(brokers_up=False), False, "no broker connection"),
-        (
-            shared(brokers_up=False, statistics_at=0.0),
-            True,
-            "ok",
-        ),  # no statistics yet: joining is the evidence
-        (shared(brokers_up=False, statistics_at=time.monotonic() - STATS_STALE_SECONDS - 1), True, "ok"),
+        ({"joined": False}, False, "not joined"),
+        ({"brokers_up": False}, False, "no broker connection"),
+        ({"brokers_up": False, "statistics_at": 0.0}, True, "ok"),  # no statistics yet: joining suffices
+        ({"brokers_up": False, "statistics_at": -STATS_STALE_SECONDS - 1}, True, "ok"),  # stale statistics
     ],
 )
 def test_readiness_needs_the_group_joined_and_a_broker_connection(
-    member: MemberState, ready: bool, status: str
+    overrides: dict[str, Any], ready: bool, status: str
 ) -> None:
-    ok, body = probe(dispatcher_stats(shared=member, ordered=())).readiness()
+    if overrides.get("statistics_at", 0.0) < 0:
+        overrides["statistics_at"] += time.monotonic()
+    ok, body = probe(dispatcher_stats(shared=shared(**overrides), ordered=())).readiness()
     assert (ok, body["status"]) == (ready, status)
