@@ -96,9 +96,27 @@ class SettleCounts:
         if first:
             self.dead_letters[(sub_id, kind)] += 1
 
-    def event(self, name: str) -> None:
-        """One of ``events`` (see the module doc)."""
-        self.events[name] += 1
+    def hand_off_error(self) -> None:
+        """A produce failed and will be tried again."""
+        self.events["hand_off_errors"] += 1
+
+    def hand_off_dropped(self) -> None:
+        """A record refused even at its smallest: dropped."""
+        self.events["hand_off_dropped"] += 1
+
+    # -- outcomes that are no delivery's ----------------------------------------------------------
+
+    def fenced(self) -> None:
+        """An outcome of a revoked partition's delivery, dropped (its new owner delivers it)."""
+        self.events["fenced"] += 1
+
+    def not_attempted(self) -> None:
+        """A key-ordered delivery that got no connection slot in time, tried again in place."""
+        self.events["not_attempted"] += 1
+
+    def skipped_other_group(self) -> None:
+        """A retry record another consumer group wrote, skipped."""
+        self.events["skipped_other_group"] += 1
 
     # -- reading ----------------------------------------------------------------------------------
 

@@ -211,7 +211,7 @@ class Dispatcher:
 
     def _retry_record(self, record: SourceRecord, ticket: Ticket, span: TracedSpan | None = None) -> None:
         if self.group is not None and not H.for_group(record.headers(), self.group):
-            self.settler.counts.event("skipped_other_group")
+            self.settler.counts.skipped_other_group()
             ticket.release()
             return
         try:

@@ -135,7 +135,7 @@ class HandOff:
             if isinstance(exc, RecordRefused):
                 self._refused(topic, key, value, headers, ticket, trace, exc)
                 return
-            self._counts.event("hand_off_errors")
+            self._counts.hand_off_error()
             delay = self.backoff.delay(failures + 1)
             log.error("could not write to %s, trying again in %.1fs: %s", topic, delay, exc)
             asyncio.get_running_loop().call_later(
@@ -166,7 +166,7 @@ class HandOff:
         }
         smaller = fallback(key, value, headers, error)
         if smaller is None:
-            self._counts.event("hand_off_dropped")
+            self._counts.hand_off_dropped()
             log.error("dropped a record refused even without its value, key and headers", extra=where)
             ticket.release()
             return

@@ -124,7 +124,7 @@ class KeyedLane:
         if error is None:
             settler.delivered(delivery)
         elif isinstance(error, NotAttempted):  # no connection slot in time: not an attempt, try again soon
-            settler.counts.event("not_attempted")
+            settler.counts.not_attempted()
             self._retry_later(key, NOT_ATTEMPTED_DELAY)
             return
         elif not settler.give_up(delivery, error):

@@ -54,7 +54,7 @@ class Settler:
         self.policy = policy
         self.writer = writer
         self.counts = writer.counts
-        self.ops = ops
+        self._ops = ops
         self._failing_after = failing_after
         self._on_gone = on_gone
         self._on_failing = on_failing
@@ -73,7 +73,7 @@ class Settler:
     def done(self, delivery: Delivery, error: DeliveryError | None, duration: float) -> None:
         """The outcome of an attempt (or a spill) from a lane: settle it."""
         if delivery.ticket.fenced:
-            self.counts.event("fenced")
+            self.counts.fenced()
             return
         if error is None:
             self.delivered(delivery)
@@ -135,7 +135,7 @@ class Settler:
                 n,
                 extra=delivery_fields(delivery, error=delivery.last_error),
             )
-            self.ops.failing(delivery, n)
+            self._ops.failing(delivery, n)
             if self._on_failing is not None:
                 self._on_failing(delivery, n)
 
@@ -166,7 +166,7 @@ class Settler:
         )
         self.writer.dead_letter(delivery, reason, status)
         if reason != DISABLED_REASON:
-            self.ops.dead_lettered(delivery, reason)
+            self._ops.dead_lettered(delivery, reason)
 
     def poison(self, record: SourceRecord, reason: str, ticket: Settlement, trace: object = None) -> None:
         """A record that could not be decoded: dead letter it with the reason, so the offset can move on."""

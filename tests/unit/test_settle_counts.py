@@ -48,7 +48,7 @@ def test_poison_and_refused_hand_offs_are_dead_letters_without_being_delivery_ou
     counts.poison()
     counts.refused("a", "record_too_large", first=True)
     counts.refused("a", "", first=False)  # the smaller dead letter refused again: the same dead letter
-    counts.event("hand_off_dropped")
+    counts.hand_off_dropped()
     assert counts.outcomes == {}
     assert counts.dead_letters == {("", "poison"): 1, ("a", "record_too_large"): 1}
     assert counts.totals() == {"poison": 1, "hand_off_refused": 2, "hand_off_dropped": 1}
