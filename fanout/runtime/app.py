@@ -70,7 +70,7 @@ class DispatcherApp:
         self._stop = asyncio.Event()
         self._fatal: FatalKafkaError | None = None
         self.counts = SettleCounts()
-        self.settler: Settler | None = None
+        self.settler: Settler  # from the start of ``run``
         self._disables: Disables | None = None
         self.table = RoutingTable.build([])
         self._sender: HttpSender | None = None
@@ -135,10 +135,10 @@ class DispatcherApp:
         self._sender = sender
         ops = OpsEvents(producer, settings.topics.ops)
         self._disables = Disables(self.store, ops, on_change=lambda: self._swap(self.table))
-        self.settler = settler = wiring.settler(
+        self.settler = wiring.settler(
             settings, producer, ops, on_gone=self._disables.gone, counts=self.counts
         )
-        telemetry.attach_settler(settler, settings.dispatcher.group_id)
+        telemetry.attach_settler(self.settler, settings.dispatcher.group_id)
         self._send = telemetry.send(sender.send)
         d = settings.delivery
         limits = LaneLimits(
@@ -146,7 +146,7 @@ class DispatcherApp:
         )
         lanes = Lanes(
             self._send,
-            settler.done,
+            self.settler.done,
             limits,
             settings.dispatcher.max_queued,
             self._hold,
@@ -161,7 +161,7 @@ class DispatcherApp:
                 Dispatcher(
                     unordered,
                     lanes,
-                    settler,
+                    self.settler,
                     retry_topics,
                     settings.dispatcher.group_id,
                     d.transform_max_bytes,
@@ -267,7 +267,6 @@ class DispatcherApp:
                 existing.subscribe(sub.topics)
 
     def _ordered_member(self, sub: Subscription) -> GroupMember:
-        assert self.settler is not None
         lanes = KeyedLanes(self._send, self.settler)
         group = f"{self.settings.dispatcher.group_id}.ordered.{sub.id}"
         dispatcher = self.telemetry.attach(

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from fanout.kafka.consumer import ConsumerStats
 from fanout.model.ports import DispatcherStats, LaneState, MemberState
 from fanout.pipeline.counts import SettleCounts
 from fanout.pipeline.lanes import LaneLimits, Lanes
@@ -45,7 +44,7 @@ def member(group: str, lanes: Any, retry_topics: frozenset[str] = frozenset(), *
     fields = {
         "assigned": 2,
         "last_cycle": 100.0,
-        "stats": ConsumerStats(50.0, True, "steady", {("orders", 0): 7}),
+        "stats": SimpleNamespace(at=50.0, brokers_up=True, lag={("orders", 0): 7}),
     }
     fields.update(consumer)
     return SimpleNamespace(
