@@ -1,5 +1,5 @@
 """How far the index is behind the attempts topic, and what the indexer has done: what ``/readyz``
-reports and ``fanout_history_lag_seconds`` exports (``fanout.telemetry.history_metrics``)."""
+reports and ``fanout_history_lag_seconds`` exports (``fanout.history.metrics``)."""
 
 from __future__ import annotations
 

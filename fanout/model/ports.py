@@ -1,18 +1,28 @@
-"""The one boundary the pipeline writes through: ``RecordSink.produce`` (implemented in ``fanout.kafka``).
+"""The Protocols the layers meet through, and the values that cross them.
 
-Contract: ``produce`` never blocks. It returns a future that resolves (on the event loop) once the
-broker acknowledged the record with acks=all, or fails with the producer's error. Callers count a
-hand-off as settled only when the future succeeded. The result says where the record was written;
-the pipeline ignores it (the publish API reports it).
+- ``RecordSink`` (implemented in ``fanout.kafka``): the one boundary the pipeline writes through.
+  ``produce`` never blocks. It returns a future that resolves (on the event loop) once the broker
+  acknowledged the record with acks=all, or fails with the producer's error. Callers count a hand-off as
+  settled only when the future succeeded. The result says where the record was written; the pipeline
+  ignores it (the publish API reports it).
+- ``SourceRecord``: the parts of a consumed Kafka record the pipeline reads (``confluent_kafka.Message``
+  fits).
+- ``PipelineTracer`` / ``TracedSpan`` (implemented in ``fanout.telemetry``): what the pipeline tells
+  tracing. Optional: ``Dispatcher.tracer`` and ``Settler.tracer`` stay None when tracing is off, so no
+  span code runs.
+- ``StatsSource`` (implemented by the runtime, read by telemetry): a ``DispatcherStats`` snapshot of the
+  counters, the lanes and the consumer-group members, so that metrics and probes never reach into the
+  runtime's objects.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from fanout.model.event import Headers
+from fanout.model.event import Event, Headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +38,103 @@ class RecordSink(Protocol):
     def produce(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> asyncio.Future[RecordMetadata]: ...
+
+
+class SourceRecord(Protocol):
+    """The parts of a consumed Kafka record the pipeline reads."""
+
+    def topic(self) -> str | None: ...
+    def partition(self) -> int | None: ...
+    def offset(self) -> int | None: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> Any: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+# -- telemetry hooks ------------------------------------------------------------------------------
+
+
+class TracedSpan(Protocol):
+    """A started span: a record's process span, or a retry or dead-letter write."""
+
+    def decoded(self, event: Event, matched: int) -> None: ...
+    def failed(self, reason: str) -> None: ...
+    def end(self) -> None: ...
+
+
+class PipelineTracer(Protocol):
+    def record(self, record: SourceRecord, retry: bool) -> TracedSpan:
+        """Start the process span of a consumed record (the caller ends it)."""
+        ...
+
+    def hand_off(self, topic: str, parent: object, headers: Headers) -> tuple[TracedSpan, Headers]:
+        """Start the span of a retry or dead-letter write (``parent``: a delivery's ``trace``); return it
+        and the headers to write (with the span's context added)."""
+        ...
+
+
+# -- the stats snapshot ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LaneState:
+    """One subscription's lane in one group member. ``circuit`` is ``closed``, ``half-open`` or
+    ``open``; None for a lane without a breaker (key-ordered)."""
+
+    subscription: str
+    queued: int
+    in_flight: int
+    rate_waits: int
+    circuit: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberState:
+    """One consumer-group member. ``last_cycle`` and ``statistics_at`` are ``time.monotonic()`` values:
+    the poll loop's last completed cycle, and when librdkafka's statistics last came (0: never).
+    ``lag``: records behind, per owned (topic, partition). ``retry_topics``: the retry tiers it
+    consumes (the shared group's member only)."""
+
+    group: str
+    joined: bool
+    assigned: int
+    last_cycle: float
+    statistics_at: float
+    brokers_up: bool
+    lag: Mapping[tuple[str, int], int]
+    retry_topics: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherStats:
+    """What a dispatcher process has done and holds, at one moment.
+
+    ``outcomes``: deliveries by (subscription id, outcome), the outcomes being ``delivered``,
+    ``retried``, ``spilled``, ``dead_lettered`` and ``dropped`` (subscription deleted).
+    ``dead_letters``: dead letters by (subscription id, reason kind), subscription "" for poison records.
+    ``shared``: the member of the shared group (None until started); ``ordered``: one member per
+    key-ordered subscription. ``subscriptions``: the routing table's size; ``disabled``: the ids of its
+    disabled subscriptions."""
+
+    started: bool
+    outcomes: Mapping[tuple[str, str], int]
+    dead_letters: Mapping[tuple[str, str], int]
+    lanes: Sequence[LaneState]
+    shared: MemberState | None
+    ordered: Sequence[MemberState]
+    subscriptions: int
+    disabled: Sequence[str]
+
+    @property
+    def members(self) -> tuple[MemberState, ...]:
+        """Every member, the shared group's first."""
+        return (*((self.shared,) if self.shared is not None else ()), *self.ordered)
+
+
+class StatsSource(Protocol):
+    def snapshot(self, lanes: bool = True) -> DispatcherStats:
+        """The current stats. Never blocks; may be called from another thread than the event loop's
+        (an OTLP export), so it copies what it reads. ``lanes=False`` leaves ``lanes`` empty: the one
+        part whose cost grows with the number of subscriptions, which the probes do not need."""
+        ...

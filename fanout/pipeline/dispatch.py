@@ -3,7 +3,7 @@
 ``on_records`` takes a batch handed over by the consumer thread. Each record is tracked in its
 partition's tracker, then either decoded and routed (source topics) or turned back into the one
 delivery it carries (retry topics). A retry record written by another consumer group than ``group``
-is skipped (counted in ``stats["skipped_other_group"]``) and its offset moves on. Every delivery is
+is skipped (counted as ``skipped_other_group``) and its offset moves on. Every delivery is
 offered to its subscription's lane; a refusal spills it to a retry tier, due back when the lane said.
 Nothing here blocks or awaits: the loop keeps moving whatever one subscriber does.
 
@@ -30,15 +30,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from fanout.model import headers as H
 from fanout.model.errors import PoisonRecord
 from fanout.model.event import Delivery
+from fanout.model.ports import PipelineTracer, SourceRecord, TracedSpan
 from fanout.model.subscription import Subscription
+from fanout.pipeline.counts import DISABLED_REASON
 from fanout.pipeline.decode import decode
 from fanout.pipeline.expressions import DEFAULT_MAX_BYTES, FilterErrors, TransformFailed, render
 from fanout.pipeline.lanes import Lanes
-from fanout.pipeline.observe import PipelineTracer, TracedSpan
 from fanout.pipeline.offsets import PartitionTracker, Ticket
 from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
-from fanout.pipeline.settle import DISABLED_REASON, Settler, SourceRecord
+from fanout.pipeline.settle import Settler
 
 log = logging.getLogger("fanout.dispatch")
 
@@ -87,8 +88,7 @@ class Dispatcher:
         table.errors.forget(gone)
         for sub_id in gone:
             for delivery in self.lanes.remove(sub_id):
-                self.settler.stats["dropped_deleted"] += 1
-                self.settler.outcomes[(sub_id, "dropped")] += 1
+                self.settler.counts.dropped(sub_id)
                 delivery.ticket.release()
         for sub in table.subscriptions.values():
             lane = self.lanes.by_id.get(sub.id)
@@ -211,7 +211,7 @@ class Dispatcher:
 
     def _retry_record(self, record: SourceRecord, ticket: Ticket, span: TracedSpan | None = None) -> None:
         if self.group is not None and not H.for_group(record.headers(), self.group):
-            self.settler.stats["skipped_other_group"] += 1
+            self.settler.counts.skipped_other_group()
             ticket.release()
             return
         try:
@@ -239,8 +239,7 @@ class Dispatcher:
         if span is not None:
             span.decoded(event, 0 if sub is None else 1)
         if sub is None:
-            self.settler.stats["dropped_deleted"] += 1
-            self.settler.outcomes[(meta.subscription, "dropped")] += 1
+            self.settler.counts.dropped(meta.subscription)
             ticket.release()
             return
         delivery = Delivery(

@@ -24,19 +24,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import Counter
 from dataclasses import dataclass
 
 from fanout.model import headers as H
 from fanout.model.errors import RecordRefused, RecordTooLarge
 from fanout.model.event import Headers, Settlement
-from fanout.model.ports import RecordMetadata, RecordSink
-from fanout.pipeline.observe import PipelineTracer
+from fanout.model.ports import PipelineTracer, RecordMetadata, RecordSink
+from fanout.pipeline.counts import REFUSED_REASON, TOO_LARGE_REASON, SettleCounts
 
 log = logging.getLogger("fanout.settle")
 
-TOO_LARGE_REASON = "record too large"
-REFUSED_REASON = "record refused"
 MAX_REASON_CHARS = 200
 
 
@@ -93,24 +90,14 @@ def fallback(
 
 
 class HandOff:
-    """Writes records through a ``RecordSink``. ``stats`` counts ``hand_off_errors`` (retriable
-    failures), ``hand_off_refused`` (refusals replaced by a smaller dead letter) and
-    ``hand_off_dropped``; a record's first refusal also counts in ``dead_letters`` (by subscription id
-    and reason kind) and ``dead_letter_reasons``."""
+    """Writes records through a ``RecordSink``. ``counts`` hears of ``hand_off_errors`` (retriable
+    failures), ``hand_off_refused`` (refusals replaced by a smaller dead letter; a record's first
+    refusal is also its dead letter, by subscription id and reason kind) and ``hand_off_dropped``."""
 
-    def __init__(
-        self,
-        sink: RecordSink,
-        dlq: str,
-        stats: Counter[str],
-        dead_letters: Counter[tuple[str, str]],
-        dead_letter_reasons: Counter[str],
-    ) -> None:
+    def __init__(self, sink: RecordSink, dlq: str, counts: SettleCounts) -> None:
         self._sink = sink
         self._dlq = dlq
-        self._stats = stats
-        self._dead_letters = dead_letters
-        self._reasons = dead_letter_reasons
+        self._counts = counts
         self.tracer: PipelineTracer | None = None
         self.backoff = Backoff()
 
@@ -148,7 +135,7 @@ class HandOff:
             if isinstance(exc, RecordRefused):
                 self._refused(topic, key, value, headers, ticket, trace, exc)
                 return
-            self._stats["hand_off_errors"] += 1
+            self._counts.hand_off_error()
             delay = self.backoff.delay(failures + 1)
             log.error("could not write to %s, trying again in %.1fs: %s", topic, delay, exc)
             asyncio.get_running_loop().call_later(
@@ -179,14 +166,11 @@ class HandOff:
         }
         smaller = fallback(key, value, headers, error)
         if smaller is None:
-            self._stats["hand_off_dropped"] += 1
+            self._counts.hand_off_dropped()
             log.error("dropped a record refused even without its value, key and headers", extra=where)
             ticket.release()
             return
-        self._stats["hand_off_refused"] += 1
-        if smaller.first:
-            self._dead_letters[(fields.get(H.SUBSCRIPTION, ""), smaller.kind)] += 1
-            self._reasons[smaller.reason] += 1
+        self._counts.refused(fields.get(H.SUBSCRIPTION, ""), smaller.kind, smaller.first)
         log.warning(
             "record refused by the broker; dead-lettering it without its value",
             extra={**where, "value_bytes": len(value or b""), "reason": smaller.reason},

@@ -124,15 +124,14 @@ class KeyedLane:
         if error is None:
             settler.delivered(delivery)
         elif isinstance(error, NotAttempted):  # no connection slot in time: not an attempt, try again soon
-            settler.stats["not_attempted"] += 1
+            settler.counts.not_attempted()
             self._retry_later(key, NOT_ATTEMPTED_DELAY)
             return
         elif not settler.give_up(delivery, error):
             assert isinstance(error, RetryableDelivery)
             delay, reason = settler.next_delay(delivery, error)
             if delay is not None:
-                settler.stats["retried_in_place"] += 1
-                settler.outcomes[(delivery.subscription.id, "retried")] += 1
+                settler.counts.retried_in_place(delivery.subscription.id)
                 self._retry_later(key, delay)
                 return
             settler.dead_letter(delivery, reason, error.status)

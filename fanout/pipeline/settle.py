@@ -1,132 +1,79 @@
 """settle: every delivery ends as success, a retry-tier record, or a dead letter.
 
-A retry or dead-letter hand-off counts as settled only when the broker acknowledged the produce; until
-then the source offset stays uncommitted. A failed produce is tried again (capped exponential
-backoff), and a record the broker refuses for good becomes a dead letter without its value
-(``fanout.pipeline.handoff``).
+``Settler`` decides and tells; the parts do the rest:
 
-Retry delays follow the subscription's schedule with jitter; the record goes to the smallest tier
-whose delay is at least the delay due, carrying its exact not-before time and the consumer group that
-wrote it (only that group consumes it; see README, "How delivery works"). A spill (lane full, circuit
-open) is not an attempt: it comes back when its lane said (``Spilled.retry_after``, at most the longest
-tier). ``max_age`` counts from the first attempt, so a delivery is dead-lettered for its endpoint's
-failures, never for time spent on fanout's own pace; one never attempted is bounded by
-``retry.max_pending`` from when fanout routed it.
+- ``RetryPolicy`` (``fanout.pipeline.retry_policy``): the next delay, the tier, when a spill may wait
+  no longer;
+- ``RecordWriter`` (``fanout.pipeline.records``): the retry and dead-letter records with their header
+  contract, written through ``HandOff``: a hand-off counts as settled only when the broker acknowledged
+  the produce; until then the source offset stays uncommitted;
+- ``SettleCounts`` (``fanout.pipeline.counts``): what happened, for metrics and logs;
+- ``OpsEvents`` (``fanout.pipeline.ops``): ``failing`` after ``failing_after`` consecutive failed
+  attempts of a subscription, ``dead_lettered`` for every dead letter but those of disabled
+  subscriptions.
+
+A 410 Gone dead-letters the delivery and calls ``on_gone`` (the runtime disables the subscription:
+``fanout.control.disable``). A spill (lane full, circuit open, paced) is not an attempt: it comes back
+when its lane said (``Spilled.retry_after``). Outcomes of a fenced ticket (a revoked partition) are
+dropped: the partition's new owner delivers them.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
-import random
 import time
-from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
 
-from fanout.config import Settings
-from fanout.model import headers as H
 from fanout.model.errors import DeliveryError, EndpointGone, PermanentDelivery, RetryableDelivery
-from fanout.model.event import Delivery, Headers, Settlement
-from fanout.model.ports import RecordSink
-from fanout.pipeline import handoff
+from fanout.model.event import Delivery, Settlement
+from fanout.model.log_fields import delivery_fields
+from fanout.model.ports import PipelineTracer, SourceRecord
+from fanout.pipeline.counts import DISABLED_REASON
 from fanout.pipeline.lanes import Spilled
-from fanout.pipeline.observe import PipelineTracer
 from fanout.pipeline.ops import OpsEvents
-from fanout.telemetry.logs import delivery_fields
+from fanout.pipeline.records import RecordWriter
+from fanout.pipeline.retry_policy import RetryPolicy
 
 log = logging.getLogger("fanout.settle")
 
-DISABLED_REASON = "subscription disabled"
-REASON_KINDS = (
-    ("retries exhausted", "retries_exhausted"),
-    ("max age exceeded", "max_age_exceeded"),
-    ("endpoint gone", "endpoint_gone"),
-    ("permanent failure", "permanent_failure"),
-    (DISABLED_REASON, "subscription_disabled"),
-    ("transform failed", "transform_failed"),
-    ("circuit open", "circuit_open"),
-    ("rate limited", "rate_limited"),
-    ("lane full", "lane_full"),
-    ("endpoint slow", "endpoint_slow"),
-    ("lane closed", "lane_closed"),
-    (handoff.TOO_LARGE_REASON, "record_too_large"),
-    (handoff.REFUSED_REASON, "record_refused"),
-    ("pool timeout", "pool_timeout"),
-)
-
-
-def reason_kind(reason: str) -> str:
-    """A dead-letter reason as a short, bounded label value (``retries_exhausted``, ``poison``, ...)."""
-    for prefix, kind in REASON_KINDS:
-        if reason.startswith(prefix):
-            return kind
-    return "other"
-
-
-class SourceRecord(Protocol):
-    """The parts of a consumed Kafka record the pipeline reads (``confluent_kafka.Message`` fits)."""
-
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def key(self) -> bytes | None: ...
-    def value(self) -> bytes | None: ...
-    def headers(self) -> Any: ...
-    def timestamp(self) -> tuple[int, int]: ...
-
 
 class Settler:
-    """Turns outcomes into acknowledged records; counts what happened in ``stats`` (totals),
-    ``outcomes`` (by subscription id and outcome: delivered, retried, spilled, dead_lettered) and
-    ``dead_letters`` (by subscription id, "" for poison records, and ``reason_kind``)."""
+    """Turns outcomes into acknowledged records. ``counts`` (the writer's) counts what happened."""
 
     def __init__(
         self,
-        settings: Settings,
-        sink: RecordSink,
+        policy: RetryPolicy,
+        writer: RecordWriter,
         ops: OpsEvents,
+        failing_after: int,
         on_gone: Callable[[Delivery], None],
         on_failing: Callable[[Delivery, int], None] | None = None,
     ) -> None:
-        self._topics = settings.topics
-        self._group = settings.dispatcher.group_id
-        self._retry = settings.retry
-        self._delivery = settings.delivery
-        self.ops = ops
+        if len(writer.topics.retry) != len(policy.tiers):
+            raise ValueError(f"{len(policy.tiers)} retry tiers but {len(writer.topics.retry)} retry topics")
+        self.policy = policy
+        self.writer = writer
+        self.counts = writer.counts
+        self._ops = ops
+        self._failing_after = failing_after
         self._on_gone = on_gone
         self._on_failing = on_failing
-        self.stats: Counter[str] = Counter()
-        self.dead_letter_reasons: Counter[str] = Counter()
-        self.outcomes: Counter[tuple[str, str]] = Counter()
-        self.dead_letters: Counter[tuple[str, str]] = Counter()
-        self._writer = handoff.HandOff(
-            sink, self._topics.dlq, self.stats, self.dead_letters, self.dead_letter_reasons
-        )
         self._consecutive: dict[str, int] = {}
 
     @property
     def tracer(self) -> PipelineTracer | None:
-        return self._writer.tracer
+        return self.writer.tracer
 
     @tracer.setter
     def tracer(self, tracer: PipelineTracer | None) -> None:
-        self._writer.tracer = tracer
-
-    @property
-    def hand_off_backoff(self) -> handoff.Backoff:
-        return self._writer.backoff
-
-    @hand_off_backoff.setter
-    def hand_off_backoff(self, backoff: handoff.Backoff) -> None:
-        self._writer.backoff = backoff
+        self.writer.tracer = tracer
 
     # -- outcomes reported by the lanes ------------------------------------------------------------
 
     def done(self, delivery: Delivery, error: DeliveryError | None, duration: float) -> None:
         """The outcome of an attempt (or a spill) from a lane: settle it."""
         if delivery.ticket.fenced:
-            self.stats["fenced"] += 1
+            self.counts.fenced()
             return
         if error is None:
             self.delivered(delivery)
@@ -137,23 +84,21 @@ class Settler:
         if self.give_up(delivery, error):
             return
         assert isinstance(error, RetryableDelivery)
-        delay, reason = self.next_delay(delivery, error)
+        delay, reason = self.policy.next_delay(delivery, error.retry_after)
         if delay is None:
             self.dead_letter(delivery, reason, error.status)
             return
-        self.stats["retried"] += 1
-        self.outcomes[(delivery.subscription.id, "retried")] += 1
+        self.counts.retried(delivery.subscription.id)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "attempt failed; retrying in %.1fs",
                 delay,
                 extra=delivery_fields(delivery, attempt=delivery.attempt, error=error.error),
             )
-        self._to_retry_tier(delivery, delay, reason="", status=error.status)
+        self.writer.retry(delivery, self.policy.tier_for(delay), delay, "", error.status)
 
     def delivered(self, delivery: Delivery) -> None:
-        self.stats["delivered"] += 1
-        self.outcomes[(delivery.subscription.id, "delivered")] += 1
+        self.counts.delivered(delivery.subscription.id)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("delivered", extra=delivery_fields(delivery, attempt=delivery.attempt + 1))
         self._consecutive.pop(delivery.subscription.id, None)
@@ -176,157 +121,57 @@ class Settler:
             return True
         return False
 
+    def next_delay(self, delivery: Delivery, error: RetryableDelivery) -> tuple[float | None, str]:
+        """``RetryPolicy.next_delay`` for a failed attempt (key-ordered lanes retry in place with it)."""
+        return self.policy.next_delay(delivery, error.retry_after)
+
     def _count_failure(self, delivery: Delivery) -> None:
         sub_id = delivery.subscription.id
         n = self._consecutive.get(sub_id, 0) + 1
         self._consecutive[sub_id] = n
-        if n == self._delivery.failing_after:
+        if n == self._failing_after:
             log.warning(
                 "subscription failing: %d consecutive failed attempts",
                 n,
                 extra=delivery_fields(delivery, error=delivery.last_error),
             )
-            self.ops.failing(delivery, n)
+            self._ops.failing(delivery, n)
             if self._on_failing is not None:
                 self._on_failing(delivery, n)
 
-    def next_delay(self, delivery: Delivery, error: RetryableDelivery) -> tuple[float | None, str]:
-        """Seconds until the next attempt (schedule step with jitter, at least a clamped Retry-After), or
-        None and the reason when the schedule or ``max_age`` has run out."""
-        policy = delivery.subscription.retry
-        schedule = policy.schedule or self._retry.schedule
-        max_age = policy.max_age or self._retry.max_age
-        if delivery.attempt > len(schedule):
-            return None, "retries exhausted"
-        jitter = self._retry.jitter
-        delay = schedule[delivery.attempt - 1] * (1 + random.uniform(-jitter, jitter))
-        if error.retry_after is not None:
-            delay = max(delay, min(error.retry_after, self._delivery.retry_after_max))
-        if delivery.age + delay > max_age:
-            return None, "max age exceeded"
-        return delay, ""
-
     def spill(self, delivery: Delivery, reason: str, delay: float | None = None) -> None:
-        """The lane could not take the delivery: park it in a retry tier for ``delay`` seconds (the first
-        tier's delay when None, never longer than the longest tier). Not an attempt. Dead-lettered with
-        ``reason`` instead when ``max_age`` ran out since its first attempt, or, never attempted, when it
-        has waited ``max_pending``."""
+        """The lane could not take the delivery: park it in a retry tier for ``delay`` seconds
+        (``RetryPolicy.spill_delay``). Not an attempt. Dead-lettered instead when it may wait no longer
+        (``RetryPolicy.spill_expired``)."""
         if delivery.ticket.fenced:
             return
-        retry = self._retry
-        if delivery.first_attempt:
-            if delivery.age >= (delivery.subscription.retry.max_age or retry.max_age):
-                self.dead_letter(delivery, reason)
-                return
-        elif delivery.waited >= retry.max_pending:
-            self.dead_letter(delivery, f"{reason}: not attempted within {retry.max_pending:.0f}s")
+        expired = self.policy.spill_expired(delivery, reason)
+        if expired is not None:
+            self.dead_letter(delivery, expired)
             return
-        self.stats["spilled"] += 1
-        if delivery.spilled:
-            self.stats["respilled"] += 1
-        self.outcomes[(delivery.subscription.id, "spilled")] += 1
+        self.counts.spilled(delivery.subscription.id, again=bool(delivery.spilled))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("spilled to a retry tier", extra=delivery_fields(delivery, reason=reason))
-        delay = retry.tiers[0] if delay is None else min(delay, retry.tiers[-1])
-        self._to_retry_tier(delivery, delay, reason, None)
-
-    def tier_for(self, delay: float) -> int:
-        """The smallest tier whose delay is at least ``delay`` (the last tier for longer delays)."""
-        return min(bisect.bisect_left(self._retry.tiers, delay), len(self._retry.tiers) - 1)
-
-    def _to_retry_tier(self, delivery: Delivery, delay: float, reason: str, status: int | None) -> None:
-        now_ms = int(time.time() * 1000)
-        extra: dict[str, str | int | None] = {
-            H.NOT_BEFORE: now_ms + int(delay * 1000),
-            H.REASON: reason,
-            H.STATUS: status,
-        }
-        topic = self._topics.retry(self.tier_for(delay))
-        headers = self._headers(delivery, extra)
-        self._hand_off(
-            topic, delivery.event.key, delivery.event.value, headers, delivery.ticket, delivery.trace
-        )
+        delay = self.policy.spill_delay(delay)
+        self.writer.retry(delivery, self.policy.tier_for(delay), delay, reason, None)
 
     # -- dead letters ----------------------------------------------------------------------------
 
     def dead_letter(self, delivery: Delivery, reason: str, status: int | None = None) -> None:
         if delivery.ticket.fenced:
             return
-        sub_id = delivery.subscription.id
-        self.stats["dead_lettered"] += 1
-        self.dead_letter_reasons[reason] += 1
-        self.outcomes[(sub_id, "dead_lettered")] += 1
-        self.dead_letters[(sub_id, reason_kind(reason))] += 1
+        self.counts.dead_lettered(delivery.subscription.id, reason)
         log.warning(
             "dead-lettered", extra=delivery_fields(delivery, reason=reason, attempts=delivery.attempt)
         )
-        headers = self._headers(delivery, {H.REASON: reason, H.STATUS: status})
-        self._hand_off(
-            self._topics.dlq,
-            delivery.event.key,
-            delivery.event.value,
-            headers,
-            delivery.ticket,
-            delivery.trace,
-        )
+        self.writer.dead_letter(delivery, reason, status)
         if reason != DISABLED_REASON:
-            self.ops.dead_lettered(delivery, reason)
+            self._ops.dead_lettered(delivery, reason)
 
     def poison(self, record: SourceRecord, reason: str, ticket: Settlement, trace: object = None) -> None:
         """A record that could not be decoded: dead letter it with the reason, so the offset can move on."""
-        self.stats["poison"] += 1
-        self.dead_letter_reasons["poison: " + reason.split(":")[0]] += 1
-        self.dead_letters[("", "poison")] += 1
+        self.counts.poison()
         log.warning(
             "poison record", extra={"topic": record.topic(), "offset": record.offset(), "reason": reason}
         )
-        extra = H.encode(
-            {
-                H.REASON: f"poison record: {reason}",
-                H.GROUP: self._group,
-                H.ORIGIN_TOPIC: record.topic(),
-                H.ORIGIN_PARTITION: record.partition(),
-                H.ORIGIN_OFFSET: record.offset(),
-                H.ORIGIN_TIMESTAMP: record.timestamp()[1],
-            }
-        )
-        self._hand_off(
-            self._topics.dlq,
-            record.key(),
-            record.value(),
-            H.original(record.headers()) + extra,
-            ticket,
-            trace,
-        )
-
-    def _headers(self, delivery: Delivery, extra: dict[str, str | int | None]) -> Headers:
-        event = delivery.event
-        values: dict[str, str | int | None] = {
-            H.SUBSCRIPTION: delivery.subscription.id,
-            H.GROUP: self._group,
-            H.ATTEMPT: delivery.attempt,
-            H.ORIGIN_TOPIC: event.topic,
-            H.ORIGIN_PARTITION: event.partition,
-            H.ORIGIN_OFFSET: event.offset,
-            H.ORIGIN_TIMESTAMP: int(event.time * 1000),
-            H.FIRST_ATTEMPT: int(delivery.first_attempt * 1000) or None,
-            H.RECEIVED: int(delivery.received * 1000) or None,
-            H.EVENT_ID: event.id,
-            H.LAST_ERROR: delivery.last_error,
-            **extra,
-        }
-        return H.original(event.headers) + H.encode(values)
-
-    # -- hand-off --------------------------------------------------------------------------------
-
-    def _hand_off(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers,
-        ticket: Settlement,
-        trace: object = None,
-    ) -> None:
-        """Write the record; release ``ticket`` once the broker acknowledged it (``handoff.HandOff``)."""
-        self._writer.write(topic, key, value, headers, ticket, trace)
+        self.writer.poison(record, reason, ticket, trace)

@@ -16,24 +16,26 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 
 from aiohttp.abc import AbstractResolver
 
 from fanout.config import Settings
+from fanout.control.disable import Disables
 from fanout.control.subscriptions import SubscriptionStore, TableWatcher
 from fanout.http.sender import HttpSender
 from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.topics import ProducerSizing, producer_sizing
 from fanout.model.errors import FanoutError, FatalKafkaError
-from fanout.model.event import Delivery
+from fanout.model.ports import DispatcherStats
 from fanout.model.subscription import Subscription
+from fanout.pipeline.counts import SettleCounts
 from fanout.pipeline.dispatch import Dispatcher
 from fanout.pipeline.lanes import LaneLimits, Lanes
 from fanout.pipeline.ops import OpsEvents
 from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
 from fanout.pipeline.settle import Settler
+from fanout.runtime import stats, wiring
 from fanout.runtime.gc_tuning import settle_heap, tune_gc
 from fanout.runtime.member import GroupMember
 from fanout.telemetry.dispatcher import DispatcherTelemetry
@@ -47,7 +49,8 @@ STARTUP_TIMEOUT = 60.0
 
 
 class DispatcherApp:
-    """One dispatcher process (one worker): a member of the shared group and of each ordered group."""
+    """One dispatcher process (one worker): a member of the shared group and of each ordered group.
+    Telemetry reads it through ``snapshot`` (the ``StatsSource`` port)."""
 
     def __init__(
         self,
@@ -66,7 +69,9 @@ class DispatcherApp:
         self._worker = worker
         self._stop = asyncio.Event()
         self._fatal: FatalKafkaError | None = None
-        self._disabled: dict[str, int] = {}
+        self.counts = SettleCounts()
+        self.settler: Settler  # from the start of ``run``
+        self._disables: Disables | None = None
         self.table = RoutingTable.build([])
         self._sender: HttpSender | None = None
         self.main: GroupMember | None = None
@@ -128,8 +133,10 @@ class DispatcherApp:
         await sender.start()
         sender.prepare(self.table.subscriptions.values())
         self._sender = sender
-        self.settler = Settler(
-            settings, producer, OpsEvents(producer, settings.topics.ops), on_gone=self._disable
+        ops = OpsEvents(producer, settings.topics.ops)
+        self._disables = Disables(self.store, ops, on_change=lambda: self._swap(self.table))
+        self.settler = wiring.settler(
+            settings, producer, ops, on_gone=self._disables.gone, counts=self.counts
         )
         telemetry.attach_settler(self.settler, settings.dispatcher.group_id)
         self._send = telemetry.send(sender.send)
@@ -183,7 +190,7 @@ class DispatcherApp:
         if self._fatal is not None:
             log.critical("stopping: %s", self._fatal)
             return 1
-        log.info("dispatcher stopped: %s", dict(self.settler.stats))
+        log.info("dispatcher stopped: %s", dict(self.counts.totals()))
         return 0
 
     async def _serve(self, tables: asyncio.Queue[RoutingTable], watcher: TableWatcher) -> None:
@@ -211,6 +218,12 @@ class DispatcherApp:
     def members(self) -> list[GroupMember]:
         return ([self.main] if self.main is not None else []) + list(self.ordered.values())
 
+    def snapshot(self, lanes: bool = True) -> DispatcherStats:
+        """The ``StatsSource`` port telemetry reads."""
+        return stats.snapshot(
+            self.started.is_set(), self.counts, self.table, self.main, self.ordered.values(), lanes
+        )
+
     def _hold(self, held: bool) -> None:
         if self.main is not None:
             self.main.consumer.hold(held)
@@ -226,7 +239,9 @@ class DispatcherApp:
 
     def _swap(self, table: RoutingTable) -> None:
         assert self.main is not None
-        self.table = table = self._with_local_disables(table)
+        if self._disables is not None:
+            table = self._disables.overlay(table)
+        self.table = table
         if self._sender is not None:
             self._sender.prepare(table.subscriptions.values())
         unordered = self._unordered(table)
@@ -274,53 +289,6 @@ class DispatcherApp:
             self._instance_id(f".ordered.{sub.id}"),
             seed_from=self.settings.dispatcher.group_id,
         )
-
-    # -- 410 Gone: disable now, persist in the topic, tell the ops topic ---------------------------
-
-    def _with_local_disables(self, table: RoutingTable) -> RoutingTable:
-        """Keep subscriptions disabled here until the topic shows the disable (or a newer version)."""
-        if not self._disabled:
-            return table
-        subs = dict(table.subscriptions)
-        for sub_id, version in list(self._disabled.items()):
-            sub = subs.get(sub_id)
-            if sub is None or sub.version > version:
-                del self._disabled[sub_id]
-            elif sub.enabled:
-                subs[sub_id] = _disabled(sub, "endpoint answered 410 Gone")
-        return RoutingTable.build(subs.values())
-
-    def _disable(self, delivery: Delivery) -> None:
-        sub = delivery.subscription
-        if sub.id in self._disabled or self.main is None:
-            return
-        reason = f"endpoint answered 410 Gone at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
-        self._disabled[sub.id] = sub.version
-        self._swap(self.table)
-        self.settler.ops.disabled(delivery, reason)
-        log.warning(
-            "disabling subscription %s: %s",
-            sub.id,
-            reason,
-            extra={
-                "subscription": sub.id,
-                "event_id": delivery.event.id,
-                "traceparent": delivery.traceparent,
-            },
-        )
-        future = asyncio.get_running_loop().run_in_executor(
-            None, lambda: self.store.update(sub.id, lambda s: _disabled(s, reason))
-        )
-
-        def persisted(f: asyncio.Future[Subscription]) -> None:
-            if f.exception() is not None:
-                log.error("could not persist the disable of %s: %s", sub.id, f.exception())
-
-        future.add_done_callback(persisted)
-
-
-def _disabled(sub: Subscription, reason: str) -> Subscription:
-    return sub.model_copy(update={"enabled": False, "disabled_reason": reason})
 
 
 def run_dispatcher(settings: Settings, worker: int | None = None) -> int:

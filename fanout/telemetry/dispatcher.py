@@ -1,11 +1,11 @@
 """Everything telemetry a dispatcher process needs, in one object the composition root wires in:
-tracing (if configured), metrics, the instrumented sender and the probe/metrics server."""
+tracing (if configured), metrics, the instrumented sender and the probe/metrics server. What the
+dispatcher holds and has done is read through the ``StatsSource`` port (``fanout.model.ports``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fanout.config import Settings
+from fanout.model.ports import StatsSource
 from fanout.pipeline.dispatch import Dispatcher
 from fanout.pipeline.lanes import Send
 from fanout.pipeline.settle import Settler
@@ -16,9 +16,6 @@ from fanout.telemetry.probes import ProbeServer
 from fanout.telemetry.spans import DispatcherTracer
 from fanout.telemetry.tracing import Tracing, setup_tracing
 
-if TYPE_CHECKING:
-    from fanout.runtime.app import DispatcherApp
-
 SERVICE_NAME = "fanout-dispatcher"
 
 
@@ -28,7 +25,7 @@ class DispatcherTelemetry:
 
     def __init__(
         self,
-        app: DispatcherApp,
+        source: StatsSource,
         settings: Settings,
         worker: int | None = None,
         tracing: Tracing | None = None,
@@ -41,13 +38,13 @@ class DispatcherTelemetry:
         )
         self.metrics = metrics or Metrics(SERVICE_NAME, attributes=attributes)
         self.dispatcher_metrics = DispatcherMetrics(
-            self.metrics, app, settings.telemetry.max_subscription_labels
+            self.metrics, source, settings.telemetry.max_subscription_labels
         )
         port = settings.dispatcher.http_port
         self.server: ProbeServer | None = None
         if port:
             self.server = ProbeServer(
-                app,
+                source,
                 self.metrics,
                 settings.dispatcher.http_host,
                 port + (worker or 0),

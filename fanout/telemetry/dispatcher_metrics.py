@@ -1,7 +1,8 @@
 """The dispatcher's metrics. Counters and gauges are observable instruments: the data path only bumps
-plain integers (``Settler.outcomes``, ``Lane.rate_waits``...), which these callbacks read when
-``/metrics`` is scraped or OTLP exports. The histograms are bound cells (``histograms``) recorded as
-things happen (``attempts``, ``on_retry_lag``).
+plain integers (``SettleCounts``, ``Lane.rate_waits``...), which these callbacks read, through the
+``StatsSource`` port (``fanout.model.ports``), when ``/metrics`` is scraped or OTLP exports: one
+``DispatcherStats`` snapshot per collection. The histograms are bound cells (``histograms``) recorded
+as things happen (``attempts``, ``on_retry_lag``).
 
 =====================================================  ============================================
 Prometheus name (labels)                               what
@@ -38,27 +39,25 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from fanout.model.ports import DispatcherStats, LaneState, StatsSource
 from fanout.pipeline.expressions import FilterErrors
 from fanout.telemetry.attempts import AttemptMetrics
 from fanout.telemetry.histograms import HistogramCell
 from fanout.telemetry.metrics import LabelCap, Metrics
-
-if TYPE_CHECKING:
-    from fanout.runtime.app import DispatcherApp
-    from fanout.runtime.member import GroupMember
 
 CIRCUIT = {"closed": 0, "half-open": 1, "open": 2}
 RETRY_LAG_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
 class DispatcherMetrics:
-    def __init__(self, metrics: Metrics, app: DispatcherApp, max_subscription_labels: int) -> None:
-        self.app = app
+    def __init__(self, metrics: Metrics, source: StatsSource, max_subscription_labels: int) -> None:
+        self.source = source
+        self._stats: DispatcherStats | None = None
+        metrics.between_collections(self._forget)
         self.cap = LabelCap(max_subscription_labels)
         meter = metrics.meter
         self.attempts = AttemptMetrics(metrics.histograms, self.cap)
@@ -153,41 +152,45 @@ class DispatcherMetrics:
 
     # -- callbacks -------------------------------------------------------------------------------------
 
-    def _capped(self, counts: Iterable[tuple[tuple[str, str], int]], name: str) -> Iterator[Observation]:
+    def _forget(self) -> None:
+        self._stats = None
+
+    def _snapshot(self) -> DispatcherStats:
+        """The collection's snapshot (taken by its first callback, forgotten between collections)."""
+        stats = self._stats
+        if stats is None:
+            stats = self._stats = self.source.snapshot()
+        return stats
+
+    def _capped(self, counts: Mapping[tuple[str, str], int], name: str) -> Iterator[Observation]:
         totals: Counter[tuple[str, str]] = Counter()
-        for (sub_id, value), n in counts:
+        for (sub_id, value), n in counts.items():
             totals[(self.cap(sub_id) if sub_id else "", value)] += n
         for (label, value), n in totals.items():
             attributes = {name: value, "subscription": label} if label else {name: value}
             yield Observation(n, attributes)
 
     def _deliveries(self, options: CallbackOptions) -> Iterable[Observation]:
-        settler = getattr(self.app, "settler", None)
-        return self._capped(settler.outcomes.items(), "outcome") if settler is not None else ()
+        return self._capped(self._snapshot().outcomes, "outcome")
 
     def _dead_letters(self, options: CallbackOptions) -> Iterable[Observation]:
-        settler = getattr(self.app, "settler", None)
-        return self._capped(settler.dead_letters.items(), "reason") if settler is not None else ()
+        return self._capped(self._snapshot().dead_letters, "reason")
 
-    def _lanes(self) -> Iterator[tuple[str, object]]:
-        for member in self.app.members():
-            yield from member.dispatcher.lanes.by_id.items()
-
-    def _per_lane(self, value: str) -> Iterator[Observation]:
+    def _per_lane(self, value: Callable[[LaneState], int]) -> Iterator[Observation]:
         totals: Counter[str] = Counter()
-        for sub_id, lane in self._lanes():
-            totals[self.cap(sub_id)] += _lane_value(lane, value)
+        for lane in self._snapshot().lanes:
+            totals[self.cap(lane.subscription)] += value(lane)
         for label, n in totals.items():
             yield Observation(n, {"subscription": label})
 
     def _in_flight(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._per_lane("in_flight")
+        return self._per_lane(lambda lane: lane.in_flight)
 
     def _queued(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._per_lane("queued")
+        return self._per_lane(lambda lane: lane.queued)
 
     def _rate_waits(self, options: CallbackOptions) -> Iterable[Observation]:
-        return self._per_lane("rate_waits")
+        return self._per_lane(lambda lane: lane.rate_waits)
 
     def _dropped_attributes(self, options: CallbackOptions) -> Iterable[Observation]:
         return (Observation(n, {"attribute": name}) for name, n in sorted(self.dropped_attributes.items()))
@@ -200,55 +203,44 @@ class DispatcherMetrics:
 
     def _circuits(self, options: CallbackOptions) -> Iterable[Observation]:
         worst: dict[str, int] = {}
-        for sub_id, lane in self._lanes():
-            breaker = getattr(lane, "breaker", None)
-            if breaker is not None:
-                label = self.cap(sub_id)
-                worst[label] = max(worst.get(label, 0), CIRCUIT.get(breaker.state, 0))
+        for lane in self._snapshot().lanes:
+            if lane.circuit is not None:
+                label = self.cap(lane.subscription)
+                worst[label] = max(worst.get(label, 0), CIRCUIT.get(lane.circuit, 0))
         return (Observation(state, {"subscription": label}) for label, state in worst.items())
 
     def _lag(self, options: CallbackOptions) -> Iterable[Observation]:
-        for member in self.app.members():
-            group = member.group_id
-            for (topic, partition), lag in member.consumer.stats.lag.items():
+        for member in self._snapshot().members:
+            group = member.group
+            for (topic, partition), lag in member.lag.items():
                 yield Observation(lag, {"group": group, "topic": topic, "partition": str(partition)})
 
     def _tier_depth(self, options: CallbackOptions) -> Iterable[Observation]:
-        main: GroupMember | None = self.app.main
-        if main is None:
+        shared = self._snapshot().shared
+        if shared is None:
             return
         depth: Counter[str] = Counter()
-        for (topic, _), lag in main.consumer.stats.lag.items():
-            if topic in main.dispatcher.retry_topics:
+        for (topic, _), lag in shared.lag.items():
+            if topic in shared.retry_topics:
                 depth[topic] += lag
-        for topic in sorted(main.dispatcher.retry_topics):
+        for topic in sorted(shared.retry_topics):
             yield Observation(depth[topic], {"tier": topic.rsplit(".", 1)[-1]})
 
     def _table_size(self, options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(len(self.app.table))
+        yield Observation(self._snapshot().subscriptions)
 
     def _disabled_count(self, options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(sum(1 for s in self.app.table.subscriptions.values() if not s.enabled))
+        yield Observation(len(self._snapshot().disabled))
 
     def _disabled(self, options: CallbackOptions) -> Iterable[Observation]:
-        for sub in self.app.table.subscriptions.values():
-            if not sub.enabled:
-                yield Observation(1, {"subscription": self.cap(sub.id)})
+        for sub_id in self._snapshot().disabled:
+            yield Observation(1, {"subscription": self.cap(sub_id)})
 
     def _assigned(self, options: CallbackOptions) -> Iterable[Observation]:
-        for member in self.app.members():
-            yield Observation(member.consumer.assigned, {"group": member.group_id})
+        for member in self._snapshot().members:
+            yield Observation(member.assigned, {"group": member.group})
 
     def _loop_age(self, options: CallbackOptions) -> Iterable[Observation]:
         now = time.monotonic()
-        for member in self.app.members():
-            yield Observation(now - member.consumer.last_cycle, {"group": member.group_id})
-
-
-def _lane_value(lane: object, value: str) -> int:
-    if value == "queued":
-        queue = getattr(lane, "queue", None)
-        if queue is not None:
-            return len(queue)
-        return sum(len(q) for q in getattr(lane, "keys", {}).values())
-    return int(getattr(lane, value, 0))
+        for member in self._snapshot().members:
+            yield Observation(now - member.last_cycle, {"group": member.group})

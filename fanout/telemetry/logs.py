@@ -2,9 +2,9 @@
 
 Every line has ``time``, ``level``, ``logger`` and ``message``. Lines about a delivery also carry
 ``subscription``, ``event_id`` and the ``trace_id`` / ``span_id`` of its trace: taken from the
-``traceparent`` the code passes in ``extra`` (see ``delivery_fields``), or else from the current span.
-Other ``extra`` fields are written as they are. Code passes only identifiers, reasons and statuses;
-secrets, request headers and payloads are never logged.
+``traceparent`` the code passes in ``extra`` (see ``fanout.model.log_fields``), or else from the current
+span. Other ``extra`` fields are written as they are. Code passes only identifiers, reasons and
+statuses; secrets, request headers and payloads are never logged.
 """
 
 from __future__ import annotations
@@ -12,25 +12,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from opentelemetry import trace
 
-if TYPE_CHECKING:
-    from fanout.model.event import Delivery
-
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
-
-
-def delivery_fields(delivery: Delivery, **more: Any) -> dict[str, Any]:
-    """The ``extra`` of a log line about ``delivery``."""
-    return {
-        "subscription": delivery.subscription.id,
-        "event_id": delivery.event.id,
-        "traceparent": delivery.traceparent or delivery.event.attributes.get("traceparent"),
-        **more,
-    }
 
 
 def _trace_ids(record: logging.LogRecord) -> tuple[str, str] | None:

@@ -5,7 +5,9 @@ aiohttp handler for ``GET /metrics``) and, when ``OTEL_METRICS_EXPORTER=otlp``, 
 Each ``Metrics`` has its own provider and Prometheus registry, so several can live in one process
 (tests). The API server mounts the same handler: ``app.router.add_get("/metrics", metrics.handler)``.
 Histograms on a hot path can use ``Metrics.histograms`` (``fanout.telemetry.histograms``): the readers
-here export them along with the SDK's instruments.
+here export them along with the SDK's instruments. ``between_collections`` registers a callback run
+before every scrape and after every collection (a scrape or an OTLP export): observable instruments
+reading one snapshot use it to take that snapshot once per collection.
 
 Instrument names become Prometheus names by the exporter's rules: ``fanout.deliveries`` (a counter)
 is scraped as ``fanout_deliveries_total``, a histogram ``fanout.delivery.latency`` with unit ``s`` as
@@ -62,6 +64,11 @@ class LabelCap:
 
 
 Extra = Callable[[], list[Metric]]
+Between = Callable[[], None]
+
+
+def _nothing() -> None:
+    pass
 
 
 def with_extra(data: MetricsData | None, extra: list[Metric], fallback: Resource) -> MetricsData | None:
@@ -78,40 +85,48 @@ def with_extra(data: MetricsData | None, extra: list[Metric], fallback: Resource
 
 class _WithExtra(MetricReader):
     """Adds the extra metrics to every collection (``Metrics`` keeps one SDK instrument,
-    ``fanout.build_info``, so there is always a collection to add them to)."""
+    ``fanout.build_info``, so there is always a collection to add them to), then runs ``_after``."""
 
     _extra: Extra
     _fallback: Resource
+    _after: Between
 
     def _receive_metrics(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
     ) -> None:
+        self._after()
         merged = with_extra(metrics_data, self._extra(), self._fallback)
         if merged is not None:
             super()._receive_metrics(merged, timeout_millis, **kwargs)  # type: ignore[safe-super]
 
 
 class _PrometheusReader(_WithExtra, PrometheusMetricReader):
-    def __init__(self, extra: Extra, fallback: Resource, **options: Any) -> None:
+    def __init__(self, extra: Extra, fallback: Resource, after: Between = _nothing, **options: Any) -> None:
         self._extra = extra
         self._fallback = fallback
+        self._after = after
         super().__init__(**options)
 
 
 class _OtlpReader(_WithExtra, PeriodicExportingMetricReader):
-    def __init__(self, exporter: MetricExporter, extra: Extra, fallback: Resource) -> None:
+    def __init__(
+        self, exporter: MetricExporter, extra: Extra, fallback: Resource, after: Between = _nothing
+    ) -> None:
         self._extra = extra
         self._fallback = fallback
+        self._after = after
         super().__init__(exporter)
 
 
-def _otlp_reader(environ: Mapping[str, str], extra: Extra, fallback: Resource) -> MetricReader | None:
+def _otlp_reader(
+    environ: Mapping[str, str], extra: Extra, fallback: Resource, after: Between
+) -> MetricReader | None:
     names = [n.strip().lower() for n in environ.get("OTEL_METRICS_EXPORTER", "none").split(",")]
     if "otlp" not in names or environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-    return _OtlpReader(OTLPMetricExporter(), extra, fallback)
+    return _OtlpReader(OTLPMetricExporter(), extra, fallback, after)
 
 
 class Metrics:
@@ -123,12 +138,13 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.histograms = LocalHistograms()
+        self._between: list[Between] = []
         own = resource(service_name, attributes)
         extra = self.histograms.metrics
         readers: list[MetricReader] = [
-            _PrometheusReader(extra, own, scope_info_enabled=False, registry=self.registry)
+            _PrometheusReader(extra, own, self._collected, scope_info_enabled=False, registry=self.registry)
         ]
-        otlp = _otlp_reader(os.environ if environ is None else environ, extra, own)
+        otlp = _otlp_reader(os.environ if environ is None else environ, extra, own, self._collected)
         if otlp is not None:
             readers.append(otlp)
         self.provider = MeterProvider(metric_readers=readers, resource=own)
@@ -139,8 +155,17 @@ class Metrics:
             description="1, labelled with the running fanout version",
         )
 
+    def between_collections(self, callback: Between) -> None:
+        """Run ``callback`` before every scrape and after every collection (quick; must not raise)."""
+        self._between.append(callback)
+
+    def _collected(self) -> None:
+        for callback in self._between:
+            callback()
+
     def scrape(self) -> bytes:
         """The current metrics in the Prometheus text format."""
+        self._collected()
         return generate_latest(self.registry)
 
     async def handler(self, request: web.Request) -> web.Response:

@@ -9,61 +9,61 @@
   ready too.
 - ``/metrics`` is the Prometheus text format (``Metrics.handler``).
 
-Bodies are small JSON documents saying why.
+Bodies are small JSON documents saying why. What they say is read through the ``StatsSource`` port
+(``fanout.model.ports``).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from fanout.kafka.consumer import STATS_INTERVAL_MS
 from fanout.model.errors import FanoutError
+from fanout.model.ports import DispatcherStats, StatsSource
 from fanout.telemetry.metrics import Metrics
-
-if TYPE_CHECKING:
-    from fanout.runtime.app import DispatcherApp
 
 STATS_STALE_SECONDS = 3 * STATS_INTERVAL_MS / 1000
 
 
 class ProbeServer:
     def __init__(
-        self, app: DispatcherApp, metrics: Metrics, host: str, port: int, stall_timeout: float
+        self, source: StatsSource, metrics: Metrics, host: str, port: int, stall_timeout: float
     ) -> None:
-        self.app = app
+        self.source = source
         self.metrics = metrics
         self.host = host
         self.port = port
         self.stall_timeout = stall_timeout
         self._runner: web.AppRunner | None = None
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        if not self.app.started.is_set():
+    def health(self, stats: DispatcherStats | None = None) -> tuple[bool, dict[str, Any]]:
+        stats = stats or self.source.snapshot(lanes=False)
+        if not stats.started:
             return True, {"status": "starting"}
         now = time.monotonic()
-        loops = {m.group_id: round(now - m.consumer.last_cycle, 3) for m in self.app.members()}
+        loops = {m.group: round(now - m.last_cycle, 3) for m in stats.members}
         stalled = [group for group, age in loops.items() if age > self.stall_timeout]
         if stalled:
             return False, {"status": "poll loop stalled", "groups": stalled, "seconds_since_cycle": loops}
         return True, {"status": "ok", "seconds_since_cycle": loops}
 
-    def readiness(self) -> tuple[bool, dict[str, Any]]:
-        healthy, detail = self.health()
-        main = self.app.main
-        if not self.app.started.is_set() or main is None:
+    def readiness(self, stats: DispatcherStats | None = None) -> tuple[bool, dict[str, Any]]:
+        stats = stats or self.source.snapshot(lanes=False)
+        healthy, detail = self.health(stats)
+        shared = stats.shared
+        if not stats.started or shared is None:
             return False, {"status": "starting"}
         if not healthy:
             return False, detail
-        consumer = main.consumer
-        if not consumer.joined.is_set():
-            return False, {"status": "not joined", "group": main.group_id}
-        stats = consumer.stats
-        if stats.at and time.monotonic() - stats.at < STATS_STALE_SECONDS and not stats.brokers_up:
-            return False, {"status": "no broker connection", "group": main.group_id}
-        return True, {"status": "ok", "group": main.group_id, "partitions": consumer.assigned}
+        if not shared.joined:
+            return False, {"status": "not joined", "group": shared.group}
+        at = shared.statistics_at
+        if at and time.monotonic() - at < STATS_STALE_SECONDS and not shared.brokers_up:
+            return False, {"status": "no broker connection", "group": shared.group}
+        return True, {"status": "ok", "group": shared.group, "partitions": shared.assigned}
 
     async def _healthz(self, request: web.Request) -> web.Response:
         ok, body = self.health()

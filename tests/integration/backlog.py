@@ -123,7 +123,7 @@ async def paced_backlog(
         app: DispatcherApp
         async with running(settings, **app_options) as app:
             await receiver.wait_for(lambda reqs: len({r.headers["webhook-id"] for r in reqs}) >= n, limit)
-            stats = dict(app.settler.stats)
+            stats = dict(app.counts.totals())
         first_seen: dict[str, float] = {}
         for r in receiver.requests:
             first_seen.setdefault(r.headers["webhook-id"], r.at)

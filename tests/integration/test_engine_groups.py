@@ -92,8 +92,8 @@ async def test_groups_on_one_prefix_deliver_only_their_own_retries_and_a_new_gro
             assert all(got[f"{name}{i}"] == 1 for i in range(6)), f"{name}'s retries once, by {name}: {got}"
         assert all(got[f"old{i}"] == 2 for i in range(6)), "records naming no group: every group"
         skipped = 6 + partitions  # the other group's retries and markers
-        assert blue_app.settler.stats["skipped_other_group"] == skipped
-        assert green_app.settler.stats["skipped_other_group"] == skipped
+        assert blue_app.counts.totals()["skipped_other_group"] == skipped
+        assert green_app.counts.totals()["skipped_other_group"] == skipped
 
         newcomer = in_group(blue, f"{unique}.new")
         before = len(receiver.requests)

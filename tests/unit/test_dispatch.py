@@ -97,8 +97,8 @@ async def test_a_group_delivers_its_own_retries_and_skips_other_groups() -> None
     )
     await until(lambda: dispatcher.committable() == {("fx.retry.0", 0): 4})
     assert sorted(d.event.id for d in sent) == ["mine", "old"]
-    assert harness.settler.stats["skipped_other_group"] == 2
-    assert harness.settler.stats["delivered"] == 2
+    assert harness.counts.totals()["skipped_other_group"] == 2
+    assert harness.counts.totals()["delivered"] == 2
 
 
 async def test_a_drain_of_an_older_epoch_leaves_a_newer_tracker_alone() -> None:

@@ -76,7 +76,7 @@ async def test_filters_and_transforms_shape_what_is_sent() -> None:
     (dead,) = harness.sink.to(harness.settings.topics.dlq)
     reason = (dict(dead.headers)[H.REASON] or b"").decode()
     assert reason.startswith("transform failed: ") and "missing" in reason
-    assert harness.settler.dead_letters[("bad-transform", "transform_failed")] == 1
+    assert harness.counts.dead_letters[("bad-transform", "transform_failed")] == 1
     # "text" > 100 is a type error: no match, counted for both filtered subscriptions
     assert shared.counts == {"big": 1, "bad-transform": 1}
     # the counter survives a table swap, and forgets deleted subscriptions

@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 import pytest
 from confluent_kafka import KafkaError
 
+from fanout.config import KafkaSettings, RetrySettings, Settings, TopicSettings
 from fanout.kafka.producer import QUEUE_KBYTES, produce_error
 from fanout.kafka.topics import HEADER_ROOM_BYTES, LIBRDKAFKA_MAX_MESSAGE_BYTES, size_producer
 from fanout.model import headers as H
 from fanout.model.errors import ProduceFailed, RecordRefused, RecordTooLarge, RetryableDelivery
+from fanout.pipeline.counts import reason_kind
 from fanout.pipeline.handoff import Backoff
 from fanout.pipeline.offsets import PartitionTracker
-from fanout.pipeline.settle import reason_kind
 from tests.unit.factories import make_sub
-from tests.unit.test_settle import DLQ, RETRY, SOURCE_HEADERS, FakeRecord, Harness, make_settings, until
+from tests.unit.test_settle import DLQ, RETRY, SOURCE_HEADERS, FakeRecord, Harness, until
 
 # -- which produce errors are final ----------------------------------------------------------------
 
@@ -83,7 +84,7 @@ class RecordingBackoff(Backoff):
 async def test_retriable_failures_retry_the_same_record_with_a_growing_backoff() -> None:
     h = Harness()
     backoff = RecordingBackoff()
-    h.settler.hand_off_backoff = backoff
+    h.settler.writer.backoff = backoff
     d = h.delivery()
     h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
     for n, error in enumerate(
@@ -98,7 +99,7 @@ async def test_retriable_failures_retry_the_same_record_with_a_growing_backoff()
         (h.sink.records[0].topic, h.sink.records[0].value, tuple(h.sink.records[0].headers))
     }
     assert h.sink.records[0].topic == RETRY[0]
-    assert h.settler.stats["hand_off_errors"] == 3 and h.settler.stats["hand_off_refused"] == 0
+    assert h.counts.events == {"hand_off_errors": 3}
     h.sink.records[-1].ack()
     await until(lambda: h.settled(d))
 
@@ -137,8 +138,9 @@ async def test_a_retry_too_large_becomes_a_dead_letter_without_its_value() -> No
     assert not h.settled(d)
     dead.ack()
     await until(lambda: h.settled(d))
-    assert h.settler.dead_letters[(d.subscription.id, "record_too_large")] == 1
-    assert h.settler.stats["hand_off_refused"] == 1 and h.settler.stats["hand_off_errors"] == 0
+    assert h.counts.dead_letters == {(d.subscription.id, "record_too_large"): 1}
+    assert h.counts.events == {"hand_off_refused": 1}
+    assert h.counts.outcomes == {(d.subscription.id, "retried"): 1}
     assert reason_kind(dead.fanout[H.REASON]) == "record_too_large"
 
 
@@ -152,7 +154,10 @@ async def test_a_dead_letter_refused_for_another_reason_keeps_the_error_as_its_r
     assert dead.value is None
     assert dead.fanout[H.REASON] == "record refused: Broker: Broker failed to validate record"
     assert dead.fanout[H.STATUS] == "400" and dead.fanout[H.SUBSCRIPTION] == d.subscription.id
-    assert h.settler.dead_letters[(d.subscription.id, "record_refused")] == 1
+    assert h.counts.dead_letters == {
+        (d.subscription.id, "permanent_failure"): 1,  # the dead letter, then its refusal
+        (d.subscription.id, "record_refused"): 1,
+    }
 
 
 async def test_when_the_dead_letter_without_value_is_refused_too_only_fanouts_headers_are_kept() -> None:
@@ -169,7 +174,8 @@ async def test_when_the_dead_letter_without_value_is_refused_too_only_fanouts_he
     assert last.fanout[H.REASON] == "record too large"
     assert last.fanout[H.VALUE_DROPPED] == str(len(d.event.value or b""))
     assert last.fanout[H.ORIGIN_OFFSET] == str(d.event.offset)
-    assert h.settler.dead_letters[(d.subscription.id, "record_too_large")] == 1  # one dead letter
+    assert h.counts.dead_letters[(d.subscription.id, "record_too_large")] == 1  # one dead letter
+    assert h.counts.events == {"hand_off_refused": 2}
     last.ack()
     await until(lambda: h.settled(d))
 
@@ -184,7 +190,7 @@ async def test_a_record_refused_at_its_smallest_is_dropped_counted_and_released(
             await until(lambda n=n: len(h.sink.to(DLQ)) == n + 1)  # type: ignore[misc]
     await until(lambda: h.settled(d))  # released: the partition moves on
     assert len(h.sink.to(DLQ)) == 3
-    assert h.settler.stats["hand_off_dropped"] == 1
+    assert h.counts.events == {"hand_off_refused": 2, "hand_off_dropped": 1}
     await asyncio.sleep(0)
     assert len(h.sink.records) == 3 + 1  # and the dead-lettered ops event; nothing else is written
 
@@ -211,7 +217,7 @@ async def test_a_poison_record_too_large_keeps_its_origin() -> None:
     assert H.original(dead.headers) == [("tenant", b"acme")]
     dead.ack()
     await until(lambda: tracker.committable() == 78)
-    assert h.settler.dead_letters[("", "record_too_large")] == 1
+    assert h.counts.dead_letters == {("", "poison"): 1, ("", "record_too_large"): 1}
 
 
 async def test_a_refusal_of_a_fenced_ticket_writes_nothing() -> None:
@@ -224,12 +230,16 @@ async def test_a_refusal_of_a_fenced_ticket_writes_nothing() -> None:
     record.future.add_done_callback(lambda _: handled.set())
     record.fail(RecordTooLarge("Broker: Message size too large"))
     await handled.wait()
-    assert len(h.sink.records) == 1 and h.settler.stats["hand_off_refused"] == 0
+    assert len(h.sink.records) == 1 and h.counts.events == {}
 
 
 # -- the producer's record limit ----------------------------------------------------------------
 
-SETTINGS = make_settings()
+SETTINGS = Settings(
+    kafka=KafkaSettings(bootstrap_servers="broker.invalid:9092"),
+    topics=TopicSettings(prefix="fx"),
+    retry=RetrySettings(tiers=[1, 5, 30]),
+)
 INTERNAL = [SETTINGS.topics.retry(i) for i in range(3)] + [SETTINGS.topics.dlq]
 DEFAULT = SETTINGS.kafka.message_max_bytes
 

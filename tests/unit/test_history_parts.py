@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from fanout.config import HistorySettings, Settings, TopicSettings, load_settings
 from fanout.history import latency
 from fanout.history.codec import decode, encode
+from fanout.history.metrics import register_history_metrics
 from fanout.history.record import Outcome, Request
 from fanout.history.status import HistoryStatus, lag_records, lag_seconds
 from fanout.history.writer import SinkAttemptLog, record_of, recorded, trace_id_of
@@ -22,7 +23,6 @@ from fanout.model.errors import ConfigError, ProduceFailed, RecordTooLarge
 from fanout.model.event import Headers
 from fanout.model.ports import RecordMetadata
 from fanout.pipeline.handoff import Backoff
-from fanout.telemetry.history_metrics import register_history_metrics
 from fanout.telemetry.metrics import Metrics
 from tests.history_records import VALIDATOR, make
 from tests.unit.factories import make_delivery, make_event

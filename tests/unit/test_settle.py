@@ -1,3 +1,10 @@
+"""The Settler: which outcome becomes which record, what is counted, what the ops topic hears.
+
+The fakes here (``FakeSink``, ``Harness``...) are shared by the other pipeline tests. The retry policy's
+arithmetic is in ``test_retry_policy``, the records' headers in ``test_records``, the hand-off of refused
+records in ``test_handoff``.
+"""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,20 +18,22 @@ import pytest
 
 from fanout.config import DeliverySettings, KafkaSettings, RetrySettings, Settings, TopicSettings
 from fanout.model import headers as H
-from fanout.model.errors import EndpointGone, PermanentDelivery, RetryableDelivery
+from fanout.model.errors import EndpointGone, NotAttempted, PermanentDelivery, RetryableDelivery
 from fanout.model.event import Delivery, Headers
 from fanout.model.subscription import Subscription
-from fanout.pipeline import settle as settle_module
-from fanout.pipeline.handoff import Backoff
+from fanout.pipeline.counts import DISABLED_REASON
 from fanout.pipeline.lanes import Spilled
 from fanout.pipeline.offsets import PartitionTracker
 from fanout.pipeline.ops import DEAD_LETTERED, FAILING, OpsEvents
+from fanout.pipeline.records import RecordTopics, RecordWriter
 from fanout.pipeline.settle import Settler
+from fanout.runtime import wiring
 from tests.unit.factories import make_delivery, make_event, make_sub
 
 RETRY = ("fx.retry.0", "fx.retry.1", "fx.retry.2")
 DLQ = "fx.dlq"
 OPS = "fx.ops"
+GROUP = "fanout-dispatcher"
 SOURCE_HEADERS: Headers = [("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
 
 
@@ -94,18 +103,23 @@ def make_settings(**retry: Any) -> Settings:
 
 
 class Harness:
+    """A Settler over a ``FakeSink``, built from ``settings`` as the runtime builds it (by default the
+    tiers ``RETRY``: 1 s, 5 s, 30 s; failing after 3 consecutive failures)."""
+
     def __init__(self, settings: Settings | None = None) -> None:
-        self.settings = settings or make_settings()
+        self.settings = settings = settings or make_settings()
         self.sink = FakeSink()
         self.gone: list[Delivery] = []
         self.failing: list[tuple[Delivery, int]] = []
         self.settler = Settler(
-            self.settings,
-            self.sink,
-            OpsEvents(self.sink, self.settings.topics.ops),
+            wiring.retry_policy(settings),
+            RecordWriter(self.sink, wiring.record_topics(settings), settings.dispatcher.group_id),
+            OpsEvents(self.sink, settings.topics.ops),
+            settings.delivery.failing_after,
             on_gone=self.gone.append,
             on_failing=lambda d, n: self.failing.append((d, n)),
         )
+        self.counts = self.settler.counts
         self.tracker = PartitionTracker("orders", 0, epoch=1)
         self._offset = 100
 
@@ -135,6 +149,19 @@ def ops_types(sink: FakeSink) -> list[str]:
     return [r.body["event"] for r in sink.to(OPS)]
 
 
+def never_attempted(h: Harness, waited: float, spilled: str = "") -> Delivery:
+    d = h.delivery()
+    d.first_attempt, d.received, d.spilled = 0.0, time.time() - waited, spilled
+    return d
+
+
+def test_the_retry_topics_must_match_the_tiers() -> None:
+    writer = RecordWriter(FakeSink(), RecordTopics(RETRY[:2], DLQ), GROUP)
+    policy = wiring.retry_policy(make_settings())
+    with pytest.raises(ValueError, match="3 retry tiers but 2 retry topics"):
+        Settler(policy, writer, OpsEvents(FakeSink(), OPS), 3, on_gone=lambda d: None)
+
+
 # -- success ------------------------------------------------------------------------------------
 
 
@@ -146,7 +173,8 @@ async def test_success_releases_the_ticket_and_produces_nothing() -> None:
     assert h.settled(d)
     assert h.tracker.committable() == 101
     assert h.sink.records == []
-    assert h.settler.stats["delivered"] == 1
+    assert h.counts.outcomes == {("hook-1", "delivered"): 1}
+    assert h.counts.totals() == {"delivered": 1}
 
 
 # -- retries --------------------------------------------------------------------------------------
@@ -165,108 +193,14 @@ async def test_retryable_failure_goes_to_the_tier_of_its_scheduled_delay(
     after_ms = int(time.time() * 1000)
     (record,) = h.sink.records
     assert record.topic == topic
-    assert record.key == d.event.key and record.value == d.event.value
+    assert (d.attempt, d.last_error) == (attempt_before + 1, "HTTP 503")
     headers = record.fanout
     assert headers[H.ATTEMPT] == str(attempt_before + 1)
     assert before_ms + delay * 1000 <= int(headers[H.NOT_BEFORE]) <= after_ms + delay * 1000
-    assert headers[H.SUBSCRIPTION] == "hook-1"
-    assert headers[H.ORIGIN_TOPIC] == "orders"
-    assert headers[H.ORIGIN_PARTITION] == "0"
-    assert headers[H.ORIGIN_OFFSET] == str(d.event.offset)
-    assert headers[H.ORIGIN_TIMESTAMP] == str(int(d.event.time * 1000))
-    assert headers[H.FIRST_ATTEMPT] == str(int(d.first_attempt * 1000))
-    assert headers[H.EVENT_ID] == d.event.id
-    assert headers[H.LAST_ERROR] == "HTTP 503"
-    assert headers[H.STATUS] == "503"
+    assert headers[H.LAST_ERROR] == "HTTP 503" and headers[H.STATUS] == "503"
     assert H.REASON not in headers
-    assert H.original(record.headers) == SOURCE_HEADERS  # traceparent kept
-    assert h.settler.stats["retried"] == 1
-
-
-async def test_retry_record_parses_back_for_the_next_attempt() -> None:
-    h = Harness()
-    d = h.delivery(attempt=1)
-    h.settler.done(d, RetryableDelivery("timeout after 15s"), 15.0)
-    meta = H.RetryMeta.parse(h.sink.records[0].headers)
-    assert (meta.subscription, meta.attempt, meta.event_id) == ("hook-1", 2, d.event.id)
-    assert meta.group == h.settings.dispatcher.group_id, "only the group that wrote it consumes it"
-    assert (meta.origin_topic, meta.origin_partition, meta.origin_offset) == ("orders", 0, d.event.offset)
-    assert meta.last_error == "timeout after 15s"
-    assert meta.first_attempt == pytest.approx(d.first_attempt, abs=0.001)
-    assert H.STATUS not in h.sink.records[0].fanout  # no status for a timeout
-
-
-async def test_ticket_is_released_only_when_the_broker_acknowledges() -> None:
-    h = Harness()
-    d = h.delivery()
-    h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
-    (record,) = h.sink.records
-    assert not h.settled(d)
-    record.ack()
-    await until(lambda: h.settled(d))
-    assert h.tracker.committable() == d.event.offset + 1
-
-
-async def test_a_failed_produce_is_tried_again_and_only_then_released() -> None:
-    h = Harness()
-    h.settler.hand_off_backoff = Backoff(first=0.0, cap=0.0)
-    d = h.delivery()
-    h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
-    first = h.sink.records[0]
-    first.fail(RuntimeError("broker unavailable"))
-    await until(lambda: len(h.sink.records) == 2)
-    second = h.sink.records[1]
-    assert (second.topic, second.key, second.value, second.headers) == (
-        first.topic,
-        first.key,
-        first.value,
-        first.headers,
-    )
-    assert not h.settled(d)
-    assert h.settler.stats["hand_off_errors"] == 1
-    second.ack()
-    await until(lambda: h.settled(d))
-
-
-async def test_a_failed_produce_of_a_fenced_ticket_is_dropped() -> None:
-    h = Harness()
-    h.settler.hand_off_backoff = Backoff(first=0.0, cap=0.0)
-    d = h.delivery()
-    h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
-    h.tracker.close()
-    record = h.sink.records[0]
-    handled = asyncio.Event()
-    record.future.add_done_callback(lambda _: handled.set())  # runs after the settler's callback
-    record.fail(RuntimeError("broker unavailable"))
-    await handled.wait()
-    assert h.settler.stats["hand_off_errors"] == 0  # counted just before a retry is scheduled
-    assert len(h.sink.records) == 1
-
-
-@pytest.mark.parametrize(
-    ("delay", "tier"),
-    [(0, 0), (0.5, 0), (1, 0), (1.001, 1), (5, 1), (5.5, 2), (30, 2), (31, 2), (10_000, 2)],
-)
-def test_tier_for_picks_the_smallest_tier_at_least_the_delay(delay: float, tier: int) -> None:
-    settler = Settler(make_settings(), FakeSink(), OpsEvents(FakeSink(), OPS), on_gone=lambda d: None)
-    assert settler.tier_for(delay) == tier
-
-
-async def test_jitter_stays_within_bounds() -> None:
-    h = Harness(make_settings(schedule=[100], jitter=0.2, tiers=[50, 100, 200]))
-    dues = []
-    for _ in range(20):
-        now_ms = time.time() * 1000
-        h.settler.done(h.delivery(), RetryableDelivery("HTTP 500", 500), 0.1)
-        record = h.sink.to("fx.retry.0", "fx.retry.1", "fx.retry.2")[-1]
-        due = int(record.fanout[H.NOT_BEFORE]) - now_ms
-        assert 80_000 - 50 <= due <= 120_000 + 50
-        if due < 99_900:
-            assert record.topic == "fx.retry.1"
-        elif due > 100_100:
-            assert record.topic == "fx.retry.2"
-        dues.append(due)
-    assert max(dues) - min(dues) > 1_000  # jitter is applied
+    assert h.counts.outcomes == {("hook-1", "retried"): 1}
+    assert h.counts.totals() == {"retried": 1}
 
 
 async def test_retry_after_raises_the_delay() -> None:
@@ -279,31 +213,25 @@ async def test_retry_after_raises_the_delay() -> None:
     assert int(record.fanout[H.NOT_BEFORE]) - now_ms == pytest.approx(20_000, abs=1_000)
 
 
-async def test_retry_after_is_clamped_by_retry_after_max() -> None:
+async def test_the_first_failed_attempt_starts_max_age() -> None:
+    h = Harness()
+    d = never_attempted(h, waited=7200)
+    before = time.time()
+    h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
+    meta = H.RetryMeta.parse(h.sink.records[0].headers)
+    assert meta.first_attempt >= before - 0.001 and meta.attempt == 1
+    assert meta.spilled == ""  # a retry after an attempt, not a spill
+
+
+async def test_ticket_is_released_only_when_the_broker_acknowledges() -> None:
     h = Harness()
     d = h.delivery()
-    now_ms = time.time() * 1000
-    h.settler.done(d, RetryableDelivery("HTTP 503", 503, retry_after=86_400), 0.1)
-    (record,) = h.sink.records
-    assert record.topic == RETRY[2]  # the last tier
-    assert int(record.fanout[H.NOT_BEFORE]) - now_ms == pytest.approx(60_000, abs=1_000)
-
-
-async def test_a_shorter_retry_after_does_not_shorten_the_schedule() -> None:
-    h = Harness()
-    d = h.delivery(attempt=2)
-    h.settler.done(d, RetryableDelivery("HTTP 503", 503, retry_after=0), 0.1)
-    assert h.sink.records[0].topic == RETRY[2]
-
-
-async def test_subscription_schedule_overrides_the_default() -> None:
-    h = Harness()
-    d = h.delivery(sub=make_sub(retry={"schedule": [30]}))
     h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
-    assert h.sink.records[0].topic == RETRY[2]
-    d2 = h.delivery(sub=make_sub(retry={"schedule": [30]}), attempt=1)
-    h.settler.done(d2, RetryableDelivery("HTTP 503", 503), 0.1)
-    assert h.sink.to(DLQ)[0].fanout[H.REASON] == "retries exhausted"
+    (record,) = h.sink.records
+    assert not h.settled(d)
+    record.ack()
+    await until(lambda: h.settled(d))
+    assert h.tracker.committable() == d.event.offset + 1
 
 
 # -- dead letters -----------------------------------------------------------------------------
@@ -318,9 +246,8 @@ async def test_exhausted_schedule_goes_to_the_dlq() -> None:
     assert dead.fanout[H.ATTEMPT] == "4"
     assert dead.fanout[H.STATUS] == "503"
     assert dead.fanout[H.LAST_ERROR] == "HTTP 503"
-    assert H.NOT_BEFORE not in dead.fanout
-    assert dead.value == d.event.value and dead.key == d.event.key
-    assert h.settler.dead_letter_reasons["retries exhausted"] == 1
+    assert h.counts.dead_letters == {("hook-1", "retries_exhausted"): 1}
+    assert h.counts.totals() == {"dead_lettered": 1}
     assert not h.settled(d)
     dead.ack()
     await until(lambda: h.settled(d))
@@ -333,13 +260,17 @@ async def test_max_age_exceeded_goes_to_the_dlq() -> None:
     (dead,) = h.sink.to(DLQ)
     assert dead.fanout[H.REASON] == "max age exceeded"
     assert h.sink.to(*RETRY) == []
+    assert h.counts.dead_letters == {("hook-1", "max_age_exceeded"): 1}
 
 
-async def test_subscription_max_age_overrides_the_default() -> None:
+async def test_subscription_schedule_overrides_the_default() -> None:
     h = Harness()
-    d = h.delivery(sub=make_sub(retry={"max_age": 10}), age=20)
+    d = h.delivery(sub=make_sub(retry={"schedule": [30]}))
     h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
-    assert h.sink.to(DLQ)[0].fanout[H.REASON] == "max age exceeded"
+    assert h.sink.records[0].topic == RETRY[2]
+    d2 = h.delivery(sub=make_sub(retry={"schedule": [30]}), attempt=1)
+    h.settler.done(d2, RetryableDelivery("HTTP 503", 503), 0.1)
+    assert h.sink.to(DLQ)[0].fanout[H.REASON] == "retries exhausted"
 
 
 async def test_permanent_failure_goes_to_the_dlq_at_once() -> None:
@@ -351,6 +282,7 @@ async def test_permanent_failure_goes_to_the_dlq_at_once() -> None:
     assert dead.fanout[H.STATUS] == "400"
     assert dead.fanout[H.ATTEMPT] == "1"
     assert h.sink.to(*RETRY) == []
+    assert h.counts.dead_letters == {("hook-1", "permanent_failure"): 1}
 
 
 async def test_endpoint_gone_disables_and_dead_letters() -> None:
@@ -362,6 +294,7 @@ async def test_endpoint_gone_disables_and_dead_letters() -> None:
     assert "endpoint gone" in dead.fanout[H.REASON]
     assert "subscription disabled" in dead.fanout[H.REASON]
     assert dead.fanout[H.STATUS] == "410"
+    assert h.counts.dead_letters == {("hook-1", "endpoint_gone"): 1}
 
 
 async def test_dead_letters_emit_an_ops_event() -> None:
@@ -384,10 +317,11 @@ async def test_dead_letters_emit_an_ops_event() -> None:
 async def test_disabled_subscription_dead_letter_emits_no_ops_event() -> None:
     h = Harness()
     d = h.delivery()
-    h.settler.dead_letter(d, settle_module.DISABLED_REASON)
+    h.settler.dead_letter(d, DISABLED_REASON)
     assert [r.topic for r in h.sink.records] == [DLQ]
     assert h.sink.records[0].fanout[H.REASON] == "subscription disabled"
     assert H.STATUS not in h.sink.records[0].fanout
+    assert h.counts.dead_letters == {("hook-1", "subscription_disabled"): 1}
 
 
 # -- failing subscriptions and the ops topic ---------------------------------------------------
@@ -454,7 +388,8 @@ async def test_a_spill_is_not_an_attempt() -> None:
     assert record.fanout[H.REASON] == "lane full"
     assert record.fanout[H.ATTEMPT] == "1"
     assert H.STATUS not in record.fanout
-    assert h.settler.stats["spilled"] == 5 and h.settler.stats["retried"] == 0
+    assert h.counts.totals() == {"spilled": 5}
+    assert h.counts.outcomes == {("hook-1", "spilled"): 5}
 
 
 async def test_circuit_open_spill_goes_to_the_tier_of_the_cooldown() -> None:
@@ -476,12 +411,7 @@ async def test_a_spill_past_max_age_is_dead_lettered_with_the_spill_reason() -> 
     assert dead.fanout[H.REASON] == "rate limited"
     assert h.sink.to(*RETRY) == []
     assert ops_types(h.sink) == [DEAD_LETTERED]
-
-
-def never_attempted(h: Harness, waited: float, spilled: str = "") -> Delivery:
-    d = h.delivery()
-    d.first_attempt, d.received, d.spilled = 0.0, time.time() - waited, spilled
-    return d
+    assert h.counts.outcomes == {("hook-1", "dead_lettered"): 1}
 
 
 async def test_waiting_on_fanouts_pace_is_not_charged_to_max_age() -> None:
@@ -491,10 +421,7 @@ async def test_waiting_on_fanouts_pace_is_not_charged_to_max_age() -> None:
     (record,) = h.sink.records
     assert record.topic == RETRY[1]
     assert H.FIRST_ATTEMPT not in record.fanout  # max_age has not started
-    assert int(record.fanout[H.RECEIVED]) == int(d.received * 1000)
-    meta = H.RetryMeta.parse(record.headers)
-    assert meta.first_attempt == 0.0 and meta.spilled == "rate limited"
-    assert meta.received == pytest.approx(d.received, abs=0.001)
+    assert H.RetryMeta.parse(record.headers).spilled == "rate limited"
 
 
 async def test_a_delivery_never_attempted_within_max_pending_is_dead_lettered() -> None:
@@ -504,17 +431,7 @@ async def test_a_delivery_never_attempted_within_max_pending_is_dead_lettered() 
     (dead,) = h.sink.to(DLQ)
     assert dead.fanout[H.REASON] == "circuit open: not attempted within 600s"
     assert H.FIRST_ATTEMPT not in dead.fanout
-    assert h.settler.dead_letters[("hook-1", "circuit_open")] == 1
-
-
-async def test_the_first_failed_attempt_starts_max_age() -> None:
-    h = Harness()
-    d = never_attempted(h, waited=7200)
-    before = time.time()
-    h.settler.done(d, RetryableDelivery("HTTP 503", 503), 0.1)
-    meta = H.RetryMeta.parse(h.sink.records[0].headers)
-    assert meta.first_attempt >= before - 0.001 and meta.attempt == 1
-    assert meta.spilled == ""  # a retry after an attempt, not a spill
+    assert h.counts.dead_letters == {("hook-1", "circuit_open"): 1}
 
 
 async def test_a_spill_comes_back_when_its_lane_said_and_no_later_than_the_longest_tier() -> None:
@@ -522,12 +439,16 @@ async def test_a_spill_comes_back_when_its_lane_said_and_no_later_than_the_longe
     now_ms = time.time() * 1000
     h.settler.spill(h.delivery(), "rate limited", 12.5)
     h.settler.spill(h.delivery(), "rate limited", 10_000.0)
-    first, second = h.sink.records
+    h.settler.spill(h.delivery(), "lane full")
+    first, second, third = h.sink.records
     assert first.topic == RETRY[2] and int(first.fanout[H.NOT_BEFORE]) - now_ms == pytest.approx(
         12_500, abs=500
     )
     assert second.topic == RETRY[2] and int(second.fanout[H.NOT_BEFORE]) - now_ms == pytest.approx(
         30_000, abs=500
+    )
+    assert third.topic == RETRY[0] and int(third.fanout[H.NOT_BEFORE]) - now_ms == pytest.approx(
+        1_000, abs=500
     )
 
 
@@ -535,7 +456,7 @@ async def test_a_delivery_spilled_again_is_counted() -> None:
     h = Harness()
     h.settler.spill(never_attempted(h, waited=1), "lane full", 1.0)
     h.settler.spill(never_attempted(h, waited=1, spilled="rate limited"), "circuit open", 1.0)
-    assert h.settler.stats["spilled"] == 2 and h.settler.stats["respilled"] == 1
+    assert h.counts.totals() == {"spilled": 2, "respilled": 1}
 
 
 async def test_spilled_delivery_is_released_when_acknowledged() -> None:
@@ -559,7 +480,8 @@ async def test_outcomes_of_fenced_deliveries_are_dropped() -> None:
     h.settler.spill(d3, "lane full")
     h.settler.dead_letter(d3, "whatever")
     assert h.sink.records == []
-    assert h.settler.stats["fenced"] == 2
+    assert h.counts.totals() == {"fenced": 2}
+    assert h.counts.outcomes == {}
 
 
 # -- poison records ----------------------------------------------------------------------------
@@ -592,28 +514,22 @@ class FakeRecord:
         return (1, 1_714_564_800_000)
 
 
-async def test_poison_records_are_dead_lettered_with_the_reason() -> None:
+async def test_poison_records_are_dead_lettered_and_counted_without_a_subscription() -> None:
     h = Harness()
     tracker = PartitionTracker("orders", 4, epoch=1)
     ticket = tracker.track(77)
-    record = FakeRecord(_headers=[("tenant", b"acme"), (H.ATTEMPT, b"forged")])
-    h.settler.poison(record, "not valid JSON: unexpected character", ticket)
+    h.settler.poison(FakeRecord(), "not valid JSON: unexpected character", ticket)
     (dead,) = h.sink.records
     assert dead.topic == DLQ
-    assert (dead.key, dead.value) == (b"k1", b"not json")
-    assert dead.fanout == {
-        H.REASON: "poison record: not valid JSON: unexpected character",
-        H.ORIGIN_TOPIC: "orders",
-        H.ORIGIN_PARTITION: "4",
-        H.ORIGIN_OFFSET: "77",
-        H.ORIGIN_TIMESTAMP: "1714564800000",
-        H.GROUP: "fanout-dispatcher",
-    }
-    assert H.original(dead.headers) == [("tenant", b"acme")]
-    assert h.settler.dead_letter_reasons["poison: not valid JSON"] == 1
-    assert tracker.committable() == 77
+    assert dead.fanout[H.REASON] == "poison record: not valid JSON: unexpected character"
+    assert h.counts.dead_letters == {("", "poison"): 1}
+    assert h.counts.outcomes == {}
+    assert h.counts.totals() == {"poison": 1}
     dead.ack()
     await until(lambda: tracker.committable() == 78)
+
+
+# -- key-ordered lanes settle through the same Settler ------------------------------------------
 
 
 async def test_an_ordered_delivery_without_a_connection_slot_is_tried_again_in_place_uncounted(
@@ -621,7 +537,6 @@ async def test_an_ordered_delivery_without_a_connection_slot_is_tried_again_in_p
 ) -> None:
     """Key-ordered deliveries never spill; a pool timeout (``NotAttempted``) is tried again shortly,
     with no attempt counted and no retry record written."""
-    from fanout.model.errors import NotAttempted
     from fanout.pipeline import ordered
     from fanout.pipeline.ordered import KeyedLane
 
@@ -639,4 +554,25 @@ async def test_an_ordered_delivery_without_a_connection_slot_is_tried_again_in_p
     assert lane.offer(delivery) is None
     await until(lambda: h.settled(delivery))
     assert attempts == [0, 0] and delivery.attempt == 0
-    assert h.sink.records == [] and h.settler.stats["not_attempted"] == 1
+    assert h.sink.records == [] and h.counts.totals() == {"not_attempted": 1, "delivered": 1}
+
+
+async def test_an_ordered_delivery_retried_in_place_counts_as_retried_but_not_through_a_tier() -> None:
+    from fanout.pipeline.ordered import KeyedLane
+
+    h = Harness(make_settings(schedule=[0.01]))
+    calls = 0
+
+    async def send(delivery: Delivery) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RetryableDelivery("HTTP 503", 503)
+
+    lane = KeyedLane(make_sub(ordering="key"), send, h.settler, 1.0)
+    delivery = h.delivery()
+    lane.offer(delivery)
+    await until(lambda: h.settled(delivery))
+    assert h.sink.records == []
+    assert h.counts.outcomes == {("hook-1", "retried"): 1, ("hook-1", "delivered"): 1}
+    assert h.counts.totals() == {"retried_in_place": 1, "delivered": 1}

@@ -18,9 +18,10 @@ from fanout.kafka.publisher import event_body
 from fanout.kafka.send_span import inject_trace_headers
 from fanout.model.errors import PermanentDelivery, RetryableDelivery
 from fanout.model.event import Delivery
-from fanout.pipeline.settle import reason_kind
+from fanout.model.log_fields import delivery_fields
+from fanout.pipeline.counts import reason_kind
 from fanout.telemetry.attempts import AttemptMetrics, instrument_send, redacted_url, result_of
-from fanout.telemetry.logs import JsonFormatter, TextFormatter, delivery_fields
+from fanout.telemetry.logs import JsonFormatter, TextFormatter
 from fanout.telemetry.metrics import OTHER, LabelCap, Metrics
 from fanout.telemetry.tracing import format_traceparent, parse_traceparent, setup_tracing
 from tests.unit.factories import SECRET, make_delivery, make_event
