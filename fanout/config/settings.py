@@ -8,6 +8,7 @@ the environment variable that sets it.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
@@ -43,6 +44,7 @@ ENV_PREFIX = "FANOUT_"
 ENV_NESTING = "__"
 
 LibrdkafkaConfig = dict[str, Any]
+LIBRDKAFKA_LOGGER = logging.getLogger("fanout.librdkafka")
 HISTORY_MAX_BODY_BYTES = 65_536  # fanout.history.record.MAX_BODY_BYTES (a test keeps them equal)
 
 
@@ -109,8 +111,11 @@ class KafkaSettings(_Section):
         return self
 
     def librdkafka(self) -> LibrdkafkaConfig:
-        """The librdkafka configuration common to every client (producer, consumer, admin)."""
+        """The librdkafka configuration common to every client (producer, consumer, admin). The client's
+        own log lines go through Python logging (logger ``fanout.librdkafka``), so they come out in the
+        process's log format rather than as raw lines on stderr."""
         conf: LibrdkafkaConfig = {
+            "logger": LIBRDKAFKA_LOGGER,
             "bootstrap.servers": self.bootstrap_servers,
             "client.id": self.client_id,
             "security.protocol": self.security_protocol,
