@@ -22,8 +22,9 @@ from collections.abc import Hashable
 from fanout.model.errors import DeliveryError, NotAttempted, RetryableDelivery
 from fanout.model.event import Delivery
 from fanout.model.subscription import Subscription
-from fanout.pipeline.lanes import MIN_SHARE, LaneRegistry, Send, Spilled
+from fanout.pipeline.lanes import MIN_SHARE, Send, Spilled
 from fanout.pipeline.limits import TokenBucket, shared_bucket
+from fanout.pipeline.registry import LaneRegistry
 from fanout.pipeline.settle import Settler
 
 NOT_ATTEMPTED_DELAY = 1.0
@@ -171,7 +172,8 @@ class KeyedLane:
 
 
 class KeyedLanes(LaneRegistry[KeyedLane]):
-    """The lanes registry for one ordered subscription (same interface as ``Lanes``)."""
+    """The lanes registry for one ordered subscription (same interface as ``Lanes``). It never holds
+    fetching (``ready`` stays set): a failing key is bounded by its partition's ``max_uncommitted``."""
 
     def __init__(self, send: Send, settler: Settler) -> None:
         super().__init__()

@@ -29,7 +29,8 @@ from fanout.model.errors import FanoutError, FatalKafkaError
 from fanout.model.event import Delivery
 from fanout.model.subscription import Subscription
 from fanout.pipeline.dispatch import Dispatcher
-from fanout.pipeline.lanes import LaneLimits, Lanes
+from fanout.pipeline.flow import Lanes
+from fanout.pipeline.lanes import LaneLimits
 from fanout.pipeline.ops import OpsEvents
 from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
@@ -142,7 +143,6 @@ class DispatcherApp:
             self.settler.done,
             limits,
             settings.dispatcher.max_queued,
-            self._hold,
             connections_per_host=d.connections_per_host,
         )
         retry_topics = [settings.topics.retry(i) for i in range(len(settings.retry.tiers))]
@@ -210,10 +210,6 @@ class DispatcherApp:
 
     def members(self) -> list[GroupMember]:
         return ([self.main] if self.main is not None else []) + list(self.ordered.values())
-
-    def _hold(self, held: bool) -> None:
-        if self.main is not None:
-            self.main.consumer.hold(held)
 
     # -- routing tables ------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from fanout.kafka.consumer import STATS_INTERVAL_MS
+from fanout.kafka.consumer_stats import STATS_INTERVAL_MS
 from fanout.model.errors import FanoutError
 from fanout.telemetry.metrics import Metrics
 

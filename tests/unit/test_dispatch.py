@@ -10,7 +10,8 @@ from fanout.model.errors import DeliveryError
 from fanout.model.event import Delivery, Headers
 from fanout.model.subscription import Subscription
 from fanout.pipeline.dispatch import Dispatcher
-from fanout.pipeline.lanes import LaneLimits, Lanes
+from fanout.pipeline.flow import Lanes
+from fanout.pipeline.lanes import LaneLimits
 from fanout.pipeline.route import RoutingTable
 from tests.unit.factories import make_sub
 from tests.unit.test_settle import Harness, until
