@@ -114,6 +114,8 @@ class KeyedLane:
             error = RetryableDelivery(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.in_flight -= 1
+        if self._closed:
+            return  # ``close`` handed the delivery back: its caller settles it
         self._settle(key, delivery, error)
         self._pump()
 
@@ -161,6 +163,8 @@ class KeyedLane:
         """Ordered deliveries never spill."""
 
     def close(self) -> list[Delivery]:
+        """Stop; return every delivery not settled yet, those being sent included (the caller settles
+        them; their attempts' outcomes are then ignored)."""
         self._closed = True
         for handle in (self._timer, *self._retry_timers):
             if handle is not None:
