@@ -3,7 +3,8 @@
 It polls in batches and submits records to the dispatcher on the event loop. Everything that touches
 the consumer happens here, in one thread, in this order each cycle: commands from the loop (store
 offsets, re-subscribe), the dispatcher's readiness, pauses and resumes, one ``poll()`` + ``consume()``,
-and the batch submitted. The decisions are made by pure policies; this thread applies them:
+and the batch submitted. The decisions are made by pure policies, applied to each fetched record by
+``intake.Intake``; batches cross to the loop through ``handover.Handover``:
 
 - **Retry tiers** (``retry_gate.RetryGate``). A retry record that is not due yet is held back here, with
   the records behind it, within ``HELD_BACK_BUDGET`` records for the whole consumer; they are handed
@@ -21,14 +22,13 @@ and the batch submitted. The decisions are made by pure policies; this thread ap
 - **Pauses** (``pauses.PauseBook``). librdkafka keeps a partition's pause flag across an incremental
   unassign/assign, so a partition's flag is unknown when it is assigned and is set explicitly before
   it is fetched.
-- **Rebalances** (``assignment.Assignment``) run inside ``consume()`` on this thread (librdkafka calls
-  the callbacks there). A revoke blocks this thread while the loop drains the partitions' deliveries
-  under the drain deadline; then their offsets are committed synchronously. Each assignment gets a new
-  local epoch, and stores from an older epoch are ignored (the Python client does not expose the group
-  generation). Lost partitions (the session expired) are not drained: their trackers are closed without
-  a commit, by epoch, so a re-assignment of the same partition keeps its new tracker. Callbacks must not
-  call client methods that set up a call state (``list_topics``, ``poll``...): confluent-kafka keeps one
-  per thread, and the nested call clears the outer one.
+- **Rebalances** (``assignment.Assignment``, ``rebalance.Rebalance``) run inside ``consume()`` on this
+  thread (librdkafka calls the callbacks there). A revoke blocks this thread while the loop drains the
+  partitions' deliveries under the drain deadline; then their offsets are committed synchronously.
+  Each assignment gets a new local epoch, and stores from an older epoch are ignored (the Python client
+  does not expose the group generation). Lost partitions (the session expired) are not drained: their
+  trackers are closed without a commit, by epoch, so a re-assignment of the same partition keeps its
+  new tracker.
 - **Health.** ``last_cycle`` is when the loop last started a cycle (``/healthz``); ``stats`` is the
   latest librdkafka statistics digest (``consumer_stats``). ``stall(seconds)`` is a test hook that
   blocks the loop.
@@ -43,30 +43,27 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from fanout.config import Settings
 from fanout.kafka.assignment import Assignment
-from fanout.kafka.consumer_config import consumer_config, consumer_error
+from fanout.kafka.consumer_config import consumer_config
 from fanout.kafka.consumer_stats import ConsumerStats, digest_stats
 from fanout.kafka.handover import Handover
+from fanout.kafka.intake import HELD_POLL_SECONDS, Intake
 from fanout.kafka.pauses import Hold, Holding, PauseBook
 from fanout.kafka.rebalance import Drain, Rebalance, commit
 from fanout.kafka.retry_gate import RetryGate
 from fanout.kafka.starts import seed_offsets, start_retry_tiers_at_end
 from fanout.model.errors import FatalKafkaError
-from fanout.model.event import Headers
-from fanout.model.headers import for_group, not_before_ms
 from fanout.model.ownership import Ownership
 from fanout.model.ports import BatchTarget
 
 log = logging.getLogger("fanout.kafka.consumer")
 
 TP = tuple[str, int]
-POLL_SECONDS = 0.1
-HELD_POLL_SECONDS = 0.01
 HOLD_WITHOUT_PAUSE = 1.0
 # Retry records not due yet that this consumer holds in memory, all partitions together. A partition
 # always holds its first one (that is what gates it); past the budget, the partitions holding any pause.
@@ -114,6 +111,7 @@ class ConsumerThread:
         self._pauses = PauseBook()
         self._hold = Hold(HOLD_WITHOUT_PAUSE)
         self._handover: Handover[Message] = Handover(loop, target)
+        self._intake = Intake(self._assignment, self._gate, self._pauses, self._retry_topics, self._group_id)
         self._stop = threading.Event()
         self.joined = threading.Event()
         self._rebalance = Rebalance(
@@ -227,104 +225,25 @@ class ConsumerThread:
             return
         if holding is Holding.NO and handover.resubmit():
             return
-        self._update_pauses(consumer, holding is Holding.LONG)
+        intake = self._intake
+        intake.update_pauses(consumer, holding is Holding.LONG)
         # Block for the first record only, then take what is already fetched: a batch never waits to
         # fill up, so latency stays low at low rates and batches grow with the rate.
-        first = consumer.poll(self._poll_timeout(holding))
+        first = consumer.poll(intake.poll_timeout(holding))
         messages = [first, *consumer.consume(self._batch_size - 1, 0)] if first is not None else []
         if self._assignment.changed:
             self._rebalance.announce(consumer, self._topics)
         if messages:
             self.joined.set()
         now_ms = time.time() * 1000
-        gate = self._gate
         flowing = holding is Holding.NO and handover.pending is None
-        out = gate.release(now_ms, self._admit) if flowing and gate.holding else []
-        self._take(consumer, messages, now_ms, out)
+        out = intake.release(now_ms) if flowing else []
+        intake.take(consumer, messages, now_ms, out)
         if out:
             if flowing:
                 handover.hand(out)
             else:
                 handover.keep(out)  # handed over when the dispatcher is ready, in order
-
-    def _take(self, consumer: Consumer, messages: list[Message], now_ms: float, out: list[Message]) -> None:
-        """Sort a fetched batch: into ``out`` (handed over), the retry gate, or rewound (fetched again)."""
-        parts = self._assignment.parts
-        gate = self._gate
-        gated = gate.holding
-        pauses = self._pauses
-        retry_topics = self._retry_topics
-        rewound: set[TP] = set()
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                consumer_error(error)
-                continue
-            tp = (msg.topic() or "", msg.partition() or 0)
-            owned = parts.get(tp)
-            if owned is None or tp in rewound:
-                continue  # not ours any more / behind a rewind already made in this batch
-            offset = msg.offset() or 0
-            if gated and gate.holds(tp):  # behind a retry record that is not due: keep the order
-                if gate.over_budget() or not gate.queue_behind(tp, offset, self._due_ms(msg), msg):
-                    self._rewind(consumer, tp, offset, rewound)  # fetched again later
-                continue
-            if pauses.is_paused(tp):
-                self._rewind(consumer, tp, offset, rewound)
-                continue
-            if tp[0] in retry_topics:
-                due = self._due_ms(msg)
-                if due is not None and due > now_ms:
-                    # Held here until due. The partition keeps fetching (a tier's records come due in
-                    # order, so the next ones queue behind this one) while the consumer holds fewer
-                    # than HELD_BACK_BUDGET records, then pauses: pausing at every record not due made
-                    # librdkafka fetch a tier one record at a time.
-                    gate.gate(tp, offset, due, msg)
-                    gated = True
-                    continue
-            if not owned.window.admit(offset):
-                self._rewind(consumer, tp, offset, rewound)
-                continue
-            out.append(msg)
-
-    def _admit(self, tp: TP, offset: int) -> bool:
-        return self._assignment.parts[tp].window.admit(offset)
-
-    def _due_ms(self, msg: Message) -> int | None:
-        """When a retry record may be handed over (epoch ms; None: now). Another group's record is
-        handed over at once, never held: the dispatcher skips it."""
-        headers = cast(Headers, msg.headers())
-        return not_before_ms(headers) if for_group(headers, self._group_id) else None
-
-    def _rewind(self, consumer: Consumer, tp: TP, offset: int, rewound: set[TP]) -> None:
-        """Hand nothing from ``offset`` on: pause the partition and seek back to it, so that every record
-        not handed over is fetched again when it resumes (a skipped record is never lost)."""
-        partition = TopicPartition(tp[0], tp[1], offset)
-        if self._pauses.pause(tp):
-            consumer.pause([partition])
-        consumer.seek(partition)
-        rewound.add(tp)
-
-    def _poll_timeout(self, holding: Holding) -> float:
-        if holding is not Holding.NO:
-            return HELD_POLL_SECONDS
-        due = self._gate.next_due_ms()
-        if due is None:
-            return POLL_SECONDS
-        return max(0.0, min(POLL_SECONDS, due / 1000 - time.time()))
-
-    def _update_pauses(self, consumer: Consumer, pause_all: bool) -> None:
-        gate = self._gate
-        over_budget = gate.over_budget()
-        wanted: dict[TP, bool] = {}
-        for tp, owned in self._assignment.parts.items():
-            pressed = owned.window.pressed()
-            wanted[tp] = pause_all or pressed or (over_budget and gate.holds(tp))
-        to_pause, to_resume = self._pauses.changes(wanted)
-        if to_pause:
-            consumer.pause([TopicPartition(t, p) for t, p in to_pause])
-        if to_resume:
-            consumer.resume([TopicPartition(t, p) for t, p in to_resume])
 
     def _store(self, consumer: Consumer, offsets: dict[TP, int], epochs: dict[TP, int]) -> None:
         current = [TopicPartition(t, p, o) for (t, p), o in self._assignment.current(offsets, epochs)]
