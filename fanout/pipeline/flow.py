@@ -23,16 +23,16 @@ class Lanes(LaneRegistry[Lane]):
     """Lanes by subscription id, created on first use and updated when a subscription changes, with the
     flow control that tells the consumer when to stop fetching.
 
-    A lane is *congested* when half its queue is filled while it still keeps up (its
-    endpoint would start everything it queues within ``max_wait``): it is busy, or the process is, and
-    fetching more would only overflow it. It is congested too while deliveries coming back from spills
-    fill it past its bound (they are taken up to twice the bound rather than spilled again: the pace
-    they were scheduled at was too optimistic, and fetching fewer of them is the remedy). While any lane
-    is congested, or all lanes together queue ``high_water`` deliveries, the lanes are ``held`` and
-    ``ready`` is cleared: the dispatcher refuses batches and the consumer stops fetching. ``ready`` is set
-    again once the congested lanes are down to a quarter (or, below their bound, stopped keeping up:
-    their endpoints turned slow) and the lanes queue at most half of ``high_water``. So saturation, a
-    busy process included, gives backpressure, not spills, while a slow or stuck lane never holds the
+    A lane is *congested* when half its queue is filled while it still keeps up (its endpoint would
+    start everything it queues within ``max_wait``): it is busy, or the process is, and fetching more
+    would only overflow it. It is congested too while deliveries coming back from spills fill it past
+    its bound (they are taken up to twice the bound rather than spilled again: the pace they were
+    scheduled at was too optimistic, and fetching fewer of them is the remedy). While any lane is
+    congested, or all lanes together queue ``high_water`` deliveries, the lanes are ``held`` and
+    ``ready`` is cleared: the dispatcher refuses batches and the consumer stops fetching. ``ready`` is
+    set again once the congested lanes are down to a quarter (or, below their bound, stopped keeping
+    up: their endpoints turned slow) and the lanes queue at most half of ``high_water``. So saturation,
+    a busy process included, gives backpressure, not spills, while a slow or stuck lane never holds the
     others back: it takes only what it can start within ``max_wait`` and spills the rest at its pace.
     ``lag`` measures how late the loop runs (started by the first ``expire``).
     """
