@@ -1,17 +1,49 @@
-"""What the consumer has told librdkafka about pausing each assigned partition (pure bookkeeping).
+"""Holding and pausing (pure bookkeeping): how long the consumer has been held, and what it has told
+librdkafka about pausing each assigned partition.
 
-librdkafka keeps the application's pause flag on its partition object across an incremental unassign
-and assign: a partition revoked while paused comes back *paused*, whatever the application believes.
-So a partition's flag is *unknown* when it is assigned, and the next ``changes`` tells librdkafka
-explicitly, pause or resume. After that, a call is made only when the wanted state changes. The book
-never guesses a flag it has not set itself.
+``Hold``: while the dispatcher is at capacity (its ``ready`` flag is clear) the poll loop hands nothing
+over. A short hold, under ``without_pause`` seconds, just skips ``consume()``: librdkafka keeps its
+prefetched records, so resuming is immediate. A longer hold pauses every partition and polls again, so
+that rebalances (and the group's liveness) are still served.
+
+``PauseBook``: librdkafka keeps the application's pause flag on its partition object across an
+incremental unassign and assign: a partition revoked while paused comes back *paused*, whatever the
+application believes. So a partition's flag is *unknown* when it is assigned, and the next ``changes``
+tells librdkafka explicitly, pause or resume. After that, a call is made only when the wanted state
+changes. The book never guesses a flag it has not set itself.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 
 TP = tuple[str, int]
+
+
+class Holding(enum.Enum):
+    NO = "fetch"
+    SHORT = "skip consume"
+    LONG = "pause every partition and poll"
+
+
+class Hold:
+    """How long the dispatcher has been at capacity, and what the poll loop does about it."""
+
+    __slots__ = ("since", "without_pause")
+
+    def __init__(self, without_pause: float) -> None:
+        self.without_pause = without_pause
+        self.since: float | None = None
+
+    def update(self, held: bool, now: float) -> Holding:
+        """``held``: the dispatcher is at capacity at ``now`` (monotonic seconds)."""
+        if not held:
+            self.since = None
+            return Holding.NO
+        if self.since is None:
+            self.since = now
+        return Holding.SHORT if now - self.since < self.without_pause else Holding.LONG
 
 
 class PauseBook:

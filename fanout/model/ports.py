@@ -13,14 +13,17 @@
 - ``StatsSource`` (implemented by the runtime, read by telemetry): a ``DispatcherStats`` snapshot of the
   counters, the lanes and the consumer-group members, so that metrics and probes never reach into the
   runtime's objects.
+- ``BatchTarget`` (implemented by the pipeline's ``Dispatcher``): where a consumer hands the records it
+  fetched, with backpressure as the answer (see its docstring).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from fanout.model.event import Event, Headers
 
@@ -138,3 +141,26 @@ class StatsSource(Protocol):
         (an OTLP export), so it copies what it reads. ``lanes=False`` leaves ``lanes`` empty: the one
         part whose cost grows with the number of subscriptions, which the probes do not need."""
         ...
+
+
+R_contra = TypeVar("R_contra", contravariant=True)
+
+
+class BatchTarget(Protocol[R_contra]):
+    """Takes the batches a consumer fetched, or answers "not now".
+
+    - ``submit(batch)`` runs on the event loop thread, and never blocks or awaits. True: the target took
+      the whole batch; every record is now its to settle. False: the target is at capacity and took
+      nothing; the caller keeps the batch and submits the same records again, before any record fetched
+      after them, once ``ready`` is set (records of partitions revoked meanwhile are dropped, not
+      submitted). A batch submitted while ``ready`` is set is taken whole, even when taking it brings the
+      target to capacity.
+    - ``ready`` is set while the target takes batches and cleared while it is at capacity; only the
+      target sets or clears it, on the loop. Any thread may read it (``is_set()``: a flag read, cheap
+      enough for every poll cycle) or wait on it: the consumer thread fetches nothing while it is clear.
+    """
+
+    @property
+    def ready(self) -> threading.Event: ...
+
+    def submit(self, batch: Sequence[R_contra]) -> bool: ...

@@ -1,6 +1,8 @@
 """The dispatcher: records in, deliveries out, on the event loop thread.
 
-``on_records`` takes a batch handed over by the consumer thread. Each record is tracked in its
+``submit`` takes a batch handed over by the consumer thread, or refuses it while the lanes hold
+fetching (``ready`` clear): the contract is ``model.ports.BatchTarget``'s. ``on_records`` takes a batch
+unconditionally. Each record is tracked in its
 partition's tracker, then either decoded and routed (source topics) or turned back into the one
 delivery it carries (retry topics). A retry record written by another consumer group than ``group``
 is skipped (counted as ``skipped_other_group``) and its offset moves on. Every delivery is
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,7 +38,7 @@ from fanout.model.subscription import Subscription
 from fanout.pipeline.counts import DISABLED_REASON
 from fanout.pipeline.decode import decode
 from fanout.pipeline.expressions import DEFAULT_MAX_BYTES, FilterErrors, TransformFailed, render
-from fanout.pipeline.lanes import Lanes
+from fanout.pipeline.flow import Lanes
 from fanout.pipeline.offsets import PartitionTracker, Ticket
 from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
@@ -150,6 +153,19 @@ class Dispatcher:
         return offsets
 
     # -- records ---------------------------------------------------------------------------------
+
+    @property
+    def ready(self) -> threading.Event:
+        """Set while the dispatcher takes batches; cleared while its lanes hold fetching."""
+        return self.lanes.ready
+
+    def submit(self, batch: Sequence[SourceRecord]) -> bool:
+        """Take ``batch`` whole (True), or nothing while at capacity (False: submit it again once
+        ``ready`` is set). Never blocks."""
+        if not self.lanes.ready.is_set():
+            return False
+        self.on_records(batch)
+        return True
 
     def on_records(self, records: Sequence[SourceRecord]) -> None:
         trackers = self.trackers

@@ -13,8 +13,9 @@ down. A refused delivery comes back at the lane's next free slot, so a backlog o
 through a retry tier once and drains at the lane's pace. Queued deliveries spill later (``expire``) only
 when the endpoint turns slow: one of the lane's requests, or its wait for a connection slot of its host,
 is older than ``max_wait`` (the loop's own lag not counted). A queue that is long because the process is
-busy is fanout's pace, not the endpoint's: ``Lanes`` holds fetching instead. ``Lane.spill`` is the one
-way a lane gives a delivery up, whatever the reason, so every spill is spaced at the lane's pace.
+busy is fanout's pace, not the endpoint's: ``Lanes`` (``fanout.pipeline.flow``) holds fetching instead.
+``Lane.spill`` is the one way a lane gives a delivery up, whatever the reason, so every spill is spaced
+at the lane's pace.
 
 Sends are started by ``_pump`` whenever an in-flight slot of the lane, a connection slot of the host
 (``HostSlots``), a token and a queued delivery are all available; when only the token is missing a
@@ -30,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from fanout.model.errors import DeliveryError, NotAttempted, RetryableDelivery
 from fanout.model.event import Delivery
@@ -54,10 +55,26 @@ class LaneLimits:
     breaker_max_cooldown: float | None = None
 
 
+class LaneOwner(Protocol):
+    """What a lane shares with the other lanes of its registry (``fanout.pipeline.flow.Lanes``): the
+    sender, the outcome callback, the host connection slots, the loop's lag, and the flow control that
+    hears every delivery queued and dequeued."""
+
+    send: Send
+    on_done: Done
+    limits: LaneLimits
+    slots: HostSlots
+    lag: LoopLag
+
+    def enqueued(self, lane: Lane) -> None: ...
+
+    def dequeued(self, lane: Lane) -> None: ...
+
+
 class Lane:
     """The delivery lane of one subscription."""
 
-    def __init__(self, sub: Subscription, owner: Lanes, share: float) -> None:
+    def __init__(self, sub: Subscription, owner: LaneOwner, share: float) -> None:
         self.sub = sub
         self._owner = owner
         self._limits = owner.limits
@@ -68,7 +85,7 @@ class Lane:
         self.breaker = Breaker(limits.breaker_failures, limits.breaker_cooldown, limits.breaker_max_cooldown)
         self.bucket: TokenBucket | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._closed = False
+        self.closed = False
         self._tasks: set[asyncio.Future[None]] = set()
         self.rate_waits = 0
         self._waiting_host = False
@@ -101,7 +118,7 @@ class Lane:
         )
 
     def offer(self, delivery: Delivery) -> Spilled | None:
-        if self._closed:
+        if self.closed:
             return Spilled("lane closed")
         if self.breaker.cooling():
             return self.spill("circuit open")
@@ -272,7 +289,7 @@ class Lane:
 
     def close(self) -> list[Delivery]:
         """Stop taking deliveries; return the queued ones (not yet attempted)."""
-        self._closed = True
+        self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -290,154 +307,3 @@ class Spilled(RetryableDelivery):
     """Not an attempt: the lane could not take (or keep) the delivery. ``error`` is the reason (``circuit
     open``, ``rate limited``, ``lane full``, ``endpoint slow``, ``lane closed``) and ``retry_after`` the
     seconds until it should come back (``Lane.spill``)."""
-
-
-class _RatedLane(Protocol):
-    sub: Subscription
-
-    def set_share(self, share: float) -> None: ...
-
-    def update(self, sub: Subscription) -> None: ...
-
-
-L = TypeVar("L", bound=_RatedLane)
-
-
-class LaneRegistry(Generic[L]):
-    """Lanes by subscription id, created on first use (``_new_lane``); when a subscription changes, its
-    lane takes the new definition and this member's share of its rate."""
-
-    def __init__(self) -> None:
-        self._share_of: Callable[[Subscription], float] = lambda sub: 1.0
-        self.by_id: dict[str, L] = {}
-
-    def _new_lane(self, sub: Subscription, share: float) -> L:
-        raise NotImplementedError
-
-    def get(self, sub: Subscription) -> L:
-        lane = self.by_id.get(sub.id)
-        if lane is None:
-            lane = self.by_id[sub.id] = self._new_lane(sub, self._share_of(sub))
-        elif lane.sub is not sub:
-            lane.set_share(self._share_of(sub))
-            lane.update(sub)
-        return lane
-
-    def set_shares(self, share_of: Callable[[Subscription], float]) -> None:
-        """Each subscription's share of its rate on this member (see ``fanout.model.ownership``)."""
-        self._share_of = share_of
-        for lane in self.by_id.values():
-            lane.set_share(share_of(lane.sub))
-
-
-class Lanes(LaneRegistry[Lane]):
-    """Lanes by subscription id, created on first use and updated when a subscription changes.
-
-    Flow control. A lane is *congested* when half its queue is filled while it still keeps up (its
-    endpoint would start everything it queues within ``max_wait``): it is busy, or the process is, and
-    fetching more would only overflow it. It is congested too while deliveries coming back from spills
-    fill it past its bound (they are taken up to twice the bound rather than spilled again: the pace
-    they were scheduled at was too optimistic, and fetching fewer of them is the remedy). While any lane
-    is congested, or all lanes together queue ``high_water`` deliveries, ``on_pressure(True)`` asks the
-    consumer to stop fetching; ``on_pressure(False)`` resumes it once the congested lanes are down to a
-    quarter (or, below their bound, stopped keeping up: their endpoints turned slow). So saturation, a
-    busy process included, gives backpressure, not spills, while a slow or stuck lane never holds the
-    others back: it takes only what it can start within ``max_wait`` and spills the rest at its pace.
-    ``lag`` measures how late the loop runs (started by the first ``expire``).
-    """
-
-    def __init__(
-        self,
-        send: Send,
-        on_done: Done,
-        limits: LaneLimits,
-        high_water: int = 1 << 62,
-        on_pressure: Callable[[bool], None] = lambda held: None,
-        connections_per_host: int = 1 << 30,
-    ) -> None:
-        super().__init__()
-        self.send = send
-        self.slots = HostSlots(connections_per_host)
-        self.waiting: set[Lane] = set()
-        self.on_done = on_done
-        self.limits = limits
-        self.queued = 0
-        self.high_water = high_water
-        self.held = False
-        self.congested: set[Lane] = set()
-        self._congested_at = max(1, limits.queue_size // 2)
-        self._relieved_at = limits.queue_size // 4
-        self._on_pressure = on_pressure
-        self._next_scan = 0.0
-        self.lag = LoopLag()
-
-    def enqueued(self, lane: Lane) -> None:
-        self.queued += 1
-        self.waiting.add(lane)
-        queued = len(lane.queue)
-        if (
-            queued >= self._congested_at
-            and lane not in self.congested
-            and (queued >= self.limits.queue_size or lane.keeps_up())
-        ):
-            self.congested.add(lane)
-            self._update()
-        elif not self.held and self.queued >= self.high_water:
-            self._update()
-
-    def dequeued(self, lane: Lane) -> None:
-        self.queued -= 1
-        if not lane.queue:
-            self.waiting.discard(lane)
-        if lane in self.congested and len(lane.queue) <= self._relieved_at:
-            self.congested.discard(lane)
-            self._update()
-        elif self.held and not self.congested and self.queued <= self.high_water // 2:
-            self._update()
-
-    def _update(self) -> None:
-        backlog = self.queued > self.high_water // 2 if self.held else self.queued >= self.high_water
-        held = bool(self.congested) or backlog
-        if held != self.held:
-            self.held = held
-            self._on_pressure(held)
-
-    def _new_lane(self, sub: Subscription, share: float) -> Lane:
-        return Lane(sub, self, share)
-
-    def remove(self, sub_id: str) -> list[Delivery]:
-        lane = self.by_id.pop(sub_id, None)
-        if lane is None:
-            return []
-        queued = lane.close()
-        if lane in self.congested:
-            self.congested.discard(lane)
-            self._update()
-        return queued
-
-    def expire(self) -> None:
-        """Spill what slow endpoints can no longer start in time; a congested lane that stopped keeping
-        up is slow, not congested.
-
-        Queues are scanned every quarter of ``max_wait`` (so a stalled endpoint's queue spills after
-        between 1 and 1.25 times ``max_wait``): with thousands of lanes waiting for a busy host, scanning
-        them all at every tick cost a few microseconds per delivery."""
-        self.lag.start()
-        now = time.monotonic()
-        if now >= self._next_scan:
-            self._next_scan = now + self.limits.max_wait / 4
-            lag = self.lag.peak
-            for lane in list(self.waiting):
-                lane.expire(now, lag)
-        full = self.limits.queue_size
-        slow = {
-            lane
-            for lane in self.congested
-            if lane._closed or (len(lane.queue) < full and not lane.keeps_up())
-        }
-        if slow:
-            self.congested -= slow
-            self._update()
-
-    def in_flight(self) -> int:
-        return sum(lane.in_flight for lane in self.by_id.values())

@@ -22,8 +22,9 @@ from collections.abc import Hashable
 from fanout.model.errors import DeliveryError, NotAttempted, RetryableDelivery
 from fanout.model.event import Delivery
 from fanout.model.subscription import Subscription
-from fanout.pipeline.lanes import MIN_SHARE, LaneRegistry, Send, Spilled
+from fanout.pipeline.lanes import MIN_SHARE, Send, Spilled
 from fanout.pipeline.limits import TokenBucket, shared_bucket
+from fanout.pipeline.registry import LaneRegistry
 from fanout.pipeline.settle import Settler
 
 NOT_ATTEMPTED_DELAY = 1.0
@@ -113,6 +114,8 @@ class KeyedLane:
             error = RetryableDelivery(f"internal error: {type(exc).__name__}: {exc}")
         finally:
             self.in_flight -= 1
+        if self._closed:
+            return  # ``close`` handed the delivery back: its caller settles it
         self._settle(key, delivery, error)
         self._pump()
 
@@ -159,6 +162,8 @@ class KeyedLane:
         """Ordered deliveries never spill."""
 
     def close(self) -> list[Delivery]:
+        """Stop; return every delivery not settled yet, those being sent included (the caller settles
+        them; their attempts' outcomes are then ignored)."""
         self._closed = True
         for handle in (self._timer, *self._retry_timers):
             if handle is not None:
@@ -170,7 +175,8 @@ class KeyedLane:
 
 
 class KeyedLanes(LaneRegistry[KeyedLane]):
-    """The lanes registry for one ordered subscription (same interface as ``Lanes``)."""
+    """The lanes registry for one ordered subscription (same interface as ``Lanes``). It never holds
+    fetching (``ready`` stays set): a failing key is bounded by its partition's ``max_uncommitted``."""
 
     def __init__(self, send: Send, settler: Settler) -> None:
         super().__init__()

@@ -30,7 +30,8 @@ from fanout.model.ports import DispatcherStats
 from fanout.model.subscription import Subscription
 from fanout.pipeline.counts import SettleCounts
 from fanout.pipeline.dispatch import Dispatcher
-from fanout.pipeline.lanes import LaneLimits, Lanes
+from fanout.pipeline.flow import Lanes
+from fanout.pipeline.lanes import LaneLimits
 from fanout.pipeline.ops import OpsEvents
 from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
@@ -149,7 +150,6 @@ class DispatcherApp:
             self.settler.done,
             limits,
             settings.dispatcher.max_queued,
-            self._hold,
             connections_per_host=d.connections_per_host,
         )
         retry_topics = [settings.topics.retry(i) for i in range(len(settings.retry.tiers))]
@@ -223,10 +223,6 @@ class DispatcherApp:
         return stats.snapshot(
             self.started.is_set(), self.counts, self.table, self.main, self.ordered.values(), lanes
         )
-
-    def _hold(self, held: bool) -> None:
-        if self.main is not None:
-            self.main.consumer.hold(held)
 
     # -- routing tables ------------------------------------------------------------------------
 

@@ -1,5 +1,8 @@
 """A consumer-group member: one consumer thread feeding one dispatcher, and the offsets between them.
 
+The consumer thread submits its batches to the dispatcher, which refuses them while its lanes hold
+fetching (``model.ports.BatchTarget``): backpressure is that answer, not a callback.
+
 The dispatcher process runs one member for the shared group (every unordered subscription, plus the
 retry tiers) and one per key-ordered subscription, each in a group of its own.
 """
@@ -39,9 +42,9 @@ class GroupMember:
             self.topics,
             dispatcher.retry_topics,
             loop,
+            dispatcher,
             ConsumerHooks(
                 assign=dispatcher.assign,
-                records=dispatcher.on_records,
                 drain=dispatcher.drain,
                 fatal=on_fatal,
                 assignment_changed=self._owned,

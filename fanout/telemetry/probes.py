@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fanout.kafka.consumer import STATS_INTERVAL_MS
+from fanout.kafka.consumer_stats import STATS_INTERVAL_MS
 from fanout.model.errors import FanoutError
 from fanout.model.ports import DispatcherStats, StatsSource
 from fanout.telemetry.metrics import Metrics

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from fanout.config import DispatcherSettings, Settings
-from fanout.kafka.consumer import group_protocol_config
+from fanout.kafka.consumer_config import group_protocol_config
 from tests.integration.engine import (
     DispatcherProcess,
     apply,

@@ -4,7 +4,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from fanout.config import DispatcherSettings, KafkaSettings, Settings
-from fanout.kafka.consumer import consumer_config, consumer_error
+from fanout.kafka.consumer_config import consumer_config, consumer_error
 from fanout.model.errors import FatalKafkaError
 
 

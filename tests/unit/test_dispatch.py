@@ -10,9 +10,12 @@ from fanout.model.errors import DeliveryError
 from fanout.model.event import Delivery, Headers
 from fanout.model.subscription import Subscription
 from fanout.pipeline.dispatch import Dispatcher
-from fanout.pipeline.lanes import LaneLimits, Lanes
+from fanout.pipeline.flow import Lanes
+from fanout.pipeline.lanes import LaneLimits
 from fanout.pipeline.route import RoutingTable
 from tests.unit.factories import make_sub
+from tests.unit.fakes.kafka import FakeMessage
+from tests.unit.test_lanes import Gate
 from tests.unit.test_settle import Harness, until
 
 TP = ("orders", 0)
@@ -142,3 +145,135 @@ async def test_draining_everything_takes_every_tracker() -> None:
     dispatcher.trackers[TP].track(1).release()
     assert await dispatcher.drain(None, time.monotonic()) == {TP: 2}
     assert dispatcher.trackers == {}
+
+
+# -- routing, spills, retry records, fencing, backpressure ------------------------------------------
+
+ORDER = b'{"event": "order.created", "data": {"id": 1}}'
+
+
+def gated(
+    subs: list[Subscription], harness: Harness | None = None, queue_size: int = 16, high_water: int = 1 << 62
+) -> tuple[Dispatcher, Gate, Harness]:
+    """A dispatcher whose sends wait until the test finishes them (``Gate``)."""
+    harness = harness or Harness()
+    gate = Gate()
+    lanes = Lanes(gate, harness.settler.done, LaneLimits(queue_size, 60.0, 5, 30.0, 600.0), high_water)
+    retry = [harness.settings.topics.retry(i) for i in range(3)]
+    return Dispatcher(RoutingTable.build(subs), lanes, harness.settler, retry, "blue"), gate, harness
+
+
+def source(offset: int, value: bytes | None = ORDER, topic: str = "orders") -> FakeMessage:
+    return FakeMessage(topic, 0, offset, value, key=b"k")
+
+
+async def test_a_record_goes_to_every_matching_lane_and_settles_when_all_are_sent() -> None:
+    subs = [make_sub(id="a"), make_sub(id="b"), make_sub(id="c", topics=["payments"])]
+    dispatcher, gate, _ = gated(subs)
+    dispatcher.assign([TP], 1)
+    dispatcher.on_records([source(0)])
+    await until(lambda: len(gate.waiting) == 2)
+    assert sorted(d.subscription.id for d in gate.waiting) == ["a", "b"]
+    first, second = gate.waiting
+    gate.finish(first)
+    await asyncio.sleep(0.01)
+    assert dispatcher.committable() == {TP: 0}, "one of its two deliveries is still out"
+    gate.finish(second)
+    await until(lambda: dispatcher.committable() == {TP: 1})
+
+
+async def test_a_record_no_subscription_wants_settles_at_once() -> None:
+    dispatcher, gate, harness = gated([make_sub(topics=["payments"])])
+    dispatcher.assign([TP], 1)
+    dispatcher.on_records([source(0), source(1)])
+    assert dispatcher.committable() == {TP: 2}
+    assert gate.calls == [] and harness.sink.records == []
+
+
+async def test_a_delivery_the_lane_refuses_is_spilled_to_a_retry_tier_and_settles_on_the_ack() -> None:
+    dispatcher, gate, harness = gated([make_sub(max_in_flight=1)], queue_size=1)
+    dispatcher.assign([TP], 1)
+    dispatcher.on_records([source(0), source(1), source(2)])  # one sent, one queued, one refused
+    (spilled,) = harness.sink.records
+    assert spilled.topic.startswith("fx.retry.")
+    assert spilled.fanout[H.ORIGIN_OFFSET] == "2" and spilled.fanout[H.REASON] == "lane full"
+    assert H.ATTEMPT not in spilled.fanout or spilled.fanout[H.ATTEMPT] == "0", "a spill is no attempt"
+    for _ in range(2):
+        await until(lambda: len(gate.waiting) == 1)
+        gate.finish(gate.waiting[0])
+    await until(lambda: dispatcher.committable() == {TP: 2})
+    spilled.ack()
+    await until(lambda: dispatcher.committable() == {TP: 3})
+
+
+async def test_a_retry_record_turns_back_into_the_delivery_it_carries() -> None:
+    dispatcher, gate, _ = gated([make_sub()])
+    dispatcher.assign([("fx.retry.0", 0)], 1)
+    headers = retry_headers("evt-42", "blue")
+    dispatcher.on_records([RetryRecord(7, headers)])
+    await until(lambda: len(gate.waiting) == 1)
+    (delivery,) = gate.waiting
+    assert delivery.event.id == "evt-42" and delivery.attempt == 1
+    assert (delivery.event.topic, delivery.event.partition, delivery.event.offset) == ("orders", 0, 5)
+    assert delivery.subscription.id == "hook-1"
+    gate.finish(delivery)
+    await until(lambda: dispatcher.committable() == {("fx.retry.0", 0): 8})
+
+
+async def test_records_that_cannot_be_read_are_dead_lettered_and_the_offset_moves_on() -> None:
+    dispatcher, gate, harness = gated([make_sub()])
+    dispatcher.assign([TP, ("fx.retry.0", 0)], 1)
+    broken = [(k, v) for k, v in retry_headers("evt-1", "blue") if k != H.ATTEMPT]
+    dispatcher.on_records([source(0, value=b"not json"), RetryRecord(0, broken)])
+    assert [r.topic for r in harness.sink.records] == ["fx.dlq", "fx.dlq"]
+    assert all(r.fanout[H.REASON].startswith("poison record") for r in harness.sink.records)
+    assert gate.calls == []
+    assert dispatcher.committable() == {TP: 0, ("fx.retry.0", 0): 0}, "settled when the broker acks"
+    harness.sink.ack_all()
+    await until(lambda: dispatcher.committable() == {TP: 1, ("fx.retry.0", 0): 1})
+
+
+async def test_a_retry_for_a_deleted_subscription_is_dropped() -> None:
+    dispatcher, gate, harness = gated([make_sub(id="other")])
+    dispatcher.assign([("fx.retry.0", 0)], 1)
+    dispatcher.on_records([RetryRecord(3, retry_headers("evt-1", "blue"))])
+    assert gate.calls == [] and harness.sink.records == []
+    assert dispatcher.committable() == {("fx.retry.0", 0): 4}
+
+
+async def test_a_disabled_subscription_gets_a_dead_letter_not_a_request() -> None:
+    dispatcher, gate, harness = gated([make_sub(enabled=False)])
+    dispatcher.assign([TP], 1)
+    dispatcher.on_records([source(0)])
+    (record,) = harness.sink.records
+    assert record.topic == "fx.dlq" and record.fanout[H.REASON] == "subscription disabled"
+    assert gate.calls == []
+
+
+async def test_deliveries_queued_for_a_partition_assigned_again_are_fenced_and_never_sent() -> None:
+    dispatcher, gate, harness = gated([make_sub(max_in_flight=1)])
+    dispatcher.assign([TP], 1)
+    dispatcher.on_records([source(0), source(1), source(2)])
+    await until(lambda: len(gate.waiting) == 1)
+    dispatcher.assign([TP], 2)  # revoked and assigned again: the old tracker is closed
+    gate.finish(gate.waiting[0])
+    await asyncio.sleep(0.05)
+    assert len(gate.calls) == 1, "the queued deliveries of the old epoch were dropped"
+    assert harness.sink.records == []
+    assert dispatcher.committable() == {}, "the new tracker has tracked nothing yet"
+
+
+async def test_submit_takes_a_whole_batch_then_refuses_while_the_lanes_hold_fetching() -> None:
+    dispatcher, gate, _ = gated([make_sub(max_in_flight=1)], high_water=2)
+    dispatcher.assign([TP], 1)
+    assert dispatcher.ready is dispatcher.lanes.ready and dispatcher.ready.is_set()
+    assert dispatcher.submit([source(0), source(1), source(2), source(3)])
+    assert not dispatcher.ready.is_set(), "three queued behind one in flight: past high water"
+    assert not dispatcher.submit([source(4)])
+    assert dispatcher.trackers[TP].unsettled == 4, "a refused batch is not taken, not even tracked"
+    for _ in range(3):
+        await until(lambda: len(gate.waiting) == 1)
+        gate.finish(gate.waiting[0])
+    await until(dispatcher.ready.is_set)
+    assert dispatcher.submit([source(4)])
+    await until(lambda: len(gate.waiting) == 1)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,9 +12,11 @@ import pytest
 from fanout.model.errors import DeliveryError, NotAttempted, PermanentDelivery, RetryableDelivery
 from fanout.model.event import Delivery
 from fanout.model.subscription import Subscription
+from fanout.pipeline import flow as flow_module
 from fanout.pipeline import lanes as lanes_module
 from fanout.pipeline import limits as limits_module
-from fanout.pipeline.lanes import Lane, LaneLimits, Lanes, Spilled
+from fanout.pipeline.flow import Lanes
+from fanout.pipeline.lanes import Lane, LaneLimits, Spilled
 from fanout.pipeline.limits import Breaker, TokenBucket
 from fanout.pipeline.offsets import PartitionTracker
 from tests.unit.factories import make_delivery, make_event, make_sub
@@ -36,6 +39,7 @@ class FakeClock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(lanes_module, "time", fake)
+    monkeypatch.setattr(flow_module, "time", fake)
     monkeypatch.setattr(limits_module, "time", fake)
     return fake
 
@@ -676,41 +680,63 @@ async def test_remove_returns_queued_deliveries_and_closes_the_lane() -> None:
 # -- Lanes: back-pressure ------------------------------------------------------------------------
 
 
+class Pressure(threading.Event):
+    """``Lanes.ready``, recording each clear (True: fetching held) and set (False: released) made on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        super().set()
+        self.calls: list[bool] = []
+
+    def set(self) -> None:
+        self.calls.append(False)
+        super().set()
+
+    def clear(self) -> None:
+        self.calls.append(True)
+        super().clear()
+
+
+def pressured(lanes: Lanes) -> Pressure:
+    lanes.ready = Pressure()
+    return lanes.ready
+
+
 async def test_pressure_is_signalled_at_high_water_and_released_below_half() -> None:
-    pressure: list[bool] = []
     gate, outcomes = Gate(), Outcomes()
-    lanes = Lanes(gate, outcomes, limits(), high_water=4, on_pressure=pressure.append)
+    lanes = Lanes(gate, outcomes, limits(), high_water=4)
+    pressure = pressured(lanes)
     sub = make_sub(max_in_flight=1)
     lane = lanes.get(sub)
     batch = deliveries(sub, 6)
     for d in batch[:4]:
         lane.offer(d)  # the first is sent at once, three wait
-    assert lanes.queued == 3 and pressure == []
+    assert lanes.queued == 3 and pressure.calls == []
     lane.offer(batch[4])
-    assert lanes.queued == 4 and pressure == [True] and lanes.held
+    assert lanes.queued == 4 and pressure.calls == [True] and lanes.held and not lanes.ready.is_set()
     lane.offer(batch[5])
-    assert lanes.queued == 5 and pressure == [True]  # signalled once
+    assert lanes.queued == 5 and pressure.calls == [True]  # signalled once
     seen: list[tuple[int, list[bool]]] = []
     for d in batch:
         await gate.sending(d)
-        seen.append((lanes.queued, list(pressure)))
+        seen.append((lanes.queued, list(pressure.calls)))
         gate.finish(d)
     assert seen[:5] == [(5, [True]), (4, [True]), (3, [True]), (2, [True, False]), (1, [True, False])]
-    assert pressure == [True, False] and not lanes.held
+    assert pressure.calls == [True, False] and not lanes.held and lanes.ready.is_set()
 
 
 async def test_pressure_counts_every_lane() -> None:
-    pressure: list[bool] = []
     gate = Gate()
-    lanes = Lanes(gate, Outcomes(), limits(), high_water=4, on_pressure=pressure.append)
+    lanes = Lanes(gate, Outcomes(), limits(), high_water=4)
+    pressure = pressured(lanes)
     a, b = lanes.get(make_sub(id="a", max_in_flight=1)), lanes.get(make_sub(id="b", max_in_flight=1))
     for lane in (a, b):
         for d in deliveries(lane.sub, 3):
             assert lane.offer(d) is None
-    assert lanes.queued == 4 and pressure == [True]
+    assert lanes.queued == 4 and pressure.calls == [True]
     assert lanes.in_flight() == 2
     assert len(a.close()) == 2
-    assert lanes.queued == 2 and pressure == [True, False]
+    assert lanes.queued == 2 and pressure.calls == [True, False]
     await until(lambda: len(gate.waiting) == 2)
     for d in gate.waiting:
         gate.finish(d)
@@ -750,51 +776,51 @@ def test_failed_probes_double_the_cooldown_up_to_the_maximum_and_success_resets_
 
 
 async def test_a_busy_but_young_lane_is_congested_and_holds_fetching_until_a_quarter() -> None:
-    pressure: list[bool] = []
     gate = Gate()
-    lanes = Lanes(gate, Outcomes(), limits(queue_size=8, max_wait=60.0), on_pressure=pressure.append)
+    lanes = Lanes(gate, Outcomes(), limits(queue_size=8, max_wait=60.0))
+    pressure = pressured(lanes)
     sub = make_sub(max_in_flight=1)
     lane = lanes.get(sub)
     batch = deliveries(sub, 6)
     for d in batch:
         assert lane.offer(d) is None  # one in flight, five queued
-    assert pressure == [True] and lanes.congested == {lane}  # half of 8 reached while young
+    assert pressure.calls == [True] and lanes.congested == {lane}  # half of 8 reached while young
     for d in batch[:3]:
         await gate.sending(d)
         gate.finish(d)
     await until(lambda: len(lane.queue) == 2)
-    assert pressure == [True, False] and not lanes.congested  # down to a quarter
+    assert pressure.calls == [True, False] and not lanes.congested  # down to a quarter
     for d in batch[3:]:
         await gate.sending(d)
         gate.finish(d)
 
 
 async def test_a_congested_lane_whose_endpoint_stalls_is_slow_not_congested(clock: FakeClock) -> None:
-    pressure: list[bool] = []
     gate, outcomes = Gate(), Outcomes()
-    lanes = Lanes(gate, outcomes, limits(queue_size=8, max_wait=60.0), on_pressure=pressure.append)
+    lanes = Lanes(gate, outcomes, limits(queue_size=8, max_wait=60.0))
+    pressure = pressured(lanes)
     sub = make_sub(max_in_flight=1)
     lane = lanes.get(sub)
     batch = deliveries(sub, 6)
     for d in batch:
         lane.offer(d)
-    assert pressure == [True]
+    assert pressure.calls == [True]
     await gate.sending(batch[0])
     clock.advance(45)
     lanes.expire()  # a queue waiting 45 s behind a request out for 45 s: still congested
-    assert pressure == [True] and lanes.congested == {lane}
+    assert pressure.calls == [True] and lanes.congested == {lane}
     clock.advance(16)  # the request has been out for longer than max_wait: the endpoint is slow
     lanes.expire()
-    assert pressure == [True, False] and not lanes.congested
+    assert pressure.calls == [True, False] and not lanes.congested
     assert [d for d, _ in outcomes.items] == batch[1:]  # its backlog spilled, to come back at its pace
     lane.close()
     gate.finish(batch[0])
 
 
 async def test_a_slow_lane_filled_by_returning_deliveries_does_not_hold_fetching(clock: FakeClock) -> None:
-    pressure: list[bool] = []
     gate = Gate()
-    lanes = Lanes(gate, Outcomes(), limits(queue_size=8, max_wait=60.0), on_pressure=pressure.append)
+    lanes = Lanes(gate, Outcomes(), limits(queue_size=8, max_wait=60.0))
+    pressure = pressured(lanes)
     sub = make_sub(max_in_flight=1)
     lane = lanes.get(sub)
     lane.pace.latency = 20.0  # 20 s a request: three can start within max_wait
@@ -803,7 +829,7 @@ async def test_a_slow_lane_filled_by_returning_deliveries_does_not_hold_fetching
     for d in batch[4:]:
         d.spilled = "lane full"
         assert lane.offer(d) is None  # coming back: taken, but the lane does not keep up with them
-    assert len(lane.queue) == 5 and pressure == [] and not lanes.congested
+    assert len(lane.queue) == 5 and pressure.calls == [] and not lanes.congested
     lane.close()
     await gate.sending(batch[0])
     gate.finish(batch[0])

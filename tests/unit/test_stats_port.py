@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fanout.model.ports import DispatcherStats, LaneState, MemberState
 from fanout.pipeline.counts import SettleCounts
-from fanout.pipeline.lanes import LaneLimits, Lanes
+from fanout.pipeline.flow import Lanes
+from fanout.pipeline.lanes import LaneLimits
 from fanout.pipeline.ordered import KeyedLanes
 from fanout.pipeline.route import RoutingTable
 from fanout.runtime import stats

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import use_span
 
-from fanout.kafka.consumer import digest_stats
+from fanout.kafka.consumer_stats import digest_stats
 from fanout.kafka.publisher import event_body
 from fanout.kafka.send_span import inject_trace_headers
 from fanout.model.errors import PermanentDelivery, RetryableDelivery
