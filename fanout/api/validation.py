@@ -16,46 +16,15 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
 
 from fanout.api.connections import read_body
-from fanout.api.openapi import validator
 from fanout.api.problems import Handler, Problem
+from fanout.api.schema_check import SchemaCheck
+from fanout.api.schema_check import field_errors as field_errors
 from fanout.pipeline.wire_syntax import media_type
 
-MAX_ERRORS = 10
 METHODS = ("get", "put", "post", "delete", "patch")
 _NO_VALUE = object()
-
-
-def _field(prefix: str, error: ValidationError) -> str:
-    path = "/".join(str(p) for p in error.absolute_path)
-    return prefix + ("/" + path if path else "")
-
-
-def _message(error: ValidationError) -> str:
-    kind = error.validator
-    value = error.validator_value
-    if kind in ("required", "additionalProperties", "propertyNames", "dependentRequired"):
-        return str(error.message)[:300]
-    if kind in ("oneOf", "anyOf", "allOf", "not"):
-        return "does not match any allowed form"
-    if kind == "type":
-        return f"must be of type {value}"
-    if kind in ("enum", "const"):
-        return f"must be one of {orjson.dumps(value if kind == 'enum' else [value]).decode()[:200]}"
-    return f"must satisfy {kind} {orjson.dumps(value).decode()[:200]}"
-
-
-def field_errors(check: Draft202012Validator, value: Any, prefix: str) -> list[dict[str, str]]:
-    errors = []
-    for error in check.iter_errors(value):
-        best = best_match([error]) or error
-        errors.append({"field": _field(prefix, best), "message": _message(best)})
-        if len(errors) >= MAX_ERRORS:
-            break
-    return errors
 
 
 @dataclass
@@ -64,10 +33,10 @@ class Parameter:
     where: str
     required: bool
     schema: dict[str, Any]
-    check: Draft202012Validator = field(init=False)
+    check: SchemaCheck = field(init=False)
 
     def __post_init__(self) -> None:
-        self.check = validator(self.schema)
+        self.check = SchemaCheck(self.schema)
 
     def _convert(self, text: str) -> Any:
         kind = self.schema.get("type")
@@ -103,7 +72,7 @@ class Parameter:
         if len(values) > 1:
             raise Problem(400, f"{where} is given more than once")
         value = self._convert(values[0])
-        errors = field_errors(self.check, value, where)
+        errors = self.check.errors(value, where)
         if errors:
             raise Problem(400, f"{where} is invalid", errors=errors)
         return value
@@ -115,7 +84,7 @@ class Operation:
     path: str
     spec: dict[str, Any]
     parameters: list[Parameter]
-    bodies: dict[str, Draft202012Validator | None]
+    bodies: dict[str, SchemaCheck | None]
     body_required: bool
 
     @property
@@ -159,7 +128,7 @@ class Operation:
             raise Problem(400, f"the body is not valid JSON: {exc}", slug="invalid-json") from None
         check = self.bodies[media]
         if check is not None:
-            errors = field_errors(check, body, "body")
+            errors = check.errors(body, "body")
             if errors:
                 raise Problem(400, "the body is invalid", slug="invalid-body", errors=errors)
         return body
@@ -180,7 +149,7 @@ def operations(document: dict[str, Any]) -> dict[tuple[str, str], Operation]:
             ]
             body = spec.get("requestBody", {})
             bodies = {
-                media: (validator(content["schema"]) if content.get("schema") else None)
+                media: (SchemaCheck(content["schema"]) if content.get("schema") else None)
                 for media, content in body.get("content", {}).items()
             }
             found[(method.upper(), path)] = Operation(
