@@ -217,11 +217,14 @@ async def read_deadline(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request body, read by the request's deadline (408 after it)."""
+    """The request body, read by the request's deadline (408 after it). A body already received in full
+    is read without arming a timer (reading it cannot wait)."""
     deadline = request.get(READ_DEADLINE)
     if deadline is None:
         return await request.read()
     try:
+        if request.content.is_eof():
+            return await request.read()
         async with asyncio.timeout_at(deadline):
             return await request.read()
     except TimeoutError:

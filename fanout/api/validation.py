@@ -88,6 +88,11 @@ class Operation:
     body_required: bool
 
     @property
+    def name(self) -> str:
+        """The ``operationId`` (the path when there is none)."""
+        return str(self.spec.get("operationId", self.path))
+
+    @property
     def scope(self) -> str | None:
         scope = self.spec.get("x-scope")
         return scope if isinstance(scope, str) else None
