@@ -51,6 +51,11 @@ from fanout.telemetry.tracing import Tracing, setup_tracing
 log = logging.getLogger("fanout.api")
 
 
+# A publish answers only after the broker acknowledged its record, so the producer's linger is part of
+# every request's latency: 64 concurrent callers were served about 1.4x faster with 2 ms than with the
+# producer's default 5 ms, at the same CPU per request; 0-1 ms cost more CPU (smaller batches).
+PUBLISH_LINGER_MS = 2
+
 # aiohttp's defaults (8190 bytes) would refuse, as text/plain, a request line with a long but valid
 # query (a 1024-character key is up to 12 KB percent-encoded); keep them above the document's limits.
 MAX_LINE_BYTES = 64 * 1024
@@ -112,7 +117,9 @@ def build_app(
         live = LiveSubscriptions(settings)
         await live.start()
         timeout_ms = int(settings.api.produce_timeout * 1000)
-        producer = AsyncProducer(settings, loop, extra={"message.timeout.ms": timeout_ms})
+        producer = AsyncProducer(
+            settings, loop, extra={"message.timeout.ms": timeout_ms, "linger.ms": PUBLISH_LINGER_MS}
+        )
         sender = HttpSender(settings.delivery, resolver)
         await sender.start()
         ops = OpsEvents(producer, settings.topics.ops)

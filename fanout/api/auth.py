@@ -99,7 +99,7 @@ class Jwks:
 
 class Authenticator:
     def __init__(self, settings: ApiSettings) -> None:
-        self._keys = {k.sha256: k for k in settings.keys}
+        self._keys = {k.sha256: Principal(k.name, "api-key", frozenset(k.scopes)) for k in settings.keys}
         self._jwt = settings.jwt
         self._jwks = Jwks(settings.jwt) if settings.jwt else None
 
@@ -110,9 +110,9 @@ class Authenticator:
             if scheme.lower() != "bearer" or not credential.strip():
                 raise _unauthorized("a credential is required: Authorization: Bearer <API key or JWT>", None)
             credential = credential.strip()
-        api_key = self._keys.get(key_digest(credential))
-        if api_key is not None:
-            return Principal(api_key.name, "api-key", frozenset(api_key.scopes))
+        principal = self._keys.get(key_digest(credential))
+        if principal is not None:
+            return principal
         if self._jwks is not None and credential.count(".") == 2:
             return await self._token(credential)
         raise _unauthorized("the credential is not a valid API key or token")

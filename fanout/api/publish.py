@@ -112,8 +112,11 @@ def checked(value: str, name: str, field: str) -> str:
 
 
 def check_attributes(events: list[dict[str, Any]], batch: bool) -> None:
-    """A CloudEvent's attributes that become request headers downstream must be valid."""
+    """A CloudEvent's attributes that become request headers downstream must be valid (the simple shape
+    has none: its schema allows no other fields)."""
     for index, event in enumerate(events):
+        if "specversion" not in event:
+            continue
         for name in WIRE_CHECKS:
             value = event.get(name)
             if isinstance(value, str):
@@ -122,6 +125,8 @@ def check_attributes(events: list[dict[str, Any]], batch: bool) -> None:
 
 def _trace_headers(params: dict[str, Any]) -> Headers:
     """The ``traceparent``/``tracestate`` request headers (400 if invalid); a tracestate alone is ignored."""
+    if "traceparent" not in params and "tracestate" not in params:
+        return []
     found = {name: checked(params[name], name, f"header.{name}") for name in TRACE_HEADERS if name in params}
     if "traceparent" not in found:
         return []

@@ -34,9 +34,11 @@ class Parameter:
     required: bool
     schema: dict[str, Any]
     check: SchemaCheck = field(init=False)
+    label: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.check = SchemaCheck(self.schema)
+        self.label = f"{self.where}.{self.name}"
 
     def _convert(self, text: str) -> Any:
         kind = self.schema.get("type")
@@ -56,13 +58,14 @@ class Parameter:
         return text
 
     def read(self, request: web.Request) -> Any:
+        values: list[str] | tuple[()]
         if self.where == "path":
-            values = [request.match_info[self.name]] if self.name in request.match_info else []
+            values = [request.match_info[self.name]] if self.name in request.match_info else ()
         elif self.where == "query":
-            values = request.query.getall(self.name, [])
+            values = request.query.getall(self.name, ()) if request.query_string else ()
         else:
-            values = request.headers.getall(self.name, [])
-        where = f"{self.where}.{self.name}"
+            values = request.headers.getall(self.name, ())
+        where = self.label
         if not values:
             if self.required:
                 raise Problem(
@@ -86,24 +89,23 @@ class Operation:
     parameters: list[Parameter]
     bodies: dict[str, SchemaCheck | None]
     body_required: bool
+    name: str = field(init=False)  # the operationId (the path when there is none)
+    scope: str | None = field(init=False)  # x-scope
+    public: bool = field(init=False)  # security: []
 
-    @property
-    def name(self) -> str:
-        """The ``operationId`` (the path when there is none)."""
-        return str(self.spec.get("operationId", self.path))
-
-    @property
-    def scope(self) -> str | None:
+    def __post_init__(self) -> None:
+        self.name = str(self.spec.get("operationId", self.path))
         scope = self.spec.get("x-scope")
-        return scope if isinstance(scope, str) else None
-
-    @property
-    def public(self) -> bool:
-        return self.spec.get("security") == []
+        self.scope = scope if isinstance(scope, str) else None
+        self.public = self.spec.get("security") == []
 
     def read_params(self, request: web.Request) -> dict[str, Any]:
-        values = {p.name: p.read(request) for p in self.parameters}
-        return {k: v for k, v in values.items() if v is not _NO_VALUE}
+        found = {}
+        for param in self.parameters:
+            value = param.read(request)
+            if value is not _NO_VALUE:
+                found[param.name] = value
+        return found
 
     async def read_body(self, request: web.Request) -> Any:
         if not self.bodies:
@@ -177,15 +179,24 @@ def _resolve_all(document: dict[str, Any], items: list[dict[str, Any]]) -> list[
 
 
 OPERATIONS: web.AppKey[dict[tuple[str, str], Operation]] = web.AppKey("operations")
+OPERATION: web.RequestKey[Operation | None] = web.RequestKey("operation")
 PARAMS: web.RequestKey[dict[str, Any]] = web.RequestKey("params")
 BODY: web.RequestKey[Any] = web.RequestKey("body")
 
 
 def operation_of(request: web.Request) -> Operation | None:
+    """The request's operation in the document (None for a route it does not describe); looked up once
+    per request."""
+    try:
+        return request[OPERATION]
+    except KeyError:
+        pass
     resource = request.match_info.route.resource
-    if resource is None:
-        return None
-    return request.app[OPERATIONS].get((request.method, resource.canonical))
+    op = None
+    if resource is not None:
+        op = request.app[OPERATIONS].get((request.method, resource.canonical))
+    request[OPERATION] = op
+    return op
 
 
 @web.middleware
