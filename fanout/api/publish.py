@@ -62,6 +62,7 @@ class RandomIds:
 
 
 new_id = RandomIds()
+REPORT_GRACE_SECONDS = 5.0  # after api.produce_timeout, librdkafka's own bound on a delivery report
 
 
 def _expire(futures: list[asyncio.Future[RecordMetadata]]) -> None:
@@ -74,11 +75,14 @@ async def write(app: Api, topic: str, records: list[Record]) -> list[RecordMetad
     """Produce ``records`` and wait for every acknowledgement; 413 when one is too large for Kafka,
     503 when the broker did not acknowledge (the caller may retry: with an Idempotency-Key the ids
     stay the same). librdkafka reports every record within ``api.produce_timeout``; one timer bounds
-    the wait to 5 seconds after that in any case."""
+    the wait to ``REPORT_GRACE_SECONDS`` after that in any case."""
     futures = [app.producer.produce(topic, value, key, headers) for value, key, headers in records]
-    timer = asyncio.get_running_loop().call_later(app.settings.api.produce_timeout + 5, _expire, futures)
+    wait = app.settings.api.produce_timeout + REPORT_GRACE_SECONDS
+    timer = asyncio.get_running_loop().call_later(wait, _expire, futures)
     try:
-        return [await future for future in futures]
+        if len(futures) == 1:
+            return [await futures[0]]
+        return list(await asyncio.gather(*futures))  # the first failure answers at once
     except RecordTooLarge:
         raise Problem(413, "the event does not fit in a Kafka record (kafka.message_max_bytes)") from None
     except ProduceFailed as exc:
