@@ -7,6 +7,8 @@ operation lists (else 415; a Content-Type that is no valid media type at all is 
 are parsed (invalid JSON is a 400) and validated against the operation's schema. The results are
 ``request[PARAMS]`` and ``request[BODY]`` (parsed JSON, or the raw bytes for ``*/*`` bodies, or None
 when an optional body is absent). Field errors never echo the offending value: it may be a secret.
+Schemas are checked by ``fanout.api.schema_check`` (compiled once at start; a fast validator for valid
+values, the reference one for the rest).
 """
 
 from __future__ import annotations
