@@ -7,6 +7,8 @@ events go round all 10,000, so every subscription's lane is busy); (d) 5% of del
 (the retry path). Then produce-to-receipt latency at 50% of (a)'s measured maximum. Events are
 produced in advance; each run is a fresh consumer group reading from the beginning. The ceiling (a
 plain aiohttp client, no Kafka) is measured right before each scenario, which is compared with it.
+Scenario ``api`` (scripts/bench_api.py): ``POST /v1/events`` on ``fanout api`` against a minimal aiohttp
+handler, both loaded by wrk in the same run; select scenarios as ``--scenarios abcd,api``.
 
 Results: a table on stdout, JSON in bench-results/, and a PNG chart next to it.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import json
 import os
 import platform
@@ -86,6 +89,7 @@ class Report:
     sink_capacity: float = 0.0
     runs: list[Run] = field(default_factory=list)
     latency: dict[str, float] = field(default_factory=dict)
+    api: dict[str, Any] = field(default_factory=dict)  # scripts/bench_api.py's ApiReport
 
 
 def body(size: int) -> bytes:
@@ -371,6 +375,16 @@ def summarise(
     )
 
 
+def scenario_keys(text: str) -> tuple[str, bool]:
+    """``--scenarios``: the dispatcher scenarios' letters, and whether to run the API scenario."""
+    parts = [p for p in text.replace(" ", ",").split(",") if p]
+    letters = "".join(p for p in parts if p != "api")
+    unknown = set(letters) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcd and api)")
+    return letters, "api" in parts
+
+
 SCENARIOS = {
     "a": lambda n: Scenario("a", "one subscription", n),
     "b": lambda n: Scenario("b", "fan-out to 10 subscriptions", n // 10, fanout=10),
@@ -387,7 +401,11 @@ def main() -> int:
     )
     parser.add_argument("--events", type=int, default=60_000, help="deliveries per scenario run")
     parser.add_argument("--size", type=int, default=1024, help="event size in bytes")
-    parser.add_argument("--scenarios", default="abcd")
+    parser.add_argument(
+        "--scenarios", default="abcd,api", help="dispatcher scenarios (letters) and/or api, e.g. ab or a,api"
+    )
+    parser.add_argument("--api-seconds", type=float, default=10, help="api: seconds per load")
+    parser.add_argument("--api-rounds", type=int, default=3, help="api: rounds of (minimal, fanout)")
     parser.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1,2")
     parser.add_argument(
         "--transports",
@@ -417,10 +435,12 @@ def main() -> int:
     started = time.time()
     succeeded = False
     try:
-        with Sink(bench.workdir / "sink", SINK_PORT) as sink:
-            report.sink_capacity = bench.sink_capacity(sink)
-            print(f"sink alone: {report.sink_capacity:.0f} requests/s")
-            for key in args.scenarios:
+        letters, run_api = scenario_keys(args.scenarios)
+        with Sink(bench.workdir / "sink", SINK_PORT) if letters else contextlib.nullcontext() as sink:
+            if letters:
+                report.sink_capacity = bench.sink_capacity(sink)
+                print(f"sink alone: {report.sink_capacity:.0f} requests/s")
+            for key in letters:
                 scenario = SCENARIOS[key](args.events)
                 prefix, _ = bench.prepare(scenario, sink.url)
                 # The machine's speed drifts (it is shared): each scenario is compared with a ceiling
@@ -447,6 +467,14 @@ def main() -> int:
             ]
             if a_runs and args.latency_seconds > 0:
                 report.latency = bench.latency(a_runs[0].per_second * 0.5, sink)
+        if run_api:
+            from bench_api import run_api_scenario
+
+            api = run_api_scenario(
+                load_settings_from, bench.workdir, bench.run_id, bench.body, args.api_seconds,
+                args.api_rounds, bench.topics,
+            )  # fmt: skip
+            report.api = asdict(api)
         succeeded = True
     finally:
         bench.clean_up(succeeded)

@@ -11,7 +11,8 @@ import orjson
 
 TARGETS = """\
 targets: (a) 1 worker >= 0.8x ceiling/s | 2 workers <= 1.1x the CPU per delivery of 1 | (b) >= 0.8x ceiling/s
-         (c) within 10% of (a), each worker < 250 MiB | p99 < 50 ms at 50% load | (d) drop <= the failing share"""
+         (c) within 10% of (a), each worker < 250 MiB | p99 < 50 ms at 50% load | (d) drop <= the failing share
+         API: publish >= 0.6x the minimal handler's requests/s | batches >= 20,000 events/s"""
 
 
 TITLES = {
@@ -26,6 +27,20 @@ def table(report: Any) -> str:
     lines = [
         f"machine: {report.machine}",
         f"cores: {report.cores}",
+    ]
+    if report.runs:
+        lines += dispatcher_table(report)
+    if report.api:
+        from bench_api import table as api_table
+
+        lines += ["", *api_table(report.api)]
+    lines += [""] + [f"{name}: {value:.2f}" for name, value in summary(report).items()]
+    lines += ["", TARGETS, f"total time: {report.machine.get('seconds', 0):.0f} s"]
+    return "\n".join(lines)
+
+
+def dispatcher_table(report: Any) -> list[str]:
+    lines = [
         f"sink (nginx, 1 worker) alone, measured with wrk at {64} connections: {report.sink_capacity:,.0f} requests/s",
         "ceiling: aiohttp + uvloop, one process, 64 in flight, no Kafka, the same bodies to the same sink; "
         "measured right before each scenario, which is compared with it",
@@ -48,9 +63,7 @@ def table(report: Any) -> str:
             f"{lat['samples']:,} samples: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, "
             f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms",
         ]
-    lines += [""] + [f"{name}: {value:.2f}" for name, value in summary(report).items()]
-    lines += ["", TARGETS, f"total time: {report.machine.get('seconds', 0):.0f} s"]
-    return "\n".join(lines)
+    return lines
 
 
 def summary(report: Any) -> dict[str, float]:
@@ -79,6 +92,8 @@ def summary(report: Any) -> dict[str, float]:
         out["(d) / (a), successful deliveries/s, 1 worker"] = (
             one["d"].ratio_throughput / one["a"].ratio_throughput
         )
+    if report.api:
+        out.update(report.api["summary"])
     return out
 
 

@@ -7,9 +7,11 @@ body against the OpenAPI document). The
 routes are in one module per area; ``/metrics`` serves this process's metrics (``fanout.telemetry``),
 and a ``traceparent`` sent to ``POST /v1/events`` continues into the Kafka headers.
 
-On start: follow the subscriptions topic (reads are served from memory), start the producer (publish,
-ops events), the HTTP sender (``.../test``) and the broker probe (``/readyz``). On SIGTERM/SIGINT:
-stop accepting, finish requests in flight, flush the producer, exit 0.
+On start: follow the subscriptions topic (reads are served from memory), start the producer (publish, ops
+events), the HTTP sender (``.../test``) and the broker probe (``/readyz``); then, as the dispatcher does
+(``fanout.runtime.gc_tuning``), freeze the start-up heap and let the young generation grow (with CPython's
+defaults a full collection of that heap ran every few thousand requests and paused them all for about 50
+ms). On SIGTERM/SIGINT: stop accepting, finish requests in flight, flush the producer, exit 0.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 from aiohttp.typedefs import Handler, Middleware
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from fanout.api import deadletters, health, ingest, jobs, publish, subscriptions
 from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
@@ -40,11 +44,17 @@ from fanout.http.sender import HttpSender
 from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.topics import admin_client, publish_topic_problems
 from fanout.pipeline.ops import OpsEvents
+from fanout.runtime.gc_tuning import settle_heap, tune_gc
 from fanout.telemetry.metrics import Metrics
 from fanout.telemetry.tracing import Tracing, setup_tracing
 
 log = logging.getLogger("fanout.api")
 
+
+# A publish answers only after the broker acknowledged its record, so the producer's linger is part of
+# every request's latency: 64 concurrent callers were served about 1.4x faster with 2 ms than with the
+# producer's default 5 ms, at the same CPU per request; 0-1 ms cost more CPU (smaller batches).
+PUBLISH_LINGER_MS = 2
 
 # aiohttp's defaults (8190 bytes) would refuse, as text/plain, a request line with a long but valid
 # query (a 1024-character key is up to 12 KB percent-encoded); keep them above the document's limits.
@@ -52,15 +62,25 @@ MAX_LINE_BYTES = 64 * 1024
 
 
 def count_requests(metrics: Metrics) -> Middleware:
-    """``fanout_api_requests_total{operation,status}``: every request, by OpenAPI operation and status."""
-    requests = metrics.meter.create_counter(
-        "fanout.api.requests", description="HTTP requests served by the API"
+    """``fanout_api_requests_total{operation,status}``: every request, by OpenAPI operation and status.
+    Counted in a plain dict and read by the metrics reader when it collects (an SDK counter's ``add``
+    cost more than the rest of the middleware chain)."""
+    counts: Counter[tuple[str, int]] = Counter()
+
+    def observe(_options: CallbackOptions) -> list[Observation]:
+        return [
+            Observation(n, {"operation": name, "status": str(status)})
+            for (name, status), n in list(counts.items())
+        ]
+
+    metrics.meter.create_observable_counter(
+        "fanout.api.requests", callbacks=[observe], description="HTTP requests served by the API"
     )
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         op = operation_of(request)
-        name = str(op.spec.get("operationId", op.path)) if op is not None else "unknown"
+        name = op.name if op is not None else "unknown"
         status = 500
         try:
             response = await handler(request)
@@ -70,7 +90,7 @@ def count_requests(metrics: Metrics) -> Middleware:
             status = exc.status
             raise
         finally:
-            requests.add(1, {"operation": name, "status": str(status)})
+            counts[name, status] += 1
 
     return middleware
 
@@ -97,7 +117,9 @@ def build_app(
         live = LiveSubscriptions(settings)
         await live.start()
         timeout_ms = int(settings.api.produce_timeout * 1000)
-        producer = AsyncProducer(settings, loop, extra={"message.timeout.ms": timeout_ms})
+        producer = AsyncProducer(
+            settings, loop, extra={"message.timeout.ms": timeout_ms, "linger.ms": PUBLISH_LINGER_MS}
+        )
         sender = HttpSender(settings.delivery, resolver)
         await sender.start()
         ops = OpsEvents(producer, settings.topics.ops)
@@ -143,6 +165,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
     await app_runner.setup()
     site = web.TCPSite(app_runner, settings.api.host, settings.api.port)
     await site.start()
+    settle_heap()
     log.info("listening on http://%s:%d/", settings.api.host, settings.api.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -159,6 +182,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> int:
 
 
 def run_api(settings: Settings) -> int:
+    tune_gc()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - non-Linux

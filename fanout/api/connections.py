@@ -119,10 +119,8 @@ class GuardedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def request_started(self) -> float:
-        """The head of a request is in: stop the head timer; the deadline for its body (loop time)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        """The head of a request is in: the head timer has nothing more to watch (it is left to expire,
+        see ``_arm``); the deadline for its body (loop time)."""
         began = self.began if self.began is not None else self._loop.time()
         self.began = None
         self.busy = True
@@ -136,17 +134,26 @@ class GuardedHandler(RequestHandler):
         self._lingering_time = max(0.0, min(self.lingering, self.deadline - self._loop.time()))
 
     def _arm(self) -> None:
+        """A request's first byte: its head is due ``read_timeout`` from now. One timer per connection
+        is enough (a timer per request cost more than the rest of this class): when it fires early for
+        the current request, it is set again for that request's deadline."""
         self.began = self._loop.time()
-        self.timer = self._loop.call_at(self.began + self.limits.read_timeout, self._head_too_slow)
+        if self.timer is None:
+            self.timer = self._loop.call_at(self.began + self.limits.read_timeout, self._head_too_slow)
 
     def _head_too_slow(self) -> None:
         self.timer = None
         if self._request_in_progress:  # a response is being written: look again once it is out
             self.timer = self._loop.call_later(RECHECK_SECONDS, self._head_too_slow)
             return
-        if not self.busy:
-            log.info("408 for a connection from %s: no complete request head in time", self.client)
-            self._refuse(HEAD_TOO_SLOW)
+        if self.busy or self.began is None:
+            return  # the head is in (or no request began): the next first byte sets a timer again
+        due = self.began + self.limits.read_timeout
+        if self._loop.time() < due:
+            self.timer = self._loop.call_at(due, self._head_too_slow)
+            return
+        log.info("408 for a connection from %s: no complete request head in time", self.client)
+        self._refuse(HEAD_TOO_SLOW)
 
     def _refuse(self, answer: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -217,11 +224,14 @@ async def read_deadline(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request body, read by the request's deadline (408 after it)."""
+    """The request body, read by the request's deadline (408 after it). A body already received in full
+    is read without arming a timer (reading it cannot wait)."""
     deadline = request.get(READ_DEADLINE)
     if deadline is None:
         return await request.read()
     try:
+        if request.content.is_eof():
+            return await request.read()
         async with asyncio.timeout_at(deadline):
             return await request.read()
     except TimeoutError:

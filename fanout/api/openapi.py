@@ -85,9 +85,15 @@ def served_json() -> bytes:
     return orjson.dumps(_bundled())
 
 
+def components() -> dict[str, Any]:
+    """The bundled document's ``components`` (shared: do not change it)."""
+    found: dict[str, Any] = _bundled()["components"]
+    return found
+
+
 def validator(schema: dict[str, Any]) -> Draft202012Validator:
     """A validator for ``schema``, a part of the bundled document (its ``$ref``s resolve in it)."""
-    root = {**schema, "components": _bundled()["components"]}
+    root = {**schema, "components": components()}
     return Draft202012Validator(root)
 
 

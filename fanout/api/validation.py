@@ -7,6 +7,8 @@ operation lists (else 415; a Content-Type that is no valid media type at all is 
 are parsed (invalid JSON is a 400) and validated against the operation's schema. The results are
 ``request[PARAMS]`` and ``request[BODY]`` (parsed JSON, or the raw bytes for ``*/*`` bodies, or None
 when an optional body is absent). Field errors never echo the offending value: it may be a secret.
+Schemas are checked by ``fanout.api.schema_check`` (compiled once at start; a fast validator for valid
+values, the reference one for the rest).
 """
 
 from __future__ import annotations
@@ -16,46 +18,15 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
 
 from fanout.api.connections import read_body
-from fanout.api.openapi import validator
 from fanout.api.problems import Handler, Problem
+from fanout.api.schema_check import SchemaCheck
+from fanout.api.schema_check import field_errors as field_errors
 from fanout.model.wire_syntax import media_type
 
-MAX_ERRORS = 10
 METHODS = ("get", "put", "post", "delete", "patch")
 _NO_VALUE = object()
-
-
-def _field(prefix: str, error: ValidationError) -> str:
-    path = "/".join(str(p) for p in error.absolute_path)
-    return prefix + ("/" + path if path else "")
-
-
-def _message(error: ValidationError) -> str:
-    kind = error.validator
-    value = error.validator_value
-    if kind in ("required", "additionalProperties", "propertyNames", "dependentRequired"):
-        return str(error.message)[:300]
-    if kind in ("oneOf", "anyOf", "allOf", "not"):
-        return "does not match any allowed form"
-    if kind == "type":
-        return f"must be of type {value}"
-    if kind in ("enum", "const"):
-        return f"must be one of {orjson.dumps(value if kind == 'enum' else [value]).decode()[:200]}"
-    return f"must satisfy {kind} {orjson.dumps(value).decode()[:200]}"
-
-
-def field_errors(check: Draft202012Validator, value: Any, prefix: str) -> list[dict[str, str]]:
-    errors = []
-    for error in check.iter_errors(value):
-        best = best_match([error]) or error
-        errors.append({"field": _field(prefix, best), "message": _message(best)})
-        if len(errors) >= MAX_ERRORS:
-            break
-    return errors
 
 
 @dataclass
@@ -64,10 +35,12 @@ class Parameter:
     where: str
     required: bool
     schema: dict[str, Any]
-    check: Draft202012Validator = field(init=False)
+    check: SchemaCheck = field(init=False)
+    label: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.check = validator(self.schema)
+        self.check = SchemaCheck(self.schema)
+        self.label = f"{self.where}.{self.name}"
 
     def _convert(self, text: str) -> Any:
         kind = self.schema.get("type")
@@ -87,13 +60,14 @@ class Parameter:
         return text
 
     def read(self, request: web.Request) -> Any:
+        values: list[str] | tuple[()]
         if self.where == "path":
-            values = [request.match_info[self.name]] if self.name in request.match_info else []
+            values = [request.match_info[self.name]] if self.name in request.match_info else ()
         elif self.where == "query":
-            values = request.query.getall(self.name, [])
+            values = request.query.getall(self.name, ()) if request.query_string else ()
         else:
-            values = request.headers.getall(self.name, [])
-        where = f"{self.where}.{self.name}"
+            values = request.headers.getall(self.name, ())
+        where = self.label
         if not values:
             if self.required:
                 raise Problem(
@@ -103,7 +77,7 @@ class Parameter:
         if len(values) > 1:
             raise Problem(400, f"{where} is given more than once")
         value = self._convert(values[0])
-        errors = field_errors(self.check, value, where)
+        errors = self.check.errors(value, where)
         if errors:
             raise Problem(400, f"{where} is invalid", errors=errors)
         return value
@@ -115,21 +89,25 @@ class Operation:
     path: str
     spec: dict[str, Any]
     parameters: list[Parameter]
-    bodies: dict[str, Draft202012Validator | None]
+    bodies: dict[str, SchemaCheck | None]
     body_required: bool
+    name: str = field(init=False)  # the operationId (the path when there is none)
+    scope: str | None = field(init=False)  # x-scope
+    public: bool = field(init=False)  # security: []
 
-    @property
-    def scope(self) -> str | None:
+    def __post_init__(self) -> None:
+        self.name = str(self.spec.get("operationId", self.path))
         scope = self.spec.get("x-scope")
-        return scope if isinstance(scope, str) else None
-
-    @property
-    def public(self) -> bool:
-        return self.spec.get("security") == []
+        self.scope = scope if isinstance(scope, str) else None
+        self.public = self.spec.get("security") == []
 
     def read_params(self, request: web.Request) -> dict[str, Any]:
-        values = {p.name: p.read(request) for p in self.parameters}
-        return {k: v for k, v in values.items() if v is not _NO_VALUE}
+        found = {}
+        for param in self.parameters:
+            value = param.read(request)
+            if value is not _NO_VALUE:
+                found[param.name] = value
+        return found
 
     async def read_body(self, request: web.Request) -> Any:
         if not self.bodies:
@@ -159,7 +137,7 @@ class Operation:
             raise Problem(400, f"the body is not valid JSON: {exc}", slug="invalid-json") from None
         check = self.bodies[media]
         if check is not None:
-            errors = field_errors(check, body, "body")
+            errors = check.errors(body, "body")
             if errors:
                 raise Problem(400, "the body is invalid", slug="invalid-body", errors=errors)
         return body
@@ -180,7 +158,7 @@ def operations(document: dict[str, Any]) -> dict[tuple[str, str], Operation]:
             ]
             body = spec.get("requestBody", {})
             bodies = {
-                media: (validator(content["schema"]) if content.get("schema") else None)
+                media: (SchemaCheck(content["schema"]) if content.get("schema") else None)
                 for media, content in body.get("content", {}).items()
             }
             found[(method.upper(), path)] = Operation(
@@ -203,15 +181,24 @@ def _resolve_all(document: dict[str, Any], items: list[dict[str, Any]]) -> list[
 
 
 OPERATIONS: web.AppKey[dict[tuple[str, str], Operation]] = web.AppKey("operations")
+OPERATION: web.RequestKey[Operation | None] = web.RequestKey("operation")
 PARAMS: web.RequestKey[dict[str, Any]] = web.RequestKey("params")
 BODY: web.RequestKey[Any] = web.RequestKey("body")
 
 
 def operation_of(request: web.Request) -> Operation | None:
+    """The request's operation in the document (None for a route it does not describe); looked up once
+    per request."""
+    try:
+        return request[OPERATION]
+    except KeyError:
+        pass
     resource = request.match_info.route.resource
-    if resource is None:
-        return None
-    return request.app[OPERATIONS].get((request.method, resource.canonical))
+    op = None
+    if resource is not None:
+        op = request.app[OPERATIONS].get((request.method, resource.canonical))
+    request[OPERATION] = op
+    return op
 
 
 @web.middleware

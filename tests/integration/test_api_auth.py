@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
+import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from fanout.api.auth import AUTHENTICATOR
 from fanout.api.context import API
 from fanout.config import JwtSettings
 from tests.integration.api import READ_KEY, Issuer, api_settings, create_api_topics, running_api
@@ -61,3 +66,46 @@ async def test_tokens_and_keys(bootstrap: str, unique: str) -> None:
             assert (status, ready) == (503, {"status": "unavailable", "broker": False, "subscriptions": True})
             assert await probe.check() and (await api.call("GET", "/readyz", key=None))[0] == 200
         assert issuer.fetches <= 3, "the JWKS is cached (fetched again only for an unknown key id)"
+
+
+async def test_a_verified_token_is_remembered_until_it_expires_or_its_key_leaves_the_jwks(
+    bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    async with Issuer() as issuer:
+        jwt_settings = JwtSettings(
+            jwks_url=issuer.url, issuer=issuer.issuer, audience=issuer.audience, leeway=0
+        )
+        settings = api_settings(bootstrap, unique, jwt=jwt_settings)
+        create_api_topics(settings)
+        async with running_api(settings) as api:
+            authenticator = api.app[AUTHENTICATOR]
+            token = issuer.token(scopes="subscriptions:read")
+            for _ in range(3):
+                assert (await api.call("GET", "/v1/subscriptions", key=token))[0] == 200
+            assert decoded == [token], "verified once, then remembered"
+
+            # expiry: a remembered token is refused once its exp has passed
+            short = issuer.token(scopes="subscriptions:read", exp=int(time.time()) + 2)
+            assert (await api.call("GET", "/v1/subscriptions", key=short))[0] == 200
+            deadline = time.monotonic() + 15
+            while (answer := await api.call("GET", "/v1/subscriptions", key=short))[0] == 200:
+                assert time.monotonic() < deadline, "an expired token was still accepted"
+                await asyncio.sleep(0.2)
+            assert answer[0] == 401 and "expired" in answer[2]["detail"]
+
+            # the issuer rotates its key: once the JWKS is fetched again, the old key's tokens are refused
+            issuer.key, issuer.kid = issuer.stranger, "test-key-2"
+            authenticator._jwks._fetched = float("-inf")  # type: ignore[union-attr]  # as if it were stale
+            status, _, problem = await api.call("GET", "/v1/subscriptions", key=token)
+            assert status == 401 and "unknown key" in problem["detail"]
+            assert (
+                await api.call("GET", "/v1/subscriptions", key=issuer.token(scopes="subscriptions:read"))
+            )[0] == 200

@@ -4,6 +4,7 @@ trace context, and every error status (400, 401, 403, 413, 415)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import orjson
 
@@ -15,7 +16,7 @@ from tests.integration.api import (
     running_api,
     source_topic,
 )
-from tests.integration.engine import header, read_topic, wait_for_topics
+from tests.integration.engine import create_engine_topics, header, read_topic, wait_for_topics
 
 CURL_BODY = b'{"event": "user_registered", "data": {"user_id": 1234, "email": "user@example.com"}}'
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -145,3 +146,43 @@ async def test_publish_continues_the_callers_trace_with_a_producer_span(bootstra
     (record,) = await asyncio.to_thread(read_topic, settings, source_topic(settings), 1)
     sent = header(record, "traceparent") or ""
     assert sent.split("-")[1] == trace_id and sent.split("-")[2] == format(span.context.span_id, "016x")
+
+
+async def test_each_request_gets_its_own_records_acknowledgement_or_a_503(
+    bootstrap: str, unique: str
+) -> None:
+    """Delivery reports are handed to the loop in batches: concurrent requests through the one producer
+    must each get the answer for their own records. Requests to a topic whose broker refuses every record
+    (``message.timestamp.before.max.ms=0``: every record is too old once it arrives) and to an
+    allow-listed topic that does not exist get 503s (a batch too), never a 202; requests to a healthy
+    topic at the same time each get their 202 and their record; nothing lands in the refusing topic."""
+    from fanout.kafka.topics import TopicSpec, admin_client, create_topics
+
+    refusing, missing, healthy = f"{unique}.refusing", f"{unique}.missing", f"{unique}.events"
+    settings = api_settings(bootstrap, unique, topics=[healthy, refusing, missing], produce_timeout=2)
+    config = {"message.timestamp.before.max.ms": "0"}
+    create_topics(admin_client(settings), [TopicSpec(refusing, "source", 2, 1, config)])
+    create_engine_topics(settings, [healthy])
+    wait_for_topics(settings, [refusing, healthy])
+    async with running_api(settings) as api:
+
+        def post(body: object, topic: str) -> Any:
+            return api.call("POST", "/v1/events", body, params={"topic": topic})
+
+        calls = [
+            *(post({"event": "r", "data": i}, refusing) for i in range(6)),
+            post([{"event": "r"}] * 3, refusing),
+            *(post({"event": "m", "data": i}, missing) for i in range(3)),
+            *(post({"event": "h", "data": i}, healthy) for i in range(8)),
+        ]
+        answers = await asyncio.gather(*calls)
+    refused, absent, accepted = answers[:7], answers[7:10], answers[10:]
+    for status, headers, problem in refused + absent:
+        assert status == 503, problem
+        assert headers["Content-Type"].startswith("application/problem+json")
+        assert "did not acknowledge" in problem["detail"]
+    assert any("Broker:" in problem["detail"] for _, _, problem in refused), "the broker refused them"
+    assert [status for status, _, _ in accepted] == [202] * 8
+    assert len({(body["partition"], body["offset"]) for _, _, body in accepted}) == 8
+    assert record_count(settings, refusing) == 0
+    assert record_count(settings, healthy) == 8
