@@ -14,6 +14,7 @@ from fanout import __version__
 from fanout.commands.api import api
 from fanout.commands.context import CONFIG_HELP, CliState, add_config_option
 from fanout.commands.dlq import dlq
+from fanout.commands.history import attempts, events, stats
 from fanout.commands.keys import keys
 from fanout.commands.listen import listen
 from fanout.commands.publish import publish
@@ -38,6 +39,7 @@ def main(ctx: click.Context, config_file: Path | None) -> None:
     ctx.obj = CliState(config_file=config_file)
 
 
-for command in (topics, subscriptions, run, listen, api, keys, publish, dlq, replay):
+subscriptions.add_command(stats)
+for command in (topics, subscriptions, run, listen, api, keys, publish, dlq, replay, events, attempts):
     add_config_option(command)
     main.add_command(command)

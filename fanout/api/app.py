@@ -7,11 +7,13 @@ body against the OpenAPI document). The
 routes are in one module per area; ``/metrics`` serves this process's metrics (``fanout.telemetry``),
 and a ``traceparent`` sent to ``POST /v1/events`` continues into the Kafka headers.
 
-On start: follow the subscriptions topic (reads are served from memory), start the producer (publish, ops
-events), the HTTP sender (``.../test``) and the broker probe (``/readyz``); then, as the dispatcher does
-(``fanout.runtime.gc_tuning``), freeze the start-up heap and let the young generation grow (with CPython's
-defaults a full collection of that heap ran every few thousand requests and paused them all for about 50
-ms). On SIGTERM/SIGINT: stop accepting, finish requests in flight, flush the producer, exit 0.
+On start: open the delivery-history index (``history.path``) and start indexing the attempts topic into
+it (``fanout.api.history``), follow the subscriptions topic (reads are served from memory), start the
+producer (publish, ops events), the HTTP sender (``.../test``) and the broker probe (``/readyz``); then,
+as the dispatcher does (``fanout.runtime.gc_tuning``), freeze the start-up heap and let the young
+generation grow (with CPython's defaults a full collection of that heap ran every few thousand requests
+and paused them all for about 50 ms). On SIGTERM/SIGINT: stop accepting, finish requests in flight,
+flush the producer, stop indexing, exit 0.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from fanout.api import deadletters, health, ingest, jobs, publish, subscriptions
+from fanout.api import deadletters, health, history, ingest, jobs, publish, subscriptions
 from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
 from fanout.api.connections import LIMITS, ApiRunner, ConnectionLimits, read_deadline
 from fanout.api.context import API, Api
 from fanout.api.health import BrokerProbe
+from fanout.api.history import History
 from fanout.api.idempotency import IdempotencyKeys
 from fanout.api.jobs import Jobs
 from fanout.api.live import LiveSubscriptions
@@ -40,6 +43,10 @@ from fanout.api.openapi import bundle
 from fanout.api.problems import problems
 from fanout.api.validation import OPERATIONS, operation_of, operations, validate
 from fanout.config import Settings
+from fanout.history.indexer import HistoryIndexer
+from fanout.history.metrics import register_history_metrics
+from fanout.history.otlp_logs import AttemptLogs
+from fanout.history.store import HistoryStore
 from fanout.http.sender import HttpSender
 from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.topics import admin_client, publish_topic_problems
@@ -107,8 +114,12 @@ def build_app(
     app[LIMITS] = ConnectionLimits(settings.api.read_timeout, settings.api.max_connections_per_client)
     app[OPERATIONS] = operations(bundle())
     app[AUTHENTICATOR] = Authenticator(settings.api)
-    for module in (health, publish, ingest, subscriptions, deadletters, jobs):
+    for module in (health, publish, ingest, subscriptions, deadletters, jobs, history):
         app.router.add_routes(module.routes)
+    store = HistoryStore(settings.history.path, settings.history.retention, role="fanout api")
+    logs = AttemptLogs() if settings.history.otlp_logs else None
+    deliveries = History(HistoryIndexer(settings, store, logs=logs), settings.history.payload_bytes)
+    register_history_metrics(metrics.meter, deliveries.status)
     app.router.add_get("/metrics", metrics.handler)
     app.on_cleanup.append(lambda _app: _shutdown(metrics))
 
@@ -133,7 +144,9 @@ def build_app(
         probe_task = asyncio.create_task(probe.run())
         traces = tracing or setup_tracing(settings.telemetry.trace_sample_ratio, "fanout-api")
         keys = IdempotencyKeys(settings.api.idempotency_window, settings.api.idempotency_max_keys)
-        api = app[API] = Api(settings, live, producer, sender, ops, Jobs(settings, ops), probe, traces, keys)
+        api = app[API] = Api(
+            settings, live, producer, sender, ops, Jobs(settings, ops), probe, traces, keys, deliveries
+        )
         log.info("API ready: %d subscriptions", len(live.all()))
         try:
             yield
@@ -147,6 +160,14 @@ def build_app(
             await live.stop()
             traces.shutdown()
 
+    async def history_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await deliveries.start()  # first: when another process keeps the file, nothing else has started
+        try:
+            yield
+        finally:
+            await deliveries.stop()
+
+    app.cleanup_ctx.append(history_lifecycle)
     app.cleanup_ctx.append(lifecycle)
     return app
 

@@ -12,6 +12,7 @@ from fanout.telemetry.tracing import TRACING_OFF, Tracing
 
 if TYPE_CHECKING:
     from fanout.api.health import BrokerProbe
+    from fanout.api.history import History
     from fanout.api.jobs import Jobs
     from fanout.api.live import LiveSubscriptions
     from fanout.config import Settings
@@ -31,6 +32,7 @@ class Api:
     probe: BrokerProbe
     tracing: Tracing = TRACING_OFF
     idempotency: IdempotencyKeys = field(default_factory=IdempotencyKeys)
+    history: History | None = None
 
 
 API: web.AppKey[Api] = web.AppKey("api")

@@ -1,5 +1,6 @@
 """``/healthz`` (the process answers), ``/readyz`` (the broker answered recently and the subscriptions
-topic is being followed), ``/openapi.json``."""
+topic is being followed; it also reports the delivery-history index's lag, which it does not wait for),
+``/openapi.json``."""
 
 from __future__ import annotations
 
@@ -65,7 +66,20 @@ async def readyz(request: web.Request) -> web.Response:
     probe = api(request).probe
     broker, subs = probe.broker_ok, probe.live.healthy
     ready = broker and subs
-    body = {"status": "ready" if ready else "unavailable", "broker": broker, "subscriptions": subs}
+    body: dict[str, object] = {
+        "status": "ready" if ready else "unavailable",
+        "broker": broker,
+        "subscriptions": subs,
+    }
+    history = api(request).history
+    if history is not None:
+        status = history.status()
+        body["history"] = {
+            "caught_up": status.caught_up,
+            "lag_records": status.lag_records,
+            "lag_seconds": status.lag_seconds,
+            "error": status.error,
+        }
     return web.json_response(body, status=200 if ready else 503)
 
 

@@ -1,7 +1,7 @@
 """The OpenAPI document (``schemas/openapi.yaml``) and the JSON Schemas it references, bundled into one.
 
-``schemas/`` holds ``openapi.yaml`` and three JSON Schemas (``envelope``, ``subscription``,
-``dead-letter``). ``bundle()`` inlines each schema under ``components/schemas`` (the schema as
+``schemas/`` holds ``openapi.yaml`` and four JSON Schemas (``envelope``, ``subscription``,
+``dead-letter``, ``attempt``). ``bundle()`` inlines each schema under ``components/schemas`` (the schema as
 ``Envelope``, its ``$defs`` as ``Envelope.<name>``) and rewrites every ``$ref`` to point there, so the
 served ``/openapi.json`` is self-contained. ``validator(schema)`` compiles a JSON Schema 2020-12
 validator for a piece of that document; the API validates requests with them.
@@ -24,6 +24,7 @@ SCHEMA_FILES = {
     "envelope.schema.json": "Envelope",
     "subscription.schema.json": "Subscription",
     "dead-letter.schema.json": "DeadLetter",
+    "attempt.schema.json": "Attempt",
 }
 COMPONENTS = "#/components/schemas/"
 

@@ -1,4 +1,5 @@
-"""``fanout api``: serve the HTTP API (publish, ingest, subscriptions, dead letters, replays)."""
+"""``fanout api``: serve the HTTP API (publish, ingest, subscriptions, dead letters, replays, the delivery
+history) and keep the delivery-history index at ``history.path``."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from fanout.model.errors import FanoutError
 )
 @pass_state
 def api(state: CliState, host: str | None, port: int | None, log_level: str | None) -> None:
-    """Serve the HTTP API until SIGTERM (then finish the requests in flight and exit 0)."""
+    """Serve the HTTP API until SIGTERM (then finish the requests in flight and exit 0), indexing the
+    attempts topic into history.path for the delivery-history routes."""
     from fanout.api.app import run_api
     from fanout.telemetry.logs import setup_logging
 

@@ -24,9 +24,15 @@ SCOPES = (
     "subscriptions:write",
     "dead-letters:read",
     "dead-letters:replay",
+    "deliveries:read",
 )
 Scope = Literal[
-    "events:publish", "subscriptions:read", "subscriptions:write", "dead-letters:read", "dead-letters:replay"
+    "events:publish",
+    "subscriptions:read",
+    "subscriptions:write",
+    "dead-letters:read",
+    "dead-letters:replay",
+    "deliveries:read",
 ]
 TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
 # Room for what a published record carries beyond the request body: the id fanout adds, the key and
@@ -43,7 +49,7 @@ class ApiKey(_Section):
     """SHA-256 of the key, lower-case hex (the key itself is stored nowhere)."""
     scopes: list[Scope] = Field(min_length=1)
     """Scopes the key grants: `events:publish`, `subscriptions:read`, `subscriptions:write`,
-    `dead-letters:read`, `dead-letters:replay`."""
+    `dead-letters:read`, `dead-letters:replay`, `deliveries:read` (the delivery history)."""
 
 
 class JwtSettings(_Section):

@@ -399,7 +399,9 @@ class HistorySettings(_Section):
         description="The API's index file (SQLite); rebuilt from the attempts topic when missing or corrupt.",
     )
     otlp_logs: bool = Field(
-        default=False, description="Also emit each attempt as an OpenTelemetry log record with its trace."
+        default=False,
+        description="`fanout api` also emits each attempt it indexes as an OpenTelemetry log record with its "
+        "trace, over OTLP/HTTP to OTEL_EXPORTER_OTLP_LOGS_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT).",
     )
 
     @field_validator("path")

@@ -11,6 +11,12 @@ bounded amount each time) and, when SQLite reports the file corrupt, rebuilt: th
 and every partition is read again from the beginning. A batch that could not be written (disk full,
 I/O error) is read again, from the offsets the index holds, ``WRITE_RETRY`` seconds later.
 
+With ``logs`` (``history.otlp_logs``), each record written to the index is also emitted as an
+OpenTelemetry log record (``fanout.history.otlp_logs``), once per index: an index that resumes emits
+the records it had not read; a new or rebuilt one (an ``emptyDir`` after a restart) emits only those
+decided after it started, not the whole topic again. Each replica emits what it indexes: turn it on
+for one replica, or drop duplicates in the collector (the body and attributes are the same).
+
 ``status()`` is what ``/readyz`` and ``fanout_history_lag_seconds`` report: the records not yet
 indexed (from the high watermarks the fetches bring back, no extra requests) and how old the last
 indexed record is.
@@ -25,6 +31,7 @@ import time
 from collections.abc import Mapping
 
 from fanout.config import Settings
+from fanout.history.otlp_logs import AttemptLogs
 from fanout.history.schema import IndexCorrupt
 from fanout.history.status import HistoryStatus, lag_records, lag_seconds
 from fanout.history.store import PRUNE_BUDGET, HistoryStore
@@ -60,8 +67,11 @@ class HistoryIndexer:
         poll_seconds: float = POLL_SECONDS,
         metadata_interval: float = METADATA_INTERVAL,
         prune_interval: float = PRUNE_INTERVAL,
+        logs: AttemptLogs | None = None,
     ) -> None:
         self.topic = settings.topics.attempts
+        self.logs = logs
+        self._emit_from_ms: int | None = None
         self.store = store
         self._prune_interval = prune_interval
         self._next_prune = 0.0
@@ -89,13 +99,21 @@ class HistoryIndexer:
         return self.tail.error
 
     def start(self) -> None:
-        self.store.open()
+        """Open the store (``IndexInUse`` when another process writes it) and start reading. An index
+        made from another topic (another ``topics.prefix``) is rebuilt: its rows are not this topic's."""
         self._started = time.time()
+        if self.store.open():
+            self._emit_from_ms = int(self._started * 1000)
+        foreign = sorted({topic for topic, _ in self.store.positions()} - {self.topic})
+        if foreign:
+            self._rebuild_now(f"it holds {foreign[0]}, not {self.topic}")
         self.tail.start()
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         self.tail.stop(timeout)
         self.store.close()
+        if self.logs is not None:
+            self.logs.shutdown()
 
     def status(self) -> HistoryStatus:
         progress = self.tail.progress()
@@ -118,7 +136,12 @@ class HistoryIndexer:
     def take(self, batch: TailBatch) -> None:
         try:
             if batch.positions:
-                self.store.ingest(batch.values, {(self.topic, p): o for p, o in batch.positions.items()})
+                done = self.store.ingest(
+                    batch.values, {(self.topic, p): o for p, o in batch.positions.items()}
+                )
+                if self.logs is not None and done.records:
+                    since = self._emit_from_ms
+                    self.logs.emit(r for r in done.records if since is None or r["time_ms"] >= since)
             if time.monotonic() >= self._next_prune:
                 full = self.store.prune() >= PRUNE_BUDGET
                 self._next_prune = time.monotonic() + (0 if full else self._prune_interval)
@@ -131,4 +154,8 @@ class HistoryIndexer:
             raise self._rebuild("a query found it corrupt")
 
     def _rebuild(self, reason: str) -> ReadAgain:
-        return ReadAgain(reset=lambda: self.store.rebuild(reason))
+        return ReadAgain(reset=lambda: self._rebuild_now(reason))
+
+    def _rebuild_now(self, reason: str) -> None:
+        self.store.rebuild(reason)
+        self._emit_from_ms = int(time.time() * 1000)

@@ -12,6 +12,9 @@ Contract:
 - Queries (``event``, ``attempts``, ``stats``, ``series``, ``overview``) run on a connection of the
   calling thread, in one read transaction each, and never wait for the writer (WAL). They block: call
   them from an executor. One that runs longer than ``query_timeout`` is interrupted (``QueryTimeout``).
+- One process writes a file: ``open()`` takes ``<path>.lock`` (``fanout.history.lock``) and raises
+  ``IndexInUse`` when another process holds it; ``close()`` releases it. Reading needs no lock (a
+  store that was never opened reads the file another process keeps).
 - When SQLite reports the file corrupt, the operation raises ``IndexCorrupt`` and ``needs_rebuild`` is
   set; the indexer then calls ``rebuild()`` (the file is moved aside, the index starts empty and
   ``positions()`` is empty) and reads the topic from the beginning again.
@@ -27,12 +30,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fanout.history import latency, queries, rollup
 from fanout.history import schema as S
 from fanout.history import stats as aggregates
 from fanout.history.codec import MalformedRecord, checked
+from fanout.history.lock import IndexLock
 from fanout.history.queries import AttemptPage, AttemptQuery, EventHistory
 from fanout.history.rows import CODE_OF, to_row
 from fanout.history.stats import OverviewRow, Point, SubscriptionStats
@@ -61,8 +65,12 @@ class QueryTimeout(Exception):
 
 @dataclass(frozen=True, slots=True)
 class IngestResult:
+    """What a batch held; ``records``: the records written (as ``fanout.history.codec.checked`` gives
+    them)."""
+
     indexed: int
     skipped: int
+    records: Sequence[dict[str, Any]] = ()
 
 
 class HistoryStore:
@@ -74,8 +82,10 @@ class HistoryStore:
         retention_s: float,
         clock: Callable[[], float] = time.time,
         query_timeout: float = QUERY_TIMEOUT,
+        role: str = "fanout",
     ) -> None:
         self.path = path
+        self._file_lock = IndexLock(path, role)
         self.query_timeout = query_timeout
         self.retention_ms = int(retention_s * 1000)
         self._clock = clock
@@ -96,9 +106,15 @@ class HistoryStore:
     # -- lifecycle (the indexer's thread) -------------------------------------------------------------
 
     def open(self) -> bool:
-        """Open (or create) the index; True when it starts empty (missing, foreign or corrupt file)."""
+        """Open (or create) the index; True when it starts empty (missing, foreign or corrupt file).
+        Raises ``IndexInUse`` when another process writes it."""
         with self._write_lock:
-            self._writer, fresh = S.open_index(self.path)
+            self._file_lock.acquire()
+            try:
+                self._writer, fresh = S.open_index(self.path)
+            except BaseException:
+                self._file_lock.release()
+                raise
             self._writer.create_function("merge_latency", 2, latency.merge, deterministic=True)
             self._subs.clear()
             self.generation += 1
@@ -121,6 +137,7 @@ class HistoryStore:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            self._file_lock.release()
         with self._readers_lock:
             for con in self._readers:
                 con.close()
@@ -192,7 +209,7 @@ class HistoryStore:
             con.executemany(rollup.UPSERT, rollup.rows(minutes))
             con.executemany(_OFFSETS, [(t, p, o) for (t, p), o in positions.items()])
         self.indexed += len(records)
-        return IngestResult(len(records), len(values) - len(records))
+        return IngestResult(len(records), len(values) - len(records), records)
 
     def _skip(self, reason: str) -> None:
         self.skipped += 1
@@ -262,6 +279,10 @@ class HistoryStore:
             raise self._corrupt(exc) from exc
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from exc
+
+    def knows(self, subscription: str) -> bool:
+        """Whether the index has ever held a record of ``subscription`` (its name stays after pruning)."""
+        return self._read(lambda con: queries.sub_id(con, subscription) is not None)
 
     def event(self, event_id: str) -> EventHistory | None:
         return self._read(lambda con: queries.event_history(con, event_id))

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import opentelemetry.environment_variables
@@ -66,7 +67,7 @@ def _chart_containers(docs: list[dict[str, Any]], label: str) -> list[Container]
     }
     containers = []
     for doc in docs:
-        if doc["kind"] not in ("Deployment", "Job"):
+        if doc["kind"] not in ("Deployment", "StatefulSet", "Job"):
             continue
         pod = doc["spec"]["template"]["spec"]
         for c in pod.get("initContainers", []) + pod["containers"]:
@@ -268,7 +269,7 @@ def test_chart_dispatcher_outlives_its_drain_deadline(deploy_check: DeployCheck,
 @pytest.mark.parametrize("label", LABELS)
 def test_chart_probes_use_the_ports_fanout_listens_on(deploy_check: DeployCheck, label: str) -> None:
     for doc in deploy_check.rendering(label):
-        if doc["kind"] != "Deployment":
+        if doc["kind"] not in ("Deployment", "StatefulSet"):
             continue
         (container,) = doc["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
@@ -287,7 +288,7 @@ def test_chart_api_replays_to_the_dispatchers_group(deploy_check: DeployCheck, l
     dispatchers' group, or the dispatchers skip them (issue 13, defect 8)."""
     groups = {}
     for doc in deploy_check.rendering(label):
-        if doc["kind"] == "Deployment":
+        if doc["kind"] in ("Deployment", "StatefulSet"):
             (container,) = doc["spec"]["template"]["spec"]["containers"]
             env = {e["name"]: e.get("value") for e in container["env"]}
             groups[container["args"][0]] = env.get("FANOUT_DISPATCHER__GROUP_ID")
@@ -355,3 +356,39 @@ def test_help_refuses_unknown_commands_and_options() -> None:
     assert _help(("topics", "create", "events"))[0] == 0
     assert _help(("topics", "create", "--no-such-option"))[0] == 2
     assert _help(("no-such-command",))[0] == 2
+
+
+def _api_workload(deploy_check: DeployCheck, label: str) -> dict[str, Any]:
+    (doc,) = [
+        d
+        for d in deploy_check.rendering(label)
+        if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"].endswith("-api")
+    ]
+    return doc
+
+
+@pytest.mark.parametrize(("label", "persistent"), [("default", False), ("all-on", True)])
+def test_chart_keeps_the_api_history_index_on_its_own_volume(
+    deploy_check: DeployCheck, label: str, persistent: bool
+) -> None:
+    """history.path is on a volume of its own (the root file system is read-only): an emptyDir by
+    default; with api.history.persistence a claim per replica, which only a StatefulSet gives (a
+    Deployment's replicas would share one claim, and one index file belongs to one process)."""
+    doc = _api_workload(deploy_check, label)
+    pod = doc["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    index = Path(env["FANOUT_HISTORY__PATH"])
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert Path(mounts["history"]) == index.parent
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    if persistent:
+        assert doc["kind"] == "StatefulSet" and doc["spec"]["serviceName"].endswith("-api")
+        assert "history" not in volumes
+        (claim,) = doc["spec"]["volumeClaimTemplates"]
+        assert claim["metadata"]["name"] == "history"
+        assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+        assert claim["spec"]["storageClassName"] == "standard"
+    else:
+        assert doc["kind"] == "Deployment"
+        assert "emptyDir" in volumes["history"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -98,8 +100,21 @@ def orjson_bytes(value: Any) -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def running_api(settings: Settings, tracing: Any = None) -> AsyncIterator[Client]:
-    """The API serving on 127.0.0.1 (a free port) in this event loop, until the block ends."""
+async def running_api(
+    settings: Settings, tracing: Any = None, history: Path | None = None
+) -> AsyncIterator[Client]:
+    """The API serving on 127.0.0.1 (a free port) in this event loop, until the block ends. Its history
+    index is at ``history``, or in a directory of its own (an API locks its index file, and several
+    replicas of one test's settings may run at once)."""
+    with tempfile.TemporaryDirectory(prefix="fanout-history-") as own:
+        path = history or Path(own) / "history.sqlite"
+        settings = settings.model_copy(update={"history": settings.history.model_copy(update={"path": path})})
+        async with _serving(settings, tracing) as client:
+            yield client
+
+
+@contextlib.asynccontextmanager
+async def _serving(settings: Settings, tracing: Any) -> AsyncIterator[Client]:
     runner = api_runner(build_app(settings, tracing=tracing))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

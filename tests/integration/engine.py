@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -23,6 +24,7 @@ from pydantic import SecretStr
 from fanout.config import (
     DeliverySettings,
     DispatcherSettings,
+    HistorySettings,
     KafkaSettings,
     RetrySettings,
     SecretsSettings,
@@ -42,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def engine_settings(bootstrap: str, unique: str, partitions: int = 3, **sections: Any) -> Settings:
     """Settings for a test: its own topic prefix and group, second-scale retry tiers, loopback allowed,
-    secrets encrypted at rest with a key of its own; the transport from ``FANOUT_TEST_TRANSPORT``."""
+    secrets encrypted at rest with a key of its own, a history index file of its own (an API process
+    locks its file); the transport from ``FANOUT_TEST_TRANSPORT``."""
     base: dict[str, Any] = {
         "kafka": KafkaSettings(bootstrap_servers=bootstrap),
         "topics": TopicSettings(prefix=f"{unique}.fanout", partitions=partitions),
@@ -62,6 +65,9 @@ def engine_settings(bootstrap: str, unique: str, partitions: int = 3, **sections
         ),
         "secrets": SecretsSettings(keys=[SecretStr(new_key())]),
         "telemetry": TelemetrySettings(),
+        "history": HistorySettings(
+            path=Path(tempfile.gettempdir()) / "fanout-test-history" / f"{unique}.sqlite"
+        ),
     }
     for name, value in sections.items():
         if isinstance(value, dict):
@@ -77,7 +83,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         for field, value in model.model_dump().items():
             if value is None:
                 continue
-            text = value if isinstance(value, str) else orjson.dumps(value, default=_reveal).decode()
+            if isinstance(value, str | Path):
+                text = str(value)  # a plain value: pydantic-settings parses JSON only for complex fields
+            else:
+                text = orjson.dumps(value, default=_reveal).decode()
             env[f"FANOUT_{section.upper()}__{field.upper()}"] = text
     return env
 

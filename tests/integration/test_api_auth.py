@@ -63,6 +63,7 @@ async def test_tokens_and_keys(bootstrap: str, unique: str) -> None:
             probe = api.app[API].probe
             probe.last_ok = float("-inf")  # as if the broker had not answered for a while
             status, _, ready = await api.call("GET", "/readyz", key=None)
+            ready.pop("history")  # reported, never waited for (tests/integration/test_api_history.py)
             assert (status, ready) == (503, {"status": "unavailable", "broker": False, "subscriptions": True})
             assert await probe.check() and (await api.call("GET", "/readyz", key=None))[0] == 200
         assert issuer.fetches <= 3, "the JWKS is cached (fetched again only for an unknown key id)"

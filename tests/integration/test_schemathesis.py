@@ -5,6 +5,7 @@ rejected. Bounded: ``FANOUT_SCHEMATHESIS_EXAMPLES`` examples per operation (defa
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -39,15 +40,18 @@ def free_port() -> int:
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until ``/readyz`` answers 200 and the history index has read the attempts topic (until then the
+    history routes answer 503, which schemathesis would rightly count as server errors)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "fanout api exited during start"
         try:
             with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
-                if response.status == 200:
+                if response.status == 200 and json.loads(response.read())["history"]["caught_up"]:
                     return
         except OSError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     raise AssertionError("fanout api did not become ready")
 
 
