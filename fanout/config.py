@@ -33,6 +33,7 @@ from fanout.api_settings import RECORD_OVERHEAD_BYTES as RECORD_OVERHEAD_BYTES
 from fanout.api_settings import SCOPES as SCOPES
 from fanout.api_settings import ApiKey as ApiKey
 from fanout.api_settings import ApiSettings as ApiSettings
+from fanout.api_settings import ConsoleSettings as ConsoleSettings
 from fanout.api_settings import IngestSource as IngestSource
 from fanout.api_settings import JwtSettings as JwtSettings
 from fanout.api_settings import SecretsSettings as SecretsSettings
@@ -308,6 +309,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     dispatcher: DispatcherSettings = DispatcherSettings()
     api: ApiSettings = ApiSettings()
+    console: ConsoleSettings = ConsoleSettings()
     secrets: SecretsSettings = SecretsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
 
