@@ -128,4 +128,3 @@ async def csrf_of(page: Page) -> str:
 
 async def text_of(page: Page, selector: str) -> str:
     return (await page.inner_text(selector)).strip()
-

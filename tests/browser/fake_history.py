@@ -80,7 +80,9 @@ class FakeHistory:
             p95_ms=percentile(latencies, 0.95),
             p99_ms=percentile(latencies, 0.99),
             last_success=delivered[-1].at if delivered else None,
-            last_failure=Failure(last_failed.at, last_failed.status, last_failed.error) if last_failed else None,
+            last_failure=Failure(last_failed.at, last_failed.status, last_failed.error)
+            if last_failed
+            else None,
             failure_streak=streak,
         )
 

@@ -56,12 +56,14 @@ LOW_CONTRAST = """() => {
     const ratio = (a + 0.05) / (b + 0.05);
     const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight) >= 700;
     const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
-    if (ratio < need) bad.push(`${el.tagName}.${el.className} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+    const text = el.textContent.trim().slice(0, 30);
+    if (ratio < need) bad.push(`${el.tagName}.${el.className} "${text}" ${ratio.toFixed(2)}`);
   }
   return bad;
 }"""
 
-CONTROLS = """() => [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]')]
+CONTROLS = """() => [...document.querySelectorAll(
+    'a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]')]
   .filter(el => el.checkVisibility() && !el.disabled && el.tabIndex >= 0)
   .map(el => el.id || el.getAttribute('href') || el.name || el.outerHTML.slice(0, 60))"""
 
@@ -70,7 +72,9 @@ FOCUSED = """() => { const el = document.activeElement;
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-async def test_every_page_is_labelled_readable_reachable_and_fits(bootstrap: str, unique: str, width: int) -> None:
+async def test_every_page_is_labelled_readable_reachable_and_fits(
+    bootstrap: str, unique: str, width: int
+) -> None:
     settings = api_settings(bootstrap, unique)
     create_api_topics(settings)
     await apply(settings, [subscription("crm", "http://127.0.0.1:9/hook", [source_topic(settings)])])

@@ -21,27 +21,51 @@ from tests.integration.engine import apply, subscription
 
 def _feed(history: FakeHistory, now: float) -> None:
     for i in range(40):  # healthy: 40 delivered
-        history.add(Attempt(f"h{i}", "healthy", 1, now - 3000 + i * 60, "delivered", status=204, latency_ms=10 + i))
+        history.add(
+            Attempt(f"h{i}", "healthy", 1, now - 3000 + i * 60, "delivered", status=204, latency_ms=10 + i)
+        )
     for i in range(20):  # flaky: every third attempt fails, each failure retried
         failed = i % 3 == 0
         outcome = "retry" if failed else "delivered"
         history.add(
-            Attempt(f"f{i}", "flaky", 1, now - 2400 + i * 90, outcome, status=500 if failed else 200, latency_ms=30.0 + i)
+            Attempt(
+                f"f{i}",
+                "flaky",
+                1,
+                now - 2400 + i * 90,
+                outcome,
+                status=500 if failed else 200,
+                latency_ms=30.0 + i,
+            )
         )
     for i in range(6):  # failing: its latest attempts all failed, two dead-lettered
         outcome = "dead_lettered" if i >= 4 else "retry"
         history.add(
-            Attempt(f"x{i}", "failing", 1, now - 600 + i * 60, outcome, error="ConnectTimeout", reason="max attempts" if i >= 4 else None)
+            Attempt(
+                f"x{i}",
+                "failing",
+                1,
+                now - 600 + i * 60,
+                outcome,
+                error="ConnectTimeout",
+                reason="max attempts" if i >= 4 else None,
+            )
         )
-    history.add(Attempt("old", "healthy", 1, now - 7200, "delivered", status=204, latency_ms=5))  # outside the hour
+    history.add(
+        Attempt("old", "healthy", 1, now - 7200, "delivered", status=204, latency_ms=5)
+    )  # outside the hour
 
 
 async def test_overview_numbers_equal_the_stats_and_sort_and_search_work(bootstrap: str, unique: str) -> None:
     settings = api_settings(bootstrap, unique)
     topic = source_topic(settings)
     create_api_topics(settings)
-    subs = [subscription(name, "http://127.0.0.1:9/hook", [topic]) for name in ("healthy", "flaky", "failing")]
-    subs.append(subscription("paused", "http://127.0.0.1:9/hook", [topic], enabled=False, disabled_reason="by ops"))
+    subs = [
+        subscription(name, "http://127.0.0.1:9/hook", [topic]) for name in ("healthy", "flaky", "failing")
+    ]
+    subs.append(
+        subscription("paused", "http://127.0.0.1:9/hook", [topic], enabled=False, disabled_reason="by ops")
+    )
     subs += [subscription(f"bulk-{n:04d}", "http://127.0.0.1:9/hook", [topic]) for n in range(996)]
     await apply(settings, subs)  # 1,000 subscriptions
     history = FakeHistory()
@@ -69,7 +93,9 @@ async def test_overview_numbers_equal_the_stats_and_sort_and_search_work(bootstr
             assert await row.locator("[data-col=p99]").inner_text() == ms(stats.p99_ms)
             assert await row.locator("[data-col=dead]").inner_text() == str(stats.dead_lettered)
             assert await row.locator("svg.spark").count() == 1
-        assert await text_of(page, "tr[data-subscription='healthy'] [data-col=attempts]") == "40"  # not the old one
+        assert (
+            await text_of(page, "tr[data-subscription='healthy'] [data-col=attempts]") == "40"
+        )  # not the old one
         assert await text_of(page, "tr[data-subscription='failing'] .badge") == "failing"
         assert "5 min ago" in await text_of(page, "tr[data-subscription='failing'] [data-col=failure]")
 
@@ -89,7 +115,17 @@ async def test_event_lookup_shows_each_attempt_and_the_final_state(bootstrap: st
     history = FakeHistory()
     now = time.time()
     history.add(
-        Attempt("evt_42", "crm", 1, now - 30, "retry", status=503, latency_ms=80, response="busy", not_before=now - 25),
+        Attempt(
+            "evt_42",
+            "crm",
+            1,
+            now - 30,
+            "retry",
+            status=503,
+            latency_ms=80,
+            response="busy",
+            not_before=now - 25,
+        ),
         Attempt("evt_42", "crm", 2, now - 25, "delivered", status=204, latency_ms=12),
     )
     async with running_console(settings, history) as api, chromium() as browser:

@@ -44,7 +44,9 @@ async def test_disable_in_the_browser_dead_letters_then_replay_delivers(bootstra
             assert "maintenance window" in await text_of(page, "#disabled-reason")
             await dispatcher_sees(dispatcher, "crm", lambda s: not s.enabled)
 
-            status, _, published = await api.call("POST", "/v1/events", {"event": "order.paid", "data": {"n": 1}})
+            status, _, published = await api.call(
+                "POST", "/v1/events", {"event": "order.paid", "data": {"n": 1}}
+            )
             assert status == 202
             [dead] = await _dead_letters(api, "crm", 1)
             assert dead["reason"] == "subscription disabled" and dead["event_id"] == published["id"]
@@ -104,7 +106,9 @@ async def test_subscription_actions_and_a_concurrent_change(bootstrap: str, uniq
             assert sub["rate_limit"] == {"per_second": 25.0, "burst": 5}
 
             # someone else writes while this page is open: the page's write is refused, not lost
-            status, _, _ = await api.call("PATCH", "/v1/subscriptions/crm", {"description": "changed elsewhere"})
+            status, _, _ = await api.call(
+                "PATCH", "/v1/subscriptions/crm", {"description": "changed elsewhere"}
+            )
             assert status == 200
             await page.fill("#reason", "stale page")
             await page.click("#disable")
@@ -112,7 +116,9 @@ async def test_subscription_actions_and_a_concurrent_change(bootstrap: str, uniq
             assert "changed by someone else" in await text_of(page, "#notice")
             status, _, sub = await api.call("GET", "/v1/subscriptions/crm")
             assert sub["enabled"] is True and sub["description"] == "changed elsewhere"
-            assert await text_of(page, "#sub-version") == str(sub["version"])  # the page shows the current one
+            assert await text_of(page, "#sub-version") == str(
+                sub["version"]
+            )  # the page shows the current one
 
             version = await page.get_attribute("#actions form input[name=version]", "value")
             token = await page.get_attribute(f"input[name={CSRF_FIELD}]", "value")
