@@ -12,7 +12,6 @@ from tests.browser.fake_history import FakeHistory
 from tests.integration.api import FULL_KEY, READ_KEY, api_settings, create_api_topics, source_topic
 from tests.integration.engine import apply, subscription
 
-
 INLINE = "[...document.scripts].filter(s => !s.src).length + document.querySelectorAll('[style]').length"
 
 
