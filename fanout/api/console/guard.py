@@ -8,6 +8,8 @@ sign-in page and the assets, and a CSRF check on every state-changing request.
   htmx request gets 401 with ``HX-Redirect``; any other request 401. The session's credential is
   checked again on every request (``Authenticator.check``): when that fails (an expired JWT, a key no
   longer configured), the cookie is cleared and the person signs in again.
+- **Body.** A request other than GET/HEAD is read by the API's read deadline (``api.read_timeout``,
+  else 408) and within ``api.max_body_bytes``, before anything else.
 - **CSRF.** A request other than GET/HEAD needs the session's token (``X-CSRF-Token`` or the form's
   ``csrf_token``) and must not come from another site (``Sec-Fetch-Site``); else 403 and nothing runs.
 """
@@ -20,6 +22,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from fanout.api.auth import AUTHENTICATOR
+from fanout.api.connections import read_body
 from fanout.api.console.calls import PRISTINE
 from fanout.api.console.render import SESSION, WHO, page
 from fanout.api.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SESSIONS
@@ -90,6 +93,8 @@ async def _csrf_ok(request: web.Request, expected: str) -> bool:
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[PRISTINE] = request.clone()
+    if request.method not in SAFE_METHODS:
+        await read_body(request)  # by the request's read deadline (408); request.post() reuses it
     if request.path.startswith(STATIC) or request.path in PUBLIC:
         return await handler(request)
     sessions = request.app[SESSIONS]
@@ -125,6 +130,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         message = "There is no such page." if exc.status == 404 else exc.reason
         response = page(request, "error.html", exc.status, title=exc.reason, message=message)
+    except Problem as problem:
+        response = page(request, "error.html", problem.status, title="Refused", message=problem.detail)
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         response = page(request, "error.html", 500, title="Error", message="Unexpected error; see the log.")
