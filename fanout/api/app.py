@@ -4,8 +4,9 @@ Middlewares, outermost first: ``read_deadline`` (``fanout.api.connections``: the
 deadline; connections are guarded by ``ApiRunner``), ``count_requests``, ``problems`` (every error is
 problem+json), ``authenticate`` (credential and scope of the operation), ``validate`` (parameters and
 body against the OpenAPI document). The
-routes are in one module per area; ``/metrics`` serves this process's metrics (``fanout.telemetry``),
-and a ``traceparent`` sent to ``POST /v1/events`` continues into the Kafka headers.
+routes are in one module per area; ``/console/`` is the web console (``fanout.api.console``);
+``/metrics`` serves this process's metrics (``fanout.telemetry``), and a ``traceparent`` sent to
+``POST /v1/events`` continues into the Kafka headers.
 
 On start: follow the subscriptions topic (reads are served from memory), start the producer (publish, ops
 events), the HTTP sender (``.../test``) and the broker probe (``/readyz``); then, as the dispatcher does
@@ -31,6 +32,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from fanout.api import deadletters, health, ingest, jobs, publish, subscriptions
 from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
 from fanout.api.connections import LIMITS, ApiRunner, ConnectionLimits, read_deadline
+from fanout.api.console import setup_console
 from fanout.api.context import API, Api
 from fanout.api.health import BrokerProbe
 from fanout.api.idempotency import IdempotencyKeys
@@ -110,6 +112,7 @@ def build_app(
     for module in (health, publish, ingest, subscriptions, deadletters, jobs):
         app.router.add_routes(module.routes)
     app.router.add_get("/metrics", metrics.handler)
+    setup_console(app, settings.console)
     app.on_cleanup.append(lambda _app: _shutdown(metrics))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
