@@ -7,7 +7,8 @@ under ``static/`` with its licence) for partial updates; every page works withou
 - ``guard``: the middleware (security headers and CSP, session, CSRF).
 - ``calls``: actions and reads run the API's own operations in-process, scope-checked.
 - ``signin``, ``pages`` (overview, event lookup), ``subscription``, ``deadletters``, ``replays``.
-- ``history``: the ``HistoryQueries`` Protocol the history-backed parts read through.
+- ``history``: the ``HistoryQueries`` Protocol the history-backed parts read through; ``indexed``
+  implements it over the delivery-history index (``use_history``).
 - ``overview``, ``charts``, ``render``: the overview table, inline SVG charts, templates.
 """
 
@@ -22,8 +23,10 @@ from fanout.api.console.calls import ROOT
 from fanout.api.console.guard import guard
 from fanout.api.console.history import HISTORY as HISTORY
 from fanout.api.console.history import HistoryQueries as HistoryQueries
+from fanout.api.console.indexed import IndexedHistory
 from fanout.api.console.session import SESSIONS, Sessions
 from fanout.config import ConsoleSettings
+from fanout.history.store import HistoryStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -44,3 +47,9 @@ def setup_console(app: web.Application, settings: ConsoleSettings) -> None:
     console.router.add_static("/static/", STATIC_DIR, append_version=False)
     app.router.add_get("/console", _to_console)
     app.add_subapp("/console/", console)
+
+
+def use_history(app: web.Application, store: HistoryStore) -> None:
+    """Back the console's history pages with ``store`` (kept current by ``fanout.history.indexer``);
+    call it before ``app`` starts. Without it those pages say the history is not available here."""
+    app[HISTORY] = IndexedHistory(store)

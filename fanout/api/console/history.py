@@ -2,8 +2,8 @@
 
 The console never reads the attempts topic or the index itself. It asks a ``HistoryQueries`` (set on
 the application under ``HISTORY``) and renders what comes back; without one, the history-backed parts
-of the pages say that the history is not available here. The delivery-history store adapts itself to
-this Protocol (``fanout.history``); tests feed an in-memory implementation.
+of the pages say that the history is not available here. ``fanout.api.console.indexed``
+implements it over the delivery-history index (``fanout.history.store.HistoryStore``).
 
 Contract, for every method:
 
@@ -134,8 +134,13 @@ class EventHistory:
 class HistoryQueries(Protocol):
     """The queries the console's pages need (see the module's contract)."""
 
-    async def overview(self, window: float, buckets: int) -> Mapping[str, Health]:
-        """Every subscription with records in the window, by id: its stats and series."""
+    async def overview(self, window: float) -> Mapping[str, Health]:
+        """Every subscription with records in the window, by id: its stats (``series`` may be empty and
+        ``last_failure`` may lack its status: ``detail`` fills both in for the rows shown)."""
+        ...
+
+    async def detail(self, shown: Mapping[str, Stats], window: float, buckets: int) -> Mapping[str, Health]:
+        """The rows of ``overview`` a page shows, completed: each one's series and last failure."""
         ...
 
     async def stats(self, subscription: str, window: float) -> Stats:

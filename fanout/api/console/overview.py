@@ -10,6 +10,7 @@ so 1,000 of them render in a few milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -131,3 +132,12 @@ def table(
     page = min(max(page, 1), pages)
     start = (page - 1) * PAGE_SIZE
     return Table(ordered[start : start + PAGE_SIZE], totals(all_rows), len(ordered), page, pages)
+
+
+def with_detail(result: Table, detail: Mapping[str, Health]) -> Table:
+    """``result`` with its rows' stats and series replaced by those ``detail`` has for them."""
+    shown = []
+    for r in result.rows:
+        h = detail.get(r.id)
+        shown.append(r if h is None else dataclasses.replace(r, stats=h.stats, series=h.series))
+    return dataclasses.replace(result, rows=shown)

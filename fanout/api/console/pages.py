@@ -6,7 +6,7 @@ from aiohttp import web
 
 from fanout.api.console.calls import call
 from fanout.api.console.history import HISTORY, HistoryQueries
-from fanout.api.console.overview import SORTS, rows, table
+from fanout.api.console.overview import SORTS, rows, table, with_detail
 from fanout.api.console.render import WHO, page
 
 routes = web.RouteTableDef()
@@ -42,7 +42,7 @@ async def overview(request: web.Request) -> web.Response:
     if not answer.ok:
         return page(request, "error.html", answer.status, title="Overview", message=answer.detail)
     store, history_state = history(request)
-    health = await store.overview(HOUR, SPARK_BUCKETS) if store is not None else {}
+    health = await store.overview(HOUR) if store is not None else {}
     query = request.query.get("q", "")[:MAX_QUERY]
     sort = request.query.get("sort", "id")
     sort = sort if sort in SORTS else "id"
@@ -50,6 +50,10 @@ async def overview(request: web.Request) -> web.Response:
     result = table(
         rows(answer.body["items"], health), query, sort, descending, _int(request.query.get("page"), 1)
     )
+    if store is not None and result.rows:
+        shown = {r.id: r.stats for r in result.rows}
+        more = await store.detail(shown, HOUR, SPARK_BUCKETS)
+        result = with_detail(result, more)
     return page(
         request,
         "overview.html",
