@@ -34,6 +34,10 @@ def table(report: Any) -> str:
         from bench_api import table as api_table
 
         lines += ["", *api_table(report.api)]
+    if report.console:
+        from bench_console import table as console_table
+
+        lines += ["", *console_table(report.console)]
     lines += [""] + [f"{name}: {value:.2f}" for name, value in summary(report).items()]
     lines += ["", TARGETS, f"total time: {report.machine.get('seconds', 0):.0f} s"]
     return "\n".join(lines)
@@ -94,6 +98,9 @@ def summary(report: Any) -> dict[str, float]:
         )
     if report.api:
         out.update(report.api["summary"])
+    if report.console:
+        out["console overview server ms, p99, cold"] = report.console["cold"]["default"]["server"]["p99_ms"]
+        out["console overview server ms, p99, warm"] = report.console["warm"]["default"]["server"]["p99_ms"]
     return out
 
 

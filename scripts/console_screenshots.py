@@ -1,8 +1,9 @@
 """Screenshots of every console page at 1280 px, for the README: ``scripts/console-screenshots``.
 
 Runs against the broker at FANOUT_KAFKA__BOOTSTRAP_SERVERS (topics under a prefix of its own), with a
-real dispatcher and receivers for the dead letters and a replay job, and an in-memory history (the
-delivery history store is not plugged in yet) for the figures. Writes docs/console/*.png.
+real dispatcher and receivers for the dead letters and a replay job, and the history index the console
+reads (its records written to the attempts topic here: the dispatcher does not write them yet).
+Writes docs/console/*.png, then deletes its topics.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,9 +25,12 @@ sys.path.insert(0, str(ROOT))
 import uvloop  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from fanout.api.console.history import Attempt  # noqa: E402
+from fanout.history.record import AttemptRecord, Body, Origin, Outcome, Response, Retry  # noqa: E402
+from fanout.history.store import HistoryStore  # noqa: E402
 from tests.browser.console import chromium, running_console, sign_in  # noqa: E402
-from tests.browser.fake_history import EventInfo, FakeHistory  # noqa: E402
+from tests.browser.history import indexed, write_attempts  # noqa: E402
+from tests.conftest import delete_topics  # noqa: E402
+from tests.history_records import make  # noqa: E402
 from tests.integration.api import FULL_KEY, api_settings, create_api_topics, source_topic  # noqa: E402
 from tests.integration.engine import apply, running, subscription  # noqa: E402
 from tests.receivers import Receiver  # noqa: E402
@@ -33,44 +39,81 @@ OUT = ROOT / "docs" / "console"
 NAMES = ["billing", "crm", "search-indexer", "analytics", "audit-log", "email", "fraud-check", "inventory"]
 
 
-def history_for(now: float) -> FakeHistory:
+def history_for(now_ms: int) -> list[AttemptRecord]:
+    """A day of attempt records for the subscriptions (two of them failing), and one event seen by
+    three subscriptions: retried then delivered, still retrying, and disabled."""
     rng = random.Random(7)
-    history = FakeHistory()
+    out: list[AttemptRecord] = []
     for name in NAMES + [f"partner-{n:02d}" for n in range(12)]:
         failing = name in ("crm", "partner-03")
         rate = 0.4 if failing else 0.97
         for i in range(rng.randint(30, 160)):
-            at = now - rng.uniform(0, 86400 if i % 3 else 3600)
+            at = now_ms - int(rng.uniform(0, 86_400_000 if i % 3 else 3_600_000))
             ok = rng.random() < rate
-            history.add(
-                Attempt(
-                    f"evt_{name}_{i}", name, 1, at, "delivered" if ok else "retry",
-                    status=204 if ok else rng.choice([500, 502, 503]), latency_ms=rng.lognormvariate(3, 0.6),
-                    response="" if ok else "upstream unavailable",
-                )
-            )  # fmt: skip
+            outcome = Outcome.DELIVERED if ok else Outcome.RETRY_SCHEDULED
+            status = 204 if ok else rng.choice([500, 502, 503])
+            out.append(make(outcome, f"evt_{name}_{i}", name, at, 1, status, rng.lognormvariate(3, 0.6)))
         if failing:
             for k in range(4):
-                history.add(
-                    Attempt(
+                out.append(
+                    make(
+                        Outcome.RETRY_SCHEDULED,
                         f"evt_{name}_tail{k}",
                         name,
+                        now_ms - 200_000 + k * 30_000,
                         3,
-                        now - 200 + k * 30,
-                        "retry",
-                        status=503,
-                        latency_ms=900,
+                        503,
+                        900.0,
                     )
                 )
-    history.add(
-        Attempt("evt_0f3a9c", "billing", 1, now - 95, "retry", status=503, latency_ms=211, response="busy", not_before=now - 90),
-        Attempt("evt_0f3a9c", "billing", 2, now - 89, "delivered", status=204, latency_ms=38),
-        Attempt("evt_0f3a9c", "crm", 1, now - 95, "retry", status=500, latency_ms=120, response="db timeout", not_before=now - 60),
-        Attempt("evt_0f3a9c", "crm", 2, now - 58, "retry", status=500, latency_ms=131, response="db timeout", not_before=now + 240),
-        Attempt("evt_0f3a9c", "search-indexer", 0, now - 95, "disabled", reason="subscription disabled"),
-    )  # fmt: skip
-    history.events["evt_0f3a9c"] = EventInfo("order.paid", now - 96, "shop.events", 2, 18231)
-    return history
+    event = {
+        "event_type": "order.paid",
+        "event_time_ms": now_ms - 96_000,
+        "origin": Origin("shop.events", 2, 18231, now_ms - 96_000),
+    }
+    busy = Response(503, "text/plain", Body.of(b"busy", 1024))
+    timeout = Response(500, "text/plain", Body.of(b"db timeout", 1024))
+    out += [
+        make(
+            Outcome.RETRY_SCHEDULED,
+            "evt_0f3a9c",
+            "billing",
+            now_ms - 95_000,
+            1,
+            503,
+            211.0,
+            response=busy,
+            retry=Retry(0, now_ms - 90_000),
+            **event,
+        ),
+        make(Outcome.DELIVERED, "evt_0f3a9c", "billing", now_ms - 89_000, 2, 204, 38.0, **event),
+        make(
+            Outcome.RETRY_SCHEDULED,
+            "evt_0f3a9c",
+            "crm",
+            now_ms - 95_000,
+            1,
+            500,
+            120.0,
+            response=timeout,
+            retry=Retry(0, now_ms - 60_000),
+            **event,
+        ),
+        make(
+            Outcome.RETRY_SCHEDULED,
+            "evt_0f3a9c",
+            "crm",
+            now_ms - 58_000,
+            2,
+            500,
+            131.0,
+            response=timeout,
+            retry=Retry(1, now_ms + 240_000),
+            **event,
+        ),
+        make(Outcome.DISABLED, "evt_0f3a9c", "search-indexer", now_ms - 95_000, 0, **event),
+    ]
+    return out
 
 
 async def main() -> None:
@@ -99,12 +142,16 @@ async def main() -> None:
         )
         await apply(settings, subs)
         start = datetime.now(UTC) - timedelta(seconds=5)
-        history = history_for(time.time())
+        records = history_for(int(time.time() * 1000))
+        write_attempts(settings, records)
+        work = Path(tempfile.mkdtemp(prefix="fanout-shots-"))
+        store = HistoryStore(work / "history.sqlite", 7 * 86400)
         async with (
             running(settings),
-            running_console(settings, history) as api,
+            running_console(settings, store) as api,
             chromium(1280, 900) as browser,
         ):
+            await indexed(store, len(records))
             for n in range(3):
                 await api.call("POST", "/v1/events", {"event": "order.paid", "data": {"order": 1000 + n}})
             deadline = time.monotonic() + 60
@@ -133,6 +180,8 @@ async def main() -> None:
             await page.click("#start-replay")
             await page.wait_for_selector("#job[data-status=succeeded]", timeout=60_000)
             await page.screenshot(path=str(OUT / "replay-job.png"), full_page=True)
+    shutil.rmtree(work, ignore_errors=True)
+    delete_topics(bootstrap, unique)
     print("wrote", ", ".join(sorted(p.name for p in OUT.glob("*.png"))), "under", OUT)
 
 

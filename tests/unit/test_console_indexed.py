@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from fanout.api.console.indexed import IndexedHistory
-from fanout.api.console.overview import rows, state_of, table, with_detail
+from fanout.api.console.overview import FAILING_STREAK, rows, state_of, table, with_detail
 from fanout.api.problems import Problem
 from fanout.history.codec import encode
 from fanout.history.record import Body, Failure, Outcome, Response, Retry
+from fanout.history.stats import OverviewRow
 from fanout.history.store import HistoryStore, QueryTimeout
 from tests.history_records import T0, make
 
@@ -97,7 +98,9 @@ async def test_the_overview_equals_the_stores_stats_and_finds_the_failing_one(st
         assert health.stats.p99_ms == totals.percentiles()["p99"]
         assert (await history.stats(sub, HOUR)).attempts == health.stats.attempts
     assert overview["crm"].stats.attempts == 42 and overview["crm"].stats.failed == 1
-    assert overview["down"].stats.failure_streak == 4 and state_of(True, overview["down"].stats) == "failing"
+    assert overview["down"].stats.failure_streak == FAILING_STREAK  # enough to tell: the latest 3 failed
+    assert state_of(True, overview["down"].stats) == "failing"
+    assert (await history.stats("down", HOUR)).failure_streak == 4  # the store's whole streak
     assert overview["crm"].stats.failure_streak == 0
     assert overview["paused"].stats.attempts == 0 and overview["paused"].stats.failure_streak == 1
     assert overview["binary"].stats.dead_lettered == 1
@@ -106,14 +109,14 @@ async def test_the_overview_equals_the_stores_stats_and_finds_the_failing_one(st
     result = table(rows(subs, overview))
     assert overview["down"].stats.last_failure is not None
     assert overview["down"].stats.last_failure.error is None  # not read for the whole table
-    detail = await history.detail({r.id: r.stats for r in result.rows}, HOUR, 12)
+    detail = await history.detail({r.id: r.stats for r in result.rows}, HOUR, 6)
     shown = {r.id: r for r in with_detail(result, detail).rows}
     assert shown["down"].last_failure is not None and shown["down"].last_failure.error == "ConnectError"
     assert shown["binary"].last_failure is not None and shown["binary"].last_failure.status == 500
     for sub in ("crm", "down"):
         series = shown[sub].series
-        assert len(series) == 12 and sum(b.total for b in series) == shown[sub].stats.attempts
-    assert [b.total for b in shown["quiet"].series] == [0] * 12 and shown["quiet"].stats.attempts == 0
+        assert len(series) == 6 and sum(b.total for b in series) == shown[sub].stats.attempts
+    assert [b.total for b in shown["quiet"].series] == [0] * 6 and shown["quiet"].stats.attempts == 0
 
 
 async def test_recent_attempts_failures_only_and_a_body_that_is_not_text(store: HistoryStore) -> None:
@@ -139,3 +142,23 @@ async def test_a_query_the_store_interrupts_is_a_503(
     with pytest.raises(Problem) as raised:
         await IndexedHistory(store).overview(HOUR)
     assert raised.value.status == 503
+
+
+async def test_the_overview_is_reused_for_max_age_only(store: HistoryStore) -> None:
+    calls = []
+    real = store.overview
+
+    def counted(window_s: float = 3600) -> list[OverviewRow]:
+        calls.append(window_s)
+        return real(window_s)
+
+    store.overview = counted  # type: ignore[method-assign]
+    reused = IndexedHistory(store, max_age=3600)
+    first = await reused.overview(HOUR)
+    assert await reused.overview(HOUR) is first and len(calls) == 1
+    await reused.overview(2 * HOUR)  # another window is another answer
+    assert len(calls) == 2
+    fresh = IndexedHistory(store, max_age=0)
+    await fresh.overview(HOUR)
+    await fresh.overview(HOUR)
+    assert len(calls) == 4

@@ -23,7 +23,7 @@ from fanout.api.console.calls import ROOT
 from fanout.api.console.guard import guard
 from fanout.api.console.history import HISTORY as HISTORY
 from fanout.api.console.history import HistoryQueries as HistoryQueries
-from fanout.api.console.indexed import IndexedHistory
+from fanout.api.console.indexed import OVERVIEW_MAX_AGE, IndexedHistory
 from fanout.api.console.session import SESSIONS, Sessions
 from fanout.config import ConsoleSettings
 from fanout.history.store import HistoryStore
@@ -49,7 +49,8 @@ def setup_console(app: web.Application, settings: ConsoleSettings) -> None:
     app.add_subapp("/console/", console)
 
 
-def use_history(app: web.Application, store: HistoryStore) -> None:
+def use_history(app: web.Application, store: HistoryStore, max_age: float = OVERVIEW_MAX_AGE) -> None:
     """Back the console's history pages with ``store`` (kept current by ``fanout.history.indexer``);
-    call it before ``app`` starts. Without it those pages say the history is not available here."""
-    app[HISTORY] = IndexedHistory(store)
+    call it before ``app`` starts. Without it those pages say the history is not available here.
+    ``max_age``: seconds an overview answer is reused (``IndexedHistory``)."""
+    app[HISTORY] = IndexedHistory(store, max_age)

@@ -7,9 +7,12 @@ value objects (``fanout.api.console.history``):
 - counts: ``attempts`` are HTTP attempts, ``delivered`` the 2xx ones, ``failed`` the rest of them;
   ``dead_lettered`` counts dead-letter outcomes (with or without an attempt); latencies are the
   index's percentiles (within 5%, minute resolution).
-- the overview's failure streak is asked (``stats``) only of the subscriptions whose latest record
-  in the window is a failure; the rest have none. Sparklines and the last failure's status are
-  read for the rows of the page shown only (``detail``).
+- the overview needs a streak only to tell ``failing`` (``FAILING_STREAK`` failures in a row) from
+  not: it reads the latest ``FAILING_STREAK`` records (an index seek) of the subscriptions whose
+  latest record in the window is a failure, and counts the failures that lead them (a spill ends
+  that count there; the subscription page shows the store's whole streak). The rest have none.
+- sparklines and the last failure's status are read for the rows of the page shown only
+  (``detail``); the overview and those details are reused for ``OVERVIEW_MAX_AGE`` seconds.
 - the outcome ``retry_scheduled`` reads ``retry``; a response body that is not UTF-8 is shown as its
   size.
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
@@ -33,6 +37,7 @@ from fanout.api.console.history import (
     Stats,
     Timeline,
 )
+from fanout.api.console.overview import FAILING_STREAK
 from fanout.api.problems import Problem
 from fanout.history.queries import AttemptQuery
 from fanout.history.record import AttemptRecord
@@ -42,6 +47,8 @@ from fanout.history.store import HistoryStore, QueryTimeout
 
 T = TypeVar("T")
 MINUTE = 60
+OVERVIEW_MAX_AGE = 5.0  # seconds an overview answer is reused (the index has minute resolution)
+MAX_DETAILS = 5000  # rows' details kept for reuse (then all are dropped)
 _OUTCOME: dict[str, Outcome] = {
     "delivered": "delivered",
     "retry_scheduled": "retry",
@@ -102,10 +109,19 @@ def _failure_of(r: AttemptRecord) -> Failure:
 
 
 class IndexedHistory:
-    """``HistoryQueries`` over ``store`` (which the history indexer keeps up to date)."""
+    """``HistoryQueries`` over ``store`` (which the history indexer keeps up to date). ``overview``
+    answers, and each row's sparkline and last failure, are reused for ``max_age`` seconds (one
+    overview computation at a time; requests meanwhile wait for it): searching, sorting and paging the
+    overview then read the index only for rows not shown in that time."""
 
-    def __init__(self, store: HistoryStore) -> None:
+    def __init__(self, store: HistoryStore, max_age: float = OVERVIEW_MAX_AGE) -> None:
         self.store = store
+        self.max_age = max_age
+        self._overview_lock = asyncio.Lock()
+        self._cached: tuple[float, float, Mapping[str, Health]] | None = None
+        self._details: dict[
+            tuple[str, float, int, float | None], tuple[float, Failure | None, tuple[Bucket, ...]]
+        ] = {}
 
     async def _run(self, fn: Callable[[], T]) -> T:
         try:
@@ -122,17 +138,33 @@ class IndexedHistory:
         page = self.store.attempts(subscription, AttemptQuery(outcome="failed", limit=1))
         return _failure_of(page.attempts[0]) if page.attempts else None
 
+    def _latest_failures(self, subscription: str) -> int:
+        """How many of the subscription's latest ``FAILING_STREAK`` records failed in a row."""
+        page = self.store.attempts(subscription, AttemptQuery(limit=FAILING_STREAK))
+        streak = 0
+        for r in page.attempts:
+            if not r.failed:
+                break
+            streak += 1
+        return streak
+
     def _overview(self, window: float) -> dict[str, Health]:
         out = {}
         for row in self.store.overview(window):
             t, streak = row.totals, 0
             if t.last_failure_ms is not None and (t.last_success_ms or 0) < t.last_failure_ms:
-                streak = self._streak(self.store.stats(row.subscription, window))
+                streak = self._latest_failures(row.subscription)
             out[row.subscription] = Health(stats_of(t, streak))
         return out
 
     async def overview(self, window: float) -> Mapping[str, Health]:
-        return await self._run(lambda: self._overview(window))
+        async with self._overview_lock:
+            cached = self._cached
+            if cached is not None and cached[1] == window and time.monotonic() - cached[0] < self.max_age:
+                return cached[2]
+            fresh = await self._run(lambda: self._overview(window))
+            self._cached = (time.monotonic(), window, fresh)
+            return fresh
 
     def _series(self, subscription: str, window: float, buckets: int) -> tuple[Bucket, ...]:
         step = max(MINUTE, int(window / buckets) // MINUTE * MINUTE)
@@ -148,12 +180,24 @@ class IndexedHistory:
 
     def _detail(self, shown: Mapping[str, Stats], window: float, buckets: int) -> dict[str, Health]:
         out = {}
+        now = time.monotonic()
+        if len(self._details) > MAX_DETAILS:
+            self._details.clear()
         for sub, stats in shown.items():
-            if stats.last_failure is not None:
-                found = self._last_failure(sub)
-                if found is not None and found.at == stats.last_failure.at:
-                    stats = dataclasses.replace(stats, last_failure=found)
-            out[sub] = Health(stats, self._series(sub, window, buckets))
+            key = (sub, window, buckets, None if stats.last_failure is None else stats.last_failure.at)
+            cached = self._details.get(key)
+            if cached is not None and now - cached[0] < self.max_age:
+                _, failure, series = cached
+            else:
+                failure = None
+                if stats.last_failure is not None:
+                    found = self._last_failure(sub)
+                    failure = found if found is not None and found.at == stats.last_failure.at else None
+                series = self._series(sub, window, buckets)
+                self._details[key] = (now, failure, series)
+            if failure is not None:
+                stats = dataclasses.replace(stats, last_failure=failure)
+            out[sub] = Health(stats, series)
         return out
 
     async def detail(self, shown: Mapping[str, Stats], window: float, buckets: int) -> Mapping[str, Health]:
