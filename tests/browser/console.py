@@ -46,6 +46,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    "--hide-scrollbars",  # as Playwright's own headless launch: pages and screenshots use the whole width
 ]
 ACTION_TIMEOUT_MS = 30_000
 
