@@ -105,7 +105,7 @@ async def test_an_event_delivered_after_one_retry_shows_both_attempts(
             assert status == 202
             await receiver.wait_count(2, timeout=60)  # the 503, then the retry the dispatcher scheduled
             event_id = published["id"]
-            records = from_receiver(event_id, "order.paid", "crm", receiver.requests, answers)
+            records = from_receiver(event_id, "order.paid", "crm", receiver.requests[:2], answers[:2])
             write_attempts(settings, records)
             await indexed(store, 2)
 
