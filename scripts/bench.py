@@ -8,7 +8,9 @@ events go round all 10,000, so every subscription's lane is busy); (d) 5% of del
 produced in advance; each run is a fresh consumer group reading from the beginning. The ceiling (a
 plain aiohttp client, no Kafka) is measured right before each scenario, which is compared with it.
 Scenario ``api`` (scripts/bench_api.py): ``POST /v1/events`` on ``fanout api`` against a minimal aiohttp
-handler, both loaded by wrk in the same run; select scenarios as ``--scenarios abcd,api``.
+handler, both loaded by wrk in the same run. Scenario ``console`` (scripts/bench_console.py): the web
+console's overview, server time with 1,000 subscriptions and 1 million attempts in the history index.
+Select scenarios as ``--scenarios abcd,api,console``.
 
 Results: a table on stdout, JSON in bench-results/, and a PNG chart next to it.
 """
@@ -90,6 +92,7 @@ class Report:
     runs: list[Run] = field(default_factory=list)
     latency: dict[str, float] = field(default_factory=dict)
     api: dict[str, Any] = field(default_factory=dict)  # scripts/bench_api.py's ApiReport
+    console: dict[str, Any] = field(default_factory=dict)  # scripts/bench_console.py's result
 
 
 def body(size: int) -> bytes:
@@ -375,14 +378,15 @@ def summarise(
     )
 
 
-def scenario_keys(text: str) -> tuple[str, bool]:
-    """``--scenarios``: the dispatcher scenarios' letters, and whether to run the API scenario."""
+def scenario_keys(text: str) -> tuple[str, bool, bool]:
+    """``--scenarios``: the dispatcher scenarios' letters, whether to run the API scenario, and whether
+    to run the console scenario."""
     parts = [p for p in text.replace(" ", ",").split(",") if p]
-    letters = "".join(p for p in parts if p != "api")
+    letters = "".join(p for p in parts if p not in ("api", "console"))
     unknown = set(letters) - set(SCENARIOS)
     if unknown:
-        raise SystemExit(f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcd and api)")
-    return letters, "api" in parts
+        raise SystemExit(f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcd, api and console)")
+    return letters, "api" in parts, "console" in parts
 
 
 SCENARIOS = {
@@ -402,7 +406,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=60_000, help="deliveries per scenario run")
     parser.add_argument("--size", type=int, default=1024, help="event size in bytes")
     parser.add_argument(
-        "--scenarios", default="abcd,api", help="dispatcher scenarios (letters) and/or api, e.g. ab or a,api"
+        "--scenarios",
+        default="abcd,api,console",
+        help="dispatcher scenarios (letters), api and/or console, e.g. ab or a,api,console",
     )
     parser.add_argument("--api-seconds", type=float, default=10, help="api: seconds per load")
     parser.add_argument("--api-rounds", type=int, default=3, help="api: rounds of (minimal, fanout)")
@@ -435,7 +441,7 @@ def main() -> int:
     started = time.time()
     succeeded = False
     try:
-        letters, run_api = scenario_keys(args.scenarios)
+        letters, run_api, run_console = scenario_keys(args.scenarios)
         with Sink(bench.workdir / "sink", SINK_PORT) if letters else contextlib.nullcontext() as sink:
             if letters:
                 report.sink_capacity = bench.sink_capacity(sink)
@@ -475,6 +481,10 @@ def main() -> int:
                 args.api_rounds, bench.topics,
             )  # fmt: skip
             report.api = asdict(api)
+        if run_console:
+            from bench_console import run_console_scenario
+
+            report.console = run_console_scenario()
         succeeded = True
     finally:
         bench.clean_up(succeeded)

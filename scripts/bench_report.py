@@ -12,7 +12,8 @@ import orjson
 TARGETS = """\
 targets: (a) 1 worker >= 0.8x ceiling/s | 2 workers <= 1.1x the CPU per delivery of 1 | (b) >= 0.8x ceiling/s
          (c) within 10% of (a), each worker < 250 MiB | p99 < 50 ms at 50% load | (d) drop <= the failing share
-         API: publish >= 0.6x the minimal handler's requests/s | batches >= 20,000 events/s"""
+         API: publish >= 0.6x the minimal handler's requests/s | batches >= 20,000 events/s
+         console: the overview's server time < 300 ms (1,000 subscriptions, 1M attempts in the index)"""
 
 
 TITLES = {
@@ -34,6 +35,10 @@ def table(report: Any) -> str:
         from bench_api import table as api_table
 
         lines += ["", *api_table(report.api)]
+    if report.console:
+        from bench_console import table as console_table
+
+        lines += ["", *console_table(report.console)]
     lines += [""] + [f"{name}: {value:.2f}" for name, value in summary(report).items()]
     lines += ["", TARGETS, f"total time: {report.machine.get('seconds', 0):.0f} s"]
     return "\n".join(lines)
@@ -94,6 +99,9 @@ def summary(report: Any) -> dict[str, float]:
         )
     if report.api:
         out.update(report.api["summary"])
+    if report.console:
+        out["console overview server ms, p99, cold"] = report.console["cold"]["default"]["server"]["p99_ms"]
+        out["console overview server ms, p99, warm"] = report.console["warm"]["default"]["server"]["p99_ms"]
     return out
 
 

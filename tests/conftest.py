@@ -21,12 +21,17 @@ from tests.receivers import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 INTEGRATION_DIR = Path(__file__).parent / "integration"
+BROWSER_DIR = Path(__file__).parent / "browser"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if INTEGRATION_DIR in Path(str(item.fspath)).parents:
+        parents = Path(str(item.fspath)).parents
+        if INTEGRATION_DIR in parents:
             item.add_marker(pytest.mark.integration)
+        if BROWSER_DIR in parents:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.browser)
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:

@@ -4,8 +4,9 @@ Middlewares, outermost first: ``read_deadline`` (``fanout.api.connections``: the
 deadline; connections are guarded by ``ApiRunner``), ``count_requests``, ``problems`` (every error is
 problem+json), ``authenticate`` (credential and scope of the operation), ``validate`` (parameters and
 body against the OpenAPI document). The
-routes are in one module per area; ``/metrics`` serves this process's metrics (``fanout.telemetry``),
-and a ``traceparent`` sent to ``POST /v1/events`` continues into the Kafka headers.
+routes are in one module per area; ``/console/`` is the web console (``fanout.api.console``);
+``/metrics`` serves this process's metrics (``fanout.telemetry``), and a ``traceparent`` sent to
+``POST /v1/events`` continues into the Kafka headers.
 
 On start: open the delivery-history index (``history.path``) and start indexing the attempts topic into
 it (``fanout.api.history``), follow the subscriptions topic (reads are served from memory), start the
@@ -33,6 +34,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from fanout.api import deadletters, health, history, ingest, jobs, publish, subscriptions
 from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
 from fanout.api.connections import LIMITS, ApiRunner, ConnectionLimits, read_deadline
+from fanout.api.console import setup_console, use_history
 from fanout.api.context import API, Api
 from fanout.api.health import BrokerProbe
 from fanout.api.history import History
@@ -121,6 +123,9 @@ def build_app(
     deliveries = History(HistoryIndexer(settings, store, logs=logs), settings.history.payload_bytes)
     register_history_metrics(metrics.meter, deliveries.status)
     app.router.add_get("/metrics", metrics.handler)
+    setup_console(app, settings.console)
+    if settings.console.enabled:
+        use_history(app, store)
     app.on_cleanup.append(lambda _app: _shutdown(metrics))
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -141,6 +141,11 @@ class Authenticator:
             if scheme.lower() != "bearer" or not credential.strip():
                 raise _unauthorized("a credential is required: Authorization: Bearer <API key or JWT>", None)
             credential = credential.strip()
+        return await self.check(credential)
+
+    async def check(self, credential: str) -> Principal:
+        """Who ``credential`` (an API key or a JWT) is; a ``Problem`` (401, or 503 without the JWKS)
+        if it is neither. The console checks the credential of a session with this on every request."""
         principal = self._keys.get(key_digest(credential))
         if principal is not None:
             return principal

@@ -25,6 +25,9 @@ from fanout.config.settings import (
     ApiSettings as ApiSettings,
 )
 from fanout.config.settings import (
+    ConsoleSettings as ConsoleSettings,
+)
+from fanout.config.settings import (
     DeliverySettings as DeliverySettings,
 )
 from fanout.config.settings import (

@@ -1,4 +1,5 @@
-"""Settings of the control plane: the HTTP API (``api``) and secrets at rest (``secrets``).
+"""Settings of the control plane: the HTTP API (``api``), its web console (``console``) and secrets at
+rest (``secrets``).
 
 Sections of ``fanout.config.Settings`` (re-exported there); kept apart because they are many and only
 the API and the subscriptions codec read them.
@@ -200,3 +201,34 @@ class SecretsSettings(_Section):
             if len(raw) not in (16, 24, 32):
                 raise ValueError(f"key {i} must decode to 16, 24 or 32 bytes, not {len(raw)}")
         return keys
+
+
+class ConsoleSettings(_Section):
+    """The web console that `fanout api` serves at `/console/` (docs/console.md): same process, same
+    credentials and scopes as the API."""
+
+    enabled: bool = True
+    """Serve the console at `/console/`."""
+    session_ttl: float = Field(default=8 * 3600, ge=60, le=30 * 86400)
+    """Seconds a sign-in lasts, however much the session is used (not extended by use)."""
+    session_key: SecretStr | None = None
+    """Seals the session cookies (AES-256-GCM; the CSRF tokens are derived from it): base64 of 32 or more
+    random bytes (`fanout keys encryption` makes one). Give every replica the same key. Unset, each
+    process draws a random key at start: sessions then end when it restarts and work on that replica only
+    (logged as a warning)."""
+    cookie_secure: Literal["auto", "always"] = "auto"
+    """`auto`: the session cookie is `Secure` when the request came over TLS; `always`: behind a
+    TLS-terminating proxy."""
+
+    @field_validator("session_key")
+    @classmethod
+    def _key_bytes(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is None:
+            return None
+        try:
+            raw = base64.b64decode(key.get_secret_value(), validate=True)
+        except binascii.Error:
+            raise ValueError("is not valid base64") from None
+        if len(raw) < 32:
+            raise ValueError(f"must decode to at least 32 bytes, not {len(raw)}")
+        return key

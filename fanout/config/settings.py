@@ -34,6 +34,7 @@ from fanout.config.api import RECORD_OVERHEAD_BYTES as RECORD_OVERHEAD_BYTES
 from fanout.config.api import SCOPES as SCOPES
 from fanout.config.api import ApiKey as ApiKey
 from fanout.config.api import ApiSettings as ApiSettings
+from fanout.config.api import ConsoleSettings as ConsoleSettings
 from fanout.config.api import IngestSource as IngestSource
 from fanout.config.api import JwtSettings as JwtSettings
 from fanout.config.api import SecretsSettings as SecretsSettings
@@ -444,6 +445,7 @@ class Settings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     dispatcher: DispatcherSettings = DispatcherSettings()
     api: ApiSettings = ApiSettings()
+    console: ConsoleSettings = ConsoleSettings()
     secrets: SecretsSettings = SecretsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     history: HistorySettings = HistorySettings()
