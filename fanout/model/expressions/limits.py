@@ -67,7 +67,9 @@ class _Frame:
     names: set[str] = field(default_factory=set)
 
 
-def _tokens(source: str) -> list[tuple[str, str, int]]:
+def tokenize(source: str) -> list[tuple[str, str, int]]:
+    """``source`` as (kind, text, offset) tokens, without spaces and comments; kinds: ``raw``,
+    ``string``, ``quoted``, ``number``, ``ident``, ``op``."""
     out: list[tuple[str, str, int]] = []
     pos = 0
     while pos < len(source):
@@ -83,7 +85,7 @@ def _tokens(source: str) -> list[tuple[str, str, int]]:
 
 def check(source: str) -> Shape:
     """The expression's ``Shape``; raises ``LimitExceeded`` when it breaks a limit."""
-    tokens = _tokens(source)
+    tokens = tokenize(source)
     stack: list[_Frame] = []
     uses_data = builds_lists = False
     plus = 0
