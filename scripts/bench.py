@@ -4,7 +4,9 @@ Scenarios (each with 1 worker process, then 2; (a) also with the aiohttp transpo
 compares the two delivery transports): (a) one subscription; (b) fan-out to 10 subscriptions
 per event; (c) 10,000 subscriptions in the routing table, one match per event (a tenant filter; the
 events go round all 10,000, so every subscription's lane is busy); (d) 5% of deliveries answered 500
-(the retry path). Then produce-to-receipt latency at 50% of (a)'s measured maximum. Events are
+(the retry path); (e) 1,000 subscriptions on the topic, each with a CEL filter_expr on data
+(``data.customer == "c<i>" && data.amount > 100``), one match per event, with scripts/bench_cel.py's CPU per
+evaluation of each CEL library. Then produce-to-receipt latency at 50% of (a)'s measured maximum. Events are
 produced in advance; each run is a fresh consumer group reading from the beginning. The ceiling (a
 plain aiohttp client, no Kafka) is measured right before each scenario, which is compared with it.
 Scenario ``api`` (scripts/bench_api.py): ``POST /v1/events`` on ``fanout api`` against a minimal aiohttp
@@ -60,6 +62,7 @@ class Scenario:
     subscriptions: int = 1
     path: str = "/ok"
     tenants: int = 0
+    data_filters: int = 0  # subscriptions with filter_expr on data; event i matches subscription i % n
 
     @property
     def deliveries(self) -> int:
@@ -90,11 +93,19 @@ class Report:
     runs: list[Run] = field(default_factory=list)
     latency: dict[str, float] = field(default_factory=dict)
     api: dict[str, Any] = field(default_factory=dict)  # scripts/bench_api.py's ApiReport
+    cel: dict[str, Any] = field(default_factory=dict)  # scripts/bench_cel.py --json, with scenario (e)
 
 
 def body(size: int) -> bytes:
     pad = max(0, size - 80)
     return orjson.dumps({"event": "bench.created", "data": {"blob": "x" * pad}})
+
+
+def data_body(size: int, customer: int) -> bytes:
+    """An event of about ``size`` bytes for scenario (e): its ``data.customer`` selects one subscription."""
+    pad = max(0, size - 110)
+    data = {"customer": f"c{customer}", "amount": 1500, "currency": "EUR", "blob": "x" * pad}
+    return orjson.dumps({"event": "bench.created", "data": data})
 
 
 def env_for(prefix: str, group: str, transport: str = "fast") -> dict[str, str]:
@@ -108,6 +119,7 @@ def env_for(prefix: str, group: str, transport: str = "fast") -> dict[str, str]:
             "FANOUT_TOPICS__PREFIX": prefix,
             "FANOUT_TOPICS__PARTITIONS": "6",
             "FANOUT_DISPATCHER__GROUP_ID": group,
+            "FANOUT_DISPATCHER__HTTP_PORT": "0",  # no probes needed; 8081 may be another run's
             "FANOUT_DELIVERY__ALLOW_HTTP": "true",
             "FANOUT_DELIVERY__ALLOW_CIDRS": '["127.0.0.0/8"]',
             "FANOUT_DELIVERY__CONNECTIONS_PER_HOST": str(CONCURRENCY),
@@ -166,6 +178,8 @@ class Bench:
             }
             if scenario.tenants:
                 doc["filter"] = {"tenant": f"t{i}"}
+            if scenario.data_filters:
+                doc["filter_expr"] = f'data.customer == "c{i}" && data.amount > 100'
             subs.append(parse_subscription(doc))
         store = SubscriptionStore(settings)
         store.apply(subs)
@@ -175,7 +189,10 @@ class Bench:
         )
         for i in range(scenario.events):
             headers = [("tenant", f"t{i % scenario.tenants}".encode())] if scenario.tenants else None
-            producer.produce(topic, self.body, headers=headers)
+            value = (
+                data_body(self.args.size, i % scenario.data_filters) if scenario.data_filters else self.body
+            )
+            producer.produce(topic, value, headers=headers)
             if i % 20_000 == 0:
                 producer.poll(0)
         producer.flush(60)
@@ -375,13 +392,24 @@ def summarise(
     )
 
 
+def cel_libraries() -> dict[str, Any]:
+    """scripts/bench_cel.py's CPU per compile, bind and evaluation of each CEL library installed."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_cel.py"), "--json", "--repeat", "3"],
+        capture_output=True,
+        check=True,
+        timeout=600,
+    )
+    return dict(orjson.loads(done.stdout))
+
+
 def scenario_keys(text: str) -> tuple[str, bool]:
     """``--scenarios``: the dispatcher scenarios' letters, and whether to run the API scenario."""
     parts = [p for p in text.replace(" ", ",").split(",") if p]
     letters = "".join(p for p in parts if p != "api")
     unknown = set(letters) - set(SCENARIOS)
     if unknown:
-        raise SystemExit(f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcd and api)")
+        raise SystemExit(f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcde and api)")
     return letters, "api" in parts
 
 
@@ -392,6 +420,9 @@ SCENARIOS = {
         "c", "10,000 subscriptions, 1 match each", n, subscriptions=10_000, tenants=10_000
     ),
     "d": lambda n: Scenario("d", "5% answered 500 (retry path)", n, path="/flaky"),
+    "e": lambda n: Scenario(
+        "e", "1,000 CEL data filters, 1 match each", n, subscriptions=1_000, data_filters=1_000
+    ),
 }
 
 
@@ -402,7 +433,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=60_000, help="deliveries per scenario run")
     parser.add_argument("--size", type=int, default=1024, help="event size in bytes")
     parser.add_argument(
-        "--scenarios", default="abcd,api", help="dispatcher scenarios (letters) and/or api, e.g. ab or a,api"
+        "--scenarios", default="abcde,api", help="dispatcher scenarios (letters) and/or api, e.g. ab or a,api"
     )
     parser.add_argument("--api-seconds", type=float, default=10, help="api: seconds per load")
     parser.add_argument("--api-rounds", type=int, default=3, help="api: rounds of (minimal, fanout)")
@@ -462,6 +493,8 @@ def main() -> int:
                         f"  ({key}) {scenario.title}, {workers} worker(s), {transport}: {run.per_second:.0f}/s",
                         flush=True,
                     )
+            if "e" in letters:
+                report.cel = cel_libraries()
             a_runs = [
                 r for r in report.runs if r.scenario == "a" and r.workers == 1 and r.transport == "fast"
             ]

@@ -28,7 +28,7 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from fanout.api import deadletters, health, ingest, jobs, publish, subscriptions
+from fanout.api import deadletters, health, ingest, jobs, publish, signing_keys, subscriptions
 from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
 from fanout.api.connections import LIMITS, ApiRunner, ConnectionLimits, read_deadline
 from fanout.api.context import API, Api
@@ -107,7 +107,7 @@ def build_app(
     app[LIMITS] = ConnectionLimits(settings.api.read_timeout, settings.api.max_connections_per_client)
     app[OPERATIONS] = operations(bundle())
     app[AUTHENTICATOR] = Authenticator(settings.api)
-    for module in (health, publish, ingest, subscriptions, deadletters, jobs):
+    for module in (health, publish, ingest, subscriptions, signing_keys, deadletters, jobs):
         app.router.add_routes(module.routes)
     app.router.add_get("/metrics", metrics.handler)
     app.on_cleanup.append(lambda _app: _shutdown(metrics))

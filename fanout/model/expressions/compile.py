@@ -53,7 +53,8 @@ class CompileError(ValueError):
 @dataclass(frozen=True, slots=True, eq=False)
 class Program:
     """A compiled expression. ``uses_data``: it reads the payload (parsed only then);
-    ``builds_lists``: it uses ``map``/``filter`` (see ``limits.MAX_MAPPED_LIST``); ``equalities``: a
+    ``builds_lists``: it uses ``map``/``filter`` (see ``limits.MAX_MAPPED_LIST``); ``variables``: the
+    variables it names (only those are bound when it runs); ``equalities``: a
     filter's ``data.<path> == literal`` and ``data.<path> in [literals]`` conjuncts, which the router
     indexes (``equalities``)."""
 
@@ -62,6 +63,7 @@ class Program:
     expression: Any
     uses_data: bool
     builds_lists: bool
+    variables: frozenset[str]
     equalities: tuple[Equality, ...] = ()
 
 
@@ -105,5 +107,5 @@ def compile_expression(kind: Kind, source: str) -> Program:
         if result not in ("bool", "BOOL", "dyn", "DYN"):
             raise CompileError(1, 1, f"a filter must be a boolean expression, not {result.lower()}")
         found = equalities(source)
-        return Program(kind, source, expression, shape.uses_data, shape.builds_lists, found)
-    return Program(kind, source, expression, shape.uses_data, shape.builds_lists)
+        return Program(kind, source, expression, shape.uses_data, shape.builds_lists, shape.variables, found)
+    return Program(kind, source, expression, shape.uses_data, shape.builds_lists, shape.variables)

@@ -57,6 +57,7 @@ class Shape:
 
     uses_data: bool
     builds_lists: bool
+    variables: frozenset[str] = VARIABLES
 
 
 @dataclass(slots=True)
@@ -89,6 +90,7 @@ def check(source: str) -> Shape:
     stack: list[_Frame] = []
     uses_data = builds_lists = False
     plus = 0
+    variables: set[str] = set()
     for i, (kind, text, offset) in enumerate(tokens):
         before = tokens[i - 1][1] if i else ""
         after = tokens[i + 1][1] if i + 1 < len(tokens) else ""
@@ -111,8 +113,10 @@ def check(source: str) -> Shape:
                 frame.variable = text
                 continue
             uses_data = uses_data or text == "data"
+            if text in VARIABLES:
+                variables.add(text)
             _check_name(stack, text, offset)
-    return Shape(uses_data, builds_lists)
+    return Shape(uses_data, builds_lists, frozenset(variables))
 
 
 def _check_name(stack: list[_Frame], name: str, offset: int) -> None:
