@@ -21,6 +21,8 @@ from fanout.model.expressions.compile import Program, environment
 from fanout.model.expressions.limits import MAX_MAPPED_LIST
 
 log = logging.getLogger("fanout.filters")
+_ENV = environment()
+_DATA_ONLY = frozenset({"data"})
 LOG_INTERVAL = 60.0
 MAX_REASON = 200
 
@@ -85,8 +87,11 @@ class Bindings:
         too long for an expression that maps or filters lists."""
         activation = self._activations.get(program.variables)
         if activation is None:
-            values = {name: self._value(name) for name in program.variables}
-            activation = environment().Activation(values)
+            if program.variables == _DATA_ONLY:
+                values = {"data": self._event.parsed_data()}
+            else:
+                values = {name: self._value(name) for name in program.variables}
+            activation = _ENV.Activation(values)
             self._activations[program.variables] = activation
         if program.builds_lists:
             if self._longest is None:
