@@ -22,6 +22,7 @@ TITLES = {
     "c": "(c) 10,000 subscriptions, 1 match",
     "d": "(d) 5% answered 500 (successes)",
     "e": "(e) 1,000 CEL data filters, 1 match",
+    "f": "(f) 1,000 attribute filters, 1 match",
 }
 
 
@@ -114,6 +115,10 @@ def summary(report: Any) -> dict[str, float]:
     if "a" in one and "e" in one:
         out["(e) / (a), deliveries/s, 1 worker"] = one["e"].ratio_throughput / one["a"].ratio_throughput
         out["(e) / (a), deliveries/s, 1 worker, unadjusted"] = one["e"].per_second / one["a"].per_second
+        out["(e) / (a), CPU per delivery, 1 worker"] = one["e"].cpu_per_1000 / one["a"].cpu_per_1000
+    if "a" in one and "f" in one:
+        out["(f) / (a), deliveries/s, 1 worker, unadjusted"] = one["f"].per_second / one["a"].per_second
+        out["(f) / (a), CPU per delivery, 1 worker"] = one["f"].cpu_per_1000 / one["a"].cpu_per_1000
     if report.api:
         out.update(report.api["summary"])
     return out

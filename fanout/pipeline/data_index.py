@@ -10,6 +10,8 @@ missing or the index cannot decide for it (a list, a map, a number beyond 2^53, 
 a JSON object), every subscription filed under that path is a candidate. The router then evaluates the
 full filter on the candidates, so what matches is exactly what evaluating every filter would select;
 the only difference is that a filter the index ruled out is not evaluated, so it cannot count an error.
+A filter that is the equality alone (``data.customer == "c1"``) is not evaluated either when the key
+matches: it is true then (``Program.sole``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from fanout.model.subscription import Subscription
 
 _MISSING = object()
 Path = tuple[str, ...]
+_Filed = tuple[list[Subscription], list[Subscription]]  # (to evaluate, accepted: the filter is the key)
 
 
 def indexable(sub: Subscription) -> bool:
@@ -59,23 +62,29 @@ class DataIndex:
             assert program is not None
             best = min(program.equalities, key=lambda e: sum(counts[(e.path, k)] for k in e.keys))
             chosen.append((sub, best))
-        self._paths: dict[Path, tuple[dict[Key, list[Subscription]], list[Subscription]]] = {}
+        self._paths: dict[Path, tuple[dict[Key, _Filed], list[Subscription]]] = {}
         for sub, equality in chosen:
             table, everyone = self._paths.setdefault(equality.path, ({}, []))
             everyone.append(sub)
+            sole = sub.filter_program is not None and sub.filter_program.sole
             for key in equality.keys:
-                table.setdefault(key, []).append(sub)
+                filed = table.setdefault(key, ([], []))
+                filed[1 if sole else 0].append(sub)
 
     def __bool__(self) -> bool:
         return bool(self._paths)
 
-    def collect(self, event: Event, out: list[Subscription]) -> None:
-        """Append the subscriptions whose indexed conjunct ``event`` may satisfy."""
+    def collect(self, event: Event, out: list[Subscription], accepted: list[Subscription]) -> None:
+        """Append to ``out`` the subscriptions whose indexed conjunct ``event`` may satisfy, and to
+        ``accepted`` those it satisfies whose filter is that conjunct alone (matches, not evaluated)."""
         data = event.parsed_data()
         for path, (table, everyone) in self._paths.items():
             value = _at(data, path)
             key = None if value is _MISSING else value_key(value)
             if key is None:
                 out.extend(everyone)
-            else:
-                out.extend(table.get(key, ()))
+                continue
+            filed = table.get(key)
+            if filed is not None:
+                out.extend(filed[0])
+                accepted.extend(filed[1])

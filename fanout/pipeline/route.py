@@ -62,10 +62,12 @@ class _Bucket:
             self.attribute_names.add(first[0])
         self.filtered.clear()
 
-    def collect(self, event: Event, attributes: dict[str, str], out: list[Subscription]) -> None:
+    def collect(
+        self, event: Event, attributes: dict[str, str], out: list[Subscription], accepted: list[Subscription]
+    ) -> None:
         out.extend(self.plain)
         if self.by_data is not None:
-            self.by_data.collect(event, out)
+            self.by_data.collect(event, out, accepted)
         if not self.by_attribute:
             return
         for name in self.attribute_names:
@@ -146,11 +148,12 @@ class RoutingTable:
         if topic_index is None:
             return ()
         found: list[Subscription] = []
+        accepted: list[Subscription] = []
         attributes = event.attributes
         event_type = event.type
         bucket = topic_index.exact.get(event_type)
         if bucket is not None:
-            bucket.collect(event, attributes, found)
+            bucket.collect(event, attributes, found, accepted)
         if topic_index.prefixes:
             start = 0
             for _ in range(topic_index.max_prefix_dots + 1):
@@ -159,15 +162,16 @@ class RoutingTable:
                     break
                 bucket = topic_index.prefixes.get(event_type[: dot + 1])
                 if bucket is not None:
-                    bucket.collect(event, attributes, found)
+                    bucket.collect(event, attributes, found, accepted)
                 start = dot + 1
         if topic_index.wildcard is not None:
-            topic_index.wildcard.collect(event, attributes, found)
+            topic_index.wildcard.collect(event, attributes, found, accepted)
         if len(found) > 1:
             found = list({s.id: s for s in found}.values())
-        if self._filtered and found:
-            return self._evaluated(event, found)
-        return tuple(found)
+        chosen = self._evaluated(event, found) if self._filtered and found else tuple(found)
+        if accepted:
+            return tuple({s.id: s for s in (*chosen, *accepted)}.values())
+        return chosen
 
     def _evaluated(self, event: Event, candidates: list[Subscription]) -> tuple[Subscription, ...]:
         """The candidates whose ``filter_expr`` accepts ``event`` (those without one pass)."""

@@ -89,7 +89,7 @@ def test_the_index_narrows_a_thousand_filters_to_the_matching_one() -> None:
     subs = [make_sub(id=f"s{i}", filter_expr=f"data.n == {i} && data.blob != 'x'") for i in range(1000)]
     index = DataIndex(subs)
     out: list[Subscription] = []
-    index.collect(event({"n": 417.0, "blob": "y"}), out)
+    index.collect(event({"n": 417.0, "blob": "y"}), out, [])
     assert [s.id for s in out] == ["s417"]
     table = RoutingTable.build(subs)
     assert [s.id for s in table.route(event({"n": 417, "blob": "y"}))] == ["s417"]
@@ -103,8 +103,33 @@ def test_the_rarest_conjunct_is_the_one_indexed() -> None:
     subs = [make_sub(id=f"s{i}", filter_expr=f'data.kind == "order" && data.n == {i}') for i in range(50)]
     index = DataIndex(subs)
     out: list[Subscription] = []
-    index.collect(event({"kind": "order", "n": 3}), out)
+    index.collect(event({"kind": "order", "n": 3}), out, [])
     assert [s.id for s in out] == ["s3"]
+
+
+def test_a_filter_that_is_one_equality_matches_without_being_evaluated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fanout.pipeline.route as route
+
+    evaluated: list[str] = []
+
+    def counted(program: Any, bindings: Bindings) -> bool:
+        evaluated.append(program.source)
+        return passes(program, bindings)
+
+    monkeypatch.setattr(route, "passes", counted)
+    subs = [make_sub(id=f"s{i}", filter_expr=f'(data.c in ["c{i}", "x"])') for i in range(100)]
+    subs.append(make_sub(id="both", filter_expr='data.c == "c7" && data.n > 1'))
+    subs.append(make_sub(id="wild", events=["*", "order.*"], filter_expr='data.c == "c7"'))
+    table = RoutingTable.build(subs)
+    assert {s.id for s in table.route(event({"c": "c7", "n": 2}))} == {"s7", "both", "wild"}
+    assert evaluated == ['data.c == "c7" && data.n > 1'], "only the filter with more than the equality"
+    evaluated.clear()
+    assert {s.id for s in table.route(event({"c": "x", "n": 0}))} == {f"s{i}" for i in range(100)}
+    assert evaluated == []
+    # a value the index cannot key: every filter under the path is evaluated
+    assert table.route(event({"c": ["c7"], "n": 2})) == () and len(evaluated) == 102
 
 
 LITERALS = [

@@ -70,6 +70,16 @@ def equalities(source: str) -> tuple[Equality, ...]:
     return tuple(found)
 
 
+def sole_equality(source: str) -> Equality | None:
+    """The ``Equality`` that is the whole filter ``source`` (``data.a == 1``, ``(data.r in ["eu"])``), or
+    None: when the event's value is keyed among its keys, the filter is true without evaluating it."""
+    part = _unwrapped(tokenize(source))
+    for (kind, text, _offset), depth in zip(part, _depths(part), strict=True):
+        if depth == 0 and kind == "op" and (text == "&&" or text in _NOT_A_CONJUNCTION):
+            return None
+    return _equality(part)
+
+
 def _depths(part: list[Token]) -> list[int]:
     """The bracket depth of each token (an opening bracket counts as inside, a closing one as outside)."""
     depth, out = 0, []
