@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fanout.model.event import Event
-from fanout.model.expressions.equalities import Equality, equalities
+from fanout.model.expressions.equalities import Equality, equalities, sole_equality
 from fanout.model.subscription import Subscription
 from fanout.pipeline.data_index import DataIndex
 from fanout.pipeline.expressions import Bindings, EvaluationError, passes
@@ -83,6 +83,24 @@ def event(data: Any, raw: bytes | None = None) -> Event:
 )
 def test_equalities(source: str, expected: list[Equality]) -> None:
     assert list(equalities(source)) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "sole"),
+    [
+        ('data.c == "x"', True),
+        ('(data.c in ["x", 1])', True),
+        ("1 == data.c", True),
+        ('data.c == "x" && data.n > 1', False),
+        ('data.c == "x" && data.d == "y"', False),
+        ('data.c == "x" || data.d == "y"', False),
+        ('!(data.c == "x")', False),
+        ('data.c == "x" ? true : false', False),
+        ("data.n > 1", False),
+    ],
+)
+def test_a_sole_equality_is_the_whole_filter(source: str, sole: bool) -> None:
+    assert (sole_equality(source) is not None) is sole
 
 
 def test_the_index_narrows_a_thousand_filters_to_the_matching_one() -> None:
