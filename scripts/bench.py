@@ -4,13 +4,17 @@ Scenarios (each with 1 worker process, then 2; (a) also with the aiohttp transpo
 compares the two delivery transports): (a) one subscription; (b) fan-out to 10 subscriptions
 per event; (c) 10,000 subscriptions in the routing table, one match per event (a tenant filter; the
 events go round all 10,000, so every subscription's lane is busy); (d) 5% of deliveries answered 500
-(the retry path). Then produce-to-receipt latency at 50% of (a)'s measured maximum. Events are
-produced in advance; each run is a fresh consumer group reading from the beginning. The ceiling (a
-plain aiohttp client, no Kafka) is measured right before each scenario, which is compared with it.
+(the retry path); (e) 1,000 subscriptions on the topic, each with a CEL filter_expr on data
+(``data.customer == "c<i>" && data.amount > 100``), one match per event, with scripts/bench_cel.py's CPU per
+evaluation of each CEL library; (f), not run by default, is (e) with the same 1,000 busy lanes
+chosen by an attribute filter instead of CEL (the cost of the lanes without CEL's). Then
+produce-to-receipt latency at 50% of (a)'s measured maximum. Events are produced in advance; each run
+is a fresh consumer group reading from the beginning. The ceiling (a plain aiohttp client, no Kafka)
+is measured right before each scenario, which is compared with it.
 Scenario ``api`` (scripts/bench_api.py): ``POST /v1/events`` on ``fanout api`` against a minimal aiohttp
 handler, both loaded by wrk in the same run. Scenario ``console`` (scripts/bench_console.py): the web
 console's overview, server time with 1,000 subscriptions and 1 million attempts in the history index.
-Select scenarios as ``--scenarios abcd,api,console``.
+Select scenarios as ``--scenarios abcde,api,console``.
 
 Results: a table on stdout, JSON in bench-results/, and a PNG chart next to it.
 """
@@ -62,6 +66,7 @@ class Scenario:
     subscriptions: int = 1
     path: str = "/ok"
     tenants: int = 0
+    data_filters: int = 0  # subscriptions with filter_expr on data; event i matches subscription i % n
 
     @property
     def deliveries(self) -> int:
@@ -93,11 +98,19 @@ class Report:
     latency: dict[str, float] = field(default_factory=dict)
     api: dict[str, Any] = field(default_factory=dict)  # scripts/bench_api.py's ApiReport
     console: dict[str, Any] = field(default_factory=dict)  # scripts/bench_console.py's result
+    cel: dict[str, Any] = field(default_factory=dict)  # scripts/bench_cel.py --json, with scenario (e)
 
 
 def body(size: int) -> bytes:
     pad = max(0, size - 80)
     return orjson.dumps({"event": "bench.created", "data": {"blob": "x" * pad}})
+
+
+def data_body(size: int, customer: int) -> bytes:
+    """An event of about ``size`` bytes for scenario (e): its ``data.customer`` selects one subscription."""
+    pad = max(0, size - 110)
+    data = {"customer": f"c{customer}", "amount": 1500, "currency": "EUR", "blob": "x" * pad}
+    return orjson.dumps({"event": "bench.created", "data": data})
 
 
 def env_for(prefix: str, group: str, transport: str = "fast") -> dict[str, str]:
@@ -111,6 +124,7 @@ def env_for(prefix: str, group: str, transport: str = "fast") -> dict[str, str]:
             "FANOUT_TOPICS__PREFIX": prefix,
             "FANOUT_TOPICS__PARTITIONS": "6",
             "FANOUT_DISPATCHER__GROUP_ID": group,
+            "FANOUT_DISPATCHER__HTTP_PORT": "0",  # no probes needed; 8081 may be another run's
             "FANOUT_DELIVERY__ALLOW_HTTP": "true",
             "FANOUT_DELIVERY__ALLOW_CIDRS": '["127.0.0.0/8"]',
             "FANOUT_DELIVERY__CONNECTIONS_PER_HOST": str(CONCURRENCY),
@@ -169,6 +183,8 @@ class Bench:
             }
             if scenario.tenants:
                 doc["filter"] = {"tenant": f"t{i}"}
+            if scenario.data_filters:
+                doc["filter_expr"] = f'data.customer == "c{i}" && data.amount > 100'
             subs.append(parse_subscription(doc))
         store = SubscriptionStore(settings)
         store.apply(subs)
@@ -178,7 +194,10 @@ class Bench:
         )
         for i in range(scenario.events):
             headers = [("tenant", f"t{i % scenario.tenants}".encode())] if scenario.tenants else None
-            producer.produce(topic, self.body, headers=headers)
+            value = (
+                data_body(self.args.size, i % scenario.data_filters) if scenario.data_filters else self.body
+            )
+            producer.produce(topic, value, headers=headers)
             if i % 20_000 == 0:
                 producer.poll(0)
         producer.flush(60)
@@ -378,6 +397,17 @@ def summarise(
     )
 
 
+def cel_libraries() -> dict[str, Any]:
+    """scripts/bench_cel.py's CPU per compile, bind and evaluation of each CEL library installed."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_cel.py"), "--json", "--repeat", "3"],
+        capture_output=True,
+        check=True,
+        timeout=600,
+    )
+    return dict(orjson.loads(done.stdout))
+
+
 def scenario_keys(text: str) -> tuple[str, bool, bool]:
     """``--scenarios``: the dispatcher scenarios' letters, whether to run the API scenario, and whether
     to run the console scenario."""
@@ -385,7 +415,9 @@ def scenario_keys(text: str) -> tuple[str, bool, bool]:
     letters = "".join(p for p in parts if p not in ("api", "console"))
     unknown = set(letters) - set(SCENARIOS)
     if unknown:
-        raise SystemExit(f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcd, api and console)")
+        raise SystemExit(
+            f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcdef, api and console)"
+        )
     return letters, "api" in parts, "console" in parts
 
 
@@ -396,6 +428,12 @@ SCENARIOS = {
         "c", "10,000 subscriptions, 1 match each", n, subscriptions=10_000, tenants=10_000
     ),
     "d": lambda n: Scenario("d", "5% answered 500 (retry path)", n, path="/flaky"),
+    "f": lambda n: Scenario(
+        "f", "1,000 attribute filters ((e) without CEL)", n, subscriptions=1_000, tenants=1_000
+    ),
+    "e": lambda n: Scenario(
+        "e", "1,000 CEL data filters, 1 match each", n, subscriptions=1_000, data_filters=1_000
+    ),
 }
 
 
@@ -407,7 +445,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1024, help="event size in bytes")
     parser.add_argument(
         "--scenarios",
-        default="abcd,api,console",
+        default="abcde,api,console",
         help="dispatcher scenarios (letters), api and/or console, e.g. ab or a,api,console",
     )
     parser.add_argument("--api-seconds", type=float, default=10, help="api: seconds per load")
@@ -468,6 +506,8 @@ def main() -> int:
                         f"  ({key}) {scenario.title}, {workers} worker(s), {transport}: {run.per_second:.0f}/s",
                         flush=True,
                     )
+            if "e" in letters:
+                report.cel = cel_libraries()
             a_runs = [
                 r for r in report.runs if r.scenario == "a" and r.workers == 1 and r.transport == "fast"
             ]

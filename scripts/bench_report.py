@@ -12,6 +12,7 @@ import orjson
 TARGETS = """\
 targets: (a) 1 worker >= 0.8x ceiling/s | 2 workers <= 1.1x the CPU per delivery of 1 | (b) >= 0.8x ceiling/s
          (c) within 10% of (a), each worker < 250 MiB | p99 < 50 ms at 50% load | (d) drop <= the failing share
+         (e) >= 0.8x (a)'s deliveries/s
          API: publish >= 0.6x the minimal handler's requests/s | batches >= 20,000 events/s
          console: the overview's server time < 300 ms (1,000 subscriptions, 1M attempts in the index)"""
 
@@ -21,6 +22,8 @@ TITLES = {
     "b": "(b) fan-out x10",
     "c": "(c) 10,000 subscriptions, 1 match",
     "d": "(d) 5% answered 500 (successes)",
+    "e": "(e) 1,000 CEL data filters, 1 match",
+    "f": "(f) 1,000 attribute filters, 1 match",
 }
 
 
@@ -31,6 +34,8 @@ def table(report: Any) -> str:
     ]
     if report.runs:
         lines += dispatcher_table(report)
+    if report.cel:
+        lines += ["", *cel_table(report.cel)]
     if report.api:
         from bench_api import table as api_table
 
@@ -71,6 +76,21 @@ def dispatcher_table(report: Any) -> list[str]:
     return lines
 
 
+def cel_table(cel: dict[str, Any]) -> list[str]:
+    """CPU µs per evaluation (and per binding of one event's variables) of each CEL library."""
+    results = cel["results"]
+    names = list(results[0]["evaluate_us"]) if results else []
+    lines = [
+        f"CEL libraries, CPU µs per evaluation (scripts/bench_cel.py, payload with {cel['items']} items):",
+        f"{'library':36}{'bind':>8}" + "".join(f"{n:>11}" for n in names),
+    ]
+    for r in results:
+        lines.append(
+            f"{r['library']:36}{r['bind_us']:>8}" + "".join(f"{r['evaluate_us'][n]:>11}" for n in names)
+        )
+    return lines
+
+
 def summary(report: Any) -> dict[str, float]:
     """The ratios the targets are stated in. Scenarios are compared through their ratios to their own
     ceilings, so that the machine's drift between them cancels out."""
@@ -97,6 +117,13 @@ def summary(report: Any) -> dict[str, float]:
         out["(d) / (a), successful deliveries/s, 1 worker"] = (
             one["d"].ratio_throughput / one["a"].ratio_throughput
         )
+    if "a" in one and "e" in one:
+        out["(e) / (a), deliveries/s, 1 worker"] = one["e"].ratio_throughput / one["a"].ratio_throughput
+        out["(e) / (a), deliveries/s, 1 worker, unadjusted"] = one["e"].per_second / one["a"].per_second
+        out["(e) / (a), CPU per delivery, 1 worker"] = one["e"].cpu_per_1000 / one["a"].cpu_per_1000
+    if "a" in one and "f" in one:
+        out["(f) / (a), deliveries/s, 1 worker, unadjusted"] = one["f"].per_second / one["a"].per_second
+        out["(f) / (a), CPU per delivery, 1 worker"] = one["f"].cpu_per_1000 / one["a"].cpu_per_1000
     if report.api:
         out.update(report.api["summary"])
     if report.console:

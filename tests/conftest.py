@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 import uvloop
 from confluent_kafka.admin import AdminClient
@@ -22,6 +23,13 @@ from tests.receivers import Receiver
 ROOT = Path(__file__).resolve().parent.parent
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 BROWSER_DIR = Path(__file__).parent / "browser"
+
+# Property tests judge results, not speed: a per-example deadline is a timing bound that a loaded
+# machine breaks (test_consumer_policies failed on it once in a busy full run).
+hypothesis.settings.register_profile(
+    "fanout", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("fanout")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

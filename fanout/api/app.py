@@ -31,7 +31,7 @@ from aiohttp.abc import AbstractResolver
 from aiohttp.typedefs import Handler, Middleware
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from fanout.api import deadletters, health, history, ingest, jobs, publish, subscriptions
+from fanout.api import deadletters, health, history, ingest, jobs, publish, signing_keys, subscriptions
 from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
 from fanout.api.connections import LIMITS, ApiRunner, ConnectionLimits, read_deadline
 from fanout.api.console import setup_console, use_history
@@ -116,7 +116,7 @@ def build_app(
     app[LIMITS] = ConnectionLimits(settings.api.read_timeout, settings.api.max_connections_per_client)
     app[OPERATIONS] = operations(bundle())
     app[AUTHENTICATOR] = Authenticator(settings.api)
-    for module in (health, publish, ingest, subscriptions, deadletters, jobs, history):
+    for module in (health, publish, ingest, subscriptions, signing_keys, deadletters, jobs, history):
         app.router.add_routes(module.routes)
     store = HistoryStore(settings.history.path, settings.history.retention, role="fanout api")
     logs = AttemptLogs() if settings.history.otlp_logs else None

@@ -1,4 +1,5 @@
-"""``/v1/subscriptions``: list, create, get, replace, patch, delete, enable, disable, rotate-secret, test.
+"""``/v1/subscriptions``: list, create, get, replace, patch, delete, enable, disable, test (rotate-secret and
+public-key: ``fanout.api.signing_keys``).
 
 Reads come from this instance's live view of the subscriptions topic and carry the version as an
 ``ETag``. Writes are compare-and-set transactions (``fanout.control.plans``): ``If-Match`` gives
@@ -7,7 +8,8 @@ validated against ``schemas/subscription.schema.json`` first; then the subscript
 and the endpoint URLs (and an OAuth token URL) pass the SSRF rules. A client certificate is inline PEM
 here: file paths (``cert_file``, ``key_file``) are for routes files an operator applies, and a write
 through the API may only keep the ones the subscription already has. Secrets are never returned,
-except a secret fanout generated (create without secrets, rotate-secret), once, in that answer.
+except an HMAC secret fanout generated (create without secrets, rotate-secret), once, in that answer;
+Ed25519 private keys never (``fanout.api.signing_keys``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from aiohttp.resolver import ThreadedResolver
 
 from fanout.api.auth import PRINCIPAL
 from fanout.api.context import Api, api
+from fanout.api.key_material import default_signing, generate_keys
 from fanout.api.openapi import file_validator
 from fanout.api.problems import Problem, not_found
 from fanout.api.validation import BODY, PARAMS, field_errors
@@ -32,10 +35,8 @@ from fanout.control.plans import (
     disabled,
     enabled,
     put_plan,
-    rotated,
     update_plan,
 )
-from fanout.http.signing import new_secret
 from fanout.http.ssrf import url_refusal
 from fanout.model.cert_paths import named_files
 from fanout.model.endpoint_auth import OAuth2ClientCredentials
@@ -171,14 +172,10 @@ async def list_subscriptions(request: web.Request) -> web.Response:
 async def create(request: web.Request) -> web.Response:
     app = api(request)
     body = dict(request[BODY])
-    generated = None
-    if "secrets" not in body:
-        generated = new_secret()
-        body["secrets"] = [generated]
+    extra = generate_keys(body, request[PARAMS].get("signing") or default_signing(body))
     sub = checked_certificate(parse(body, body["id"]))
     await check_urls(app, sub)
     created = _written(await run(app, put_plan(sub, create=True)))
-    extra = {"secret": generated} if generated else {}
     response = shown(created, 201, **extra)
     response.headers["Location"] = f"/v1/subscriptions/{created.id}"
     return response
@@ -240,7 +237,8 @@ async def delete(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def _changed(request: web.Request, change: Any) -> Subscription:
+async def changed(request: web.Request, change: Any) -> Subscription:
+    """The subscription of the request's path after ``change`` (compare-and-set, with ``If-Match``)."""
     app, sub_id = api(request), _sub_id(request)
     if app.live.get(sub_id) is None:
         raise not_found(f"subscription {sub_id!r}")
@@ -248,7 +246,7 @@ async def _changed(request: web.Request, change: Any) -> Subscription:
 
 
 async def _update(request: web.Request, change: Any) -> web.Response:
-    return shown(await _changed(request, change))
+    return shown(await changed(request, change))
 
 
 @routes.post("/v1/subscriptions/{id}/enable")
@@ -261,25 +259,6 @@ async def disable(request: web.Request) -> web.Response:
     body = request[BODY] or {}
     reason = body.get("reason") or f"disabled by {request[PRINCIPAL].name}"
     return await _update(request, lambda s: disabled(s, reason))
-
-
-@routes.post("/v1/subscriptions/{id}/rotate-secret")
-async def rotate_secret(request: web.Request) -> web.Response:
-    app = api(request)
-    body = request[BODY] or {}
-    grace = float(body.get("grace_seconds", app.settings.api.secret_grace))
-    secret = new_secret()
-
-    def rotate(existing: Subscription) -> Subscription:
-        try:
-            return rotated(existing, secret, grace)
-        except ValidationFailed as exc:
-            raise Problem(400, str(exc)) from None
-
-    sub = await _changed(request, rotate)
-    expiry = sub.public()["previous_secrets_expire_at"]
-    body = {"id": sub.id, "version": sub.version, "secret": secret, "previous_secrets_expire_at": expiry}
-    return web.json_response(body, headers={"ETag": etag(sub)})
 
 
 class _NoTicket:

@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from fanout.commands.context import CliState, UsageOrConfigError, pass_state, print_json, print_table
-from fanout.control.plans import disabled, enabled, rotated
+from fanout.control.plans import disabled, enabled, rotated, rotated_ed25519
 from fanout.control.routes import load_routes
 from fanout.control.subscriptions import SubscriptionStore
-from fanout.http.signing import new_secret
+from fanout.http.signing import new_ed25519_key, new_secret
 from fanout.model.errors import FanoutError, ValidationFailed, VersionConflict
 from fanout.model.subscription import Subscription
 
@@ -169,27 +169,41 @@ def disable(state: CliState, sub_id: str, reason: str, if_version: int | None, a
 @click.option(
     "--grace",
     type=click.FloatRange(0),
-    help="Seconds the old secrets stay valid (default: api.secret_grace).",
+    help="Seconds the old secrets (or keys) stay valid (default: api.secret_grace).",
+)
+@click.option(
+    "--ed25519",
+    is_flag=True,
+    help="Rotate the Ed25519 key (v1a; a subscription without one gets its first) instead of the HMAC "
+    "secret; its public key is printed, the private key never.",
 )
 @IF_VERSION
-@click.option("--json", "as_json", is_flag=True, help="Print the new secret as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new secret (or public key) as JSON.")
 @pass_state
 def rotate_secret(
-    state: CliState, sub_id: str, grace: float | None, if_version: int | None, as_json: bool
+    state: CliState, sub_id: str, grace: float | None, ed25519: bool, if_version: int | None, as_json: bool
 ) -> None:
-    """A new signing secret, printed once; both are signed with until the grace period ends."""
-    secret = new_secret()
+    """A new signing secret, printed once (or with --ed25519 a new Ed25519 key, whose public key is
+    printed); the old and the new are both signed with until the grace period ends."""
     seconds = state.settings.api.secret_grace if grace is None else grace
-    sub = _update(state, sub_id, lambda s: rotated(s, secret, seconds), if_version)
-    expiry = [p.expires_at.isoformat() for p in sub.previous_secrets]
+    if ed25519:
+        private, public = new_ed25519_key()
+        sub = _update(state, sub_id, lambda s: rotated_ed25519(s, private, seconds), if_version)
+        expiry = [p.expires_at.isoformat() for p in sub.previous_ed25519_keys]
+        shown = {"ed25519_public_key": public, "previous_ed25519_keys_expire_at": expiry}
+        what = f"new Ed25519 public key for {sub_id} (version {sub.version}): {public}"
+    else:
+        secret = new_secret()
+        sub = _update(state, sub_id, lambda s: rotated(s, secret, seconds), if_version)
+        expiry = [p.expires_at.isoformat() for p in sub.previous_secrets]
+        shown = {"secret": secret, "previous_secrets_expire_at": expiry}
+        what = f"new secret for {sub_id} (version {sub.version}; shown once): {secret}"
     if as_json:
-        print_json(
-            {"id": sub.id, "version": sub.version, "secret": secret, "previous_secrets_expire_at": expiry}
-        )
+        print_json({"id": sub.id, "version": sub.version, **shown})
         return
-    click.echo(f"new secret for {sub_id} (version {sub.version}; shown once): {secret}")
+    click.echo(what)
     if expiry:
-        click.echo(f"the previous secret(s) stay valid until {min(expiry)}")
+        click.echo(f"the previous {'key' if ed25519 else 'secret'}(s) stay valid until {min(expiry)}")
 
 
 @subscriptions.command()

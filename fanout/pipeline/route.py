@@ -7,6 +7,10 @@ every tenant shares), so one topic can serve thousands of tenants and a lookup c
 O(depth of the type + matches), not O(subscriptions). Tables are built off the hot path and
 swapped whole; a table is never mutated after ``build``.
 
+Subscriptions without an attribute filter whose ``filter_expr`` has a ``data.<path> == literal`` or
+``data.<path> in [literals]`` conjunct are indexed by it (``DataIndex``): the payload is parsed once
+and only the subscriptions filed under its value at that path are candidates.
+
 A subscription's ``filter_expr`` (CEL, compiled when the table is built) runs last, only on the
 candidates the index selected; an evaluation error is no match, counted in ``errors`` (a
 ``FilterErrors`` shared by the tables a dispatcher swaps in, when it passes one to ``build``).
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 
 from fanout.model.event import Event
 from fanout.model.subscription import Subscription
+from fanout.pipeline.data_index import DataIndex, indexable
 from fanout.pipeline.expressions import Bindings, EvaluationError, FilterErrors, passes
 
 Filtered = tuple[Subscription, tuple[tuple[str, str], ...]]
@@ -31,15 +36,23 @@ class _Bucket:
     by_attribute: dict[tuple[str, str], list[Filtered]] = field(default_factory=dict)
     attribute_names: set[str] = field(default_factory=set)
     filtered: list[Subscription] = field(default_factory=list)
+    by_data: DataIndex | None = None
+    data_filtered: list[Subscription] = field(default_factory=list)
 
     def add(self, sub: Subscription) -> None:
-        if not sub.filter:
+        if sub.filter:
+            self.filtered.append(sub)
+        elif indexable(sub):
+            self.data_filtered.append(sub)
+        else:
             self.plain.append(sub)
-            return
-        self.filtered.append(sub)
 
     def seal(self) -> None:
-        """Index each filtered subscription by its rarest (attribute, value) pair in this bucket."""
+        """Index each filtered subscription by its rarest (attribute, value) pair in this bucket, and
+        those with only a ``filter_expr`` by one of its equalities."""
+        if self.data_filtered:
+            self.by_data = DataIndex(self.data_filtered)
+            self.data_filtered = []
         counts = Counter(pair for sub in self.filtered for pair in sub.filter.items())
         for sub in self.filtered:
             items = sorted(sub.filter.items())
@@ -49,8 +62,12 @@ class _Bucket:
             self.attribute_names.add(first[0])
         self.filtered.clear()
 
-    def collect(self, attributes: dict[str, str], out: list[Subscription]) -> None:
+    def collect(
+        self, event: Event, attributes: dict[str, str], out: list[Subscription], accepted: list[Subscription]
+    ) -> None:
         out.extend(self.plain)
+        if self.by_data is not None:
+            self.by_data.collect(event, out, accepted)
         if not self.by_attribute:
             return
         for name in self.attribute_names:
@@ -131,11 +148,12 @@ class RoutingTable:
         if topic_index is None:
             return ()
         found: list[Subscription] = []
+        accepted: list[Subscription] = []
         attributes = event.attributes
         event_type = event.type
         bucket = topic_index.exact.get(event_type)
         if bucket is not None:
-            bucket.collect(attributes, found)
+            bucket.collect(event, attributes, found, accepted)
         if topic_index.prefixes:
             start = 0
             for _ in range(topic_index.max_prefix_dots + 1):
@@ -144,15 +162,16 @@ class RoutingTable:
                     break
                 bucket = topic_index.prefixes.get(event_type[: dot + 1])
                 if bucket is not None:
-                    bucket.collect(attributes, found)
+                    bucket.collect(event, attributes, found, accepted)
                 start = dot + 1
         if topic_index.wildcard is not None:
-            topic_index.wildcard.collect(attributes, found)
+            topic_index.wildcard.collect(event, attributes, found, accepted)
         if len(found) > 1:
             found = list({s.id: s for s in found}.values())
-        if self._filtered and found:
-            return self._evaluated(event, found)
-        return tuple(found)
+        chosen = self._evaluated(event, found) if self._filtered and found else tuple(found)
+        if accepted:
+            return tuple({s.id: s for s in (*chosen, *accepted)}.values())
+        return chosen
 
     def _evaluated(self, event: Event, candidates: list[Subscription]) -> tuple[Subscription, ...]:
         """The candidates whose ``filter_expr`` accepts ``event`` (those without one pass)."""

@@ -84,6 +84,18 @@ async def test_cli_drives_fanout(
         stored = read_to_end(settings)["crm"]
         assert stored.enabled is False and stored.secrets == [rotated["secret"]]
         assert stored.previous_secrets[0].secret == old_secret
+        code, out = await run("subscriptions", "rotate-secret", "crm", "--ed25519", "--json")
+        assert code == 0 and "whsk_" not in out, out
+        keyed = orjson.loads(out)
+        assert keyed["version"] == 4 and keyed["previous_ed25519_keys_expire_at"] == [], "its first key"
+        stored = read_to_end(settings)["crm"]
+        assert stored.ed25519_public_keys == [keyed["ed25519_public_key"]]
+        assert stored.secrets == [rotated["secret"]], "the HMAC secret is left as it was"
+        code, out = await run("subscriptions", "rotate-secret", "crm", "--ed25519", "--grace", "60")
+        assert code == 0 and "new Ed25519 public key for crm (version 5): whpk_" in out, out
+        assert "the previous key(s) stay valid until" in out
+        stored = read_to_end(settings)["crm"]
+        assert len(stored.ed25519_keys) == 1 and len(stored.previous_ed25519_keys) == 1
 
         async with running(settings) as dispatcher:  # disabled: both events are dead-lettered
             deadline = time.monotonic() + 30
@@ -114,7 +126,7 @@ async def test_cli_drives_fanout(
             await receiver.wait_count(1)
             assert receiver.requests[0].headers["webhook-id"] == "fixed"
             signatures = receiver.requests[0].headers["webhook-signature"].split()
-            assert len(signatures) == 2
+            assert [s.partition(",")[0] for s in signatures] == ["v1", "v1", "v1a", "v1a"]
             Webhook(rotated["secret"]).verify(receiver.requests[0].body, receiver.requests[0].headers)
             Webhook(old_secret).verify(receiver.requests[0].body, receiver.requests[0].headers)
 

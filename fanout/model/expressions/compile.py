@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from cel_expr_python import cel
 
+from fanout.model.expressions.equalities import Equality, equalities, sole_equality
 from fanout.model.expressions.limits import LimitExceeded, check
 
 Kind = Literal["filter_expr", "transform"]
@@ -52,13 +53,19 @@ class CompileError(ValueError):
 @dataclass(frozen=True, slots=True, eq=False)
 class Program:
     """A compiled expression. ``uses_data``: it reads the payload (parsed only then);
-    ``builds_lists``: it uses ``map``/``filter`` (see ``limits.MAX_MAPPED_LIST``)."""
+    ``builds_lists``: it uses ``map``/``filter`` (see ``limits.MAX_MAPPED_LIST``); ``variables``: the
+    variables it names (only those are bound when it runs); ``equalities``: a
+    filter's ``data.<path> == literal`` and ``data.<path> in [literals]`` conjuncts, which the router
+    indexes (``equalities``); ``sole``: the filter is one such conjunct and nothing else."""
 
     kind: Kind
     source: str
     expression: Any
     uses_data: bool
     builds_lists: bool
+    variables: frozenset[str]
+    equalities: tuple[Equality, ...] = ()
+    sole: bool = False
 
 
 def environment() -> Any:
@@ -100,4 +107,8 @@ def compile_expression(kind: Kind, source: str) -> Program:
         result = expression.return_type().name()
         if result not in ("bool", "BOOL", "dyn", "DYN"):
             raise CompileError(1, 1, f"a filter must be a boolean expression, not {result.lower()}")
-    return Program(kind, source, expression, shape.uses_data, shape.builds_lists)
+        found, sole = equalities(source), sole_equality(source) is not None
+        return Program(
+            kind, source, expression, shape.uses_data, shape.builds_lists, shape.variables, found, sole
+        )
+    return Program(kind, source, expression, shape.uses_data, shape.builds_lists, shape.variables)

@@ -57,6 +57,7 @@ class Shape:
 
     uses_data: bool
     builds_lists: bool
+    variables: frozenset[str] = VARIABLES
 
 
 @dataclass(slots=True)
@@ -67,7 +68,9 @@ class _Frame:
     names: set[str] = field(default_factory=set)
 
 
-def _tokens(source: str) -> list[tuple[str, str, int]]:
+def tokenize(source: str) -> list[tuple[str, str, int]]:
+    """``source`` as (kind, text, offset) tokens, without spaces and comments; kinds: ``raw``,
+    ``string``, ``quoted``, ``number``, ``ident``, ``op``."""
     out: list[tuple[str, str, int]] = []
     pos = 0
     while pos < len(source):
@@ -83,10 +86,11 @@ def _tokens(source: str) -> list[tuple[str, str, int]]:
 
 def check(source: str) -> Shape:
     """The expression's ``Shape``; raises ``LimitExceeded`` when it breaks a limit."""
-    tokens = _tokens(source)
+    tokens = tokenize(source)
     stack: list[_Frame] = []
     uses_data = builds_lists = False
     plus = 0
+    variables: set[str] = set()
     for i, (kind, text, offset) in enumerate(tokens):
         before = tokens[i - 1][1] if i else ""
         after = tokens[i + 1][1] if i + 1 < len(tokens) else ""
@@ -109,8 +113,10 @@ def check(source: str) -> Shape:
                 frame.variable = text
                 continue
             uses_data = uses_data or text == "data"
+            if text in VARIABLES:
+                variables.add(text)
             _check_name(stack, text, offset)
-    return Shape(uses_data, builds_lists)
+    return Shape(uses_data, builds_lists, frozenset(variables))
 
 
 def _check_name(stack: list[_Frame], name: str, offset: int) -> None:

@@ -21,6 +21,8 @@ from fanout.model.expressions.compile import Program, environment
 from fanout.model.expressions.limits import MAX_MAPPED_LIST
 
 log = logging.getLogger("fanout.filters")
+_ENV = environment()
+_DATA_ONLY = frozenset({"data"})
 LOG_INTERVAL = 60.0
 MAX_REASON = 200
 
@@ -47,45 +49,50 @@ def _longest_list(value: Any) -> int:
 
 
 class Bindings:
-    """The variables of one event, bound for CEL (without ``data`` until an expression reads it)."""
+    """The variables of one event, bound for CEL: only those an expression names, each built once (the
+    payload is parsed only for an expression that reads ``data``)."""
 
-    __slots__ = ("_event", "_longest", "_variables", "_with_data", "_without_data")
+    __slots__ = ("_activations", "_event", "_longest", "_values")
 
     def __init__(self, event: Event) -> None:
         self._event = event
-        self._variables: dict[str, Any] | None = None
-        self._with_data: Any = None
-        self._without_data: Any = None
+        self._values: dict[str, Any] = {}
+        self._activations: dict[frozenset[str], Any] = {}
         self._longest: int | None = None
 
-    def _base(self) -> dict[str, Any]:
-        if self._variables is None:
+    def _value(self, name: str) -> Any:
+        value = self._values.get(name)
+        if value is None and name not in self._values:
             event = self._event
-            self._variables = {
-                "event": {
+            if name == "data":
+                value = event.parsed_data()
+            elif name == "event":
+                value = {
                     "id": event.id,
                     "type": event.type,
                     "source": event.attributes.get("source", ""),
                     "time": iso_time(event.time),
                     "topic": event.topic,
                     "attributes": event.attributes,
-                },
-                "headers": {name.lower(): _text(value) for name, value in event.headers},
-                "key": _text(event.key),
-                "data": None,
-            }
-        return self._variables
+                }
+            elif name == "headers":
+                value = {header.lower(): _text(raw) for header, raw in event.headers}
+            else:
+                value = _text(event.key)
+            self._values[name] = value
+        return value
 
     def activation(self, program: Program) -> Any:
         """The activation ``program`` runs in; raises ``EvaluationError`` when the payload holds a list
         too long for an expression that maps or filters lists."""
-        if not program.uses_data:
-            if self._without_data is None:
-                self._without_data = environment().Activation(self._base())
-            return self._without_data
-        if self._with_data is None:
-            data = self._event.parsed_data()
-            self._with_data = environment().Activation({**self._base(), "data": data})
+        activation = self._activations.get(program.variables)
+        if activation is None:
+            if program.variables == _DATA_ONLY:
+                values = {"data": self._event.parsed_data()}
+            else:
+                values = {name: self._value(name) for name in program.variables}
+            activation = _ENV.Activation(values)
+            self._activations[program.variables] = activation
         if program.builds_lists:
             if self._longest is None:
                 self._longest = _longest_list(self._event.parsed_data())
@@ -94,7 +101,7 @@ class Bindings:
                     f"the payload has a list of {self._longest} elements; map() and filter() take at "
                     f"most {MAX_MAPPED_LIST}"
                 )
-        return self._with_data
+        return activation
 
 
 def run(program: Program, bindings: Bindings) -> Any:
@@ -110,10 +117,15 @@ def run(program: Program, bindings: Bindings) -> Any:
 
 def passes(program: Program, bindings: Bindings) -> bool:
     """Whether a filter accepts the event; raises ``EvaluationError`` (a non-boolean result too)."""
-    value = run(program, bindings)
+    try:
+        value = program.expression.eval(bindings.activation(program))
+    except RuntimeError as exc:
+        raise EvaluationError(reason(str(exc))) from None
     result = value.value()
     if result is True or result is False:
-        return result
+        return result  # an error's value is its message, never a boolean
+    if value.type().name() == "ERROR":
+        raise EvaluationError(reason(str(result)))
     raise EvaluationError(f"the filter returned {value.type().name().lower()}, not a boolean")
 
 
