@@ -285,6 +285,9 @@ async def rotate_secret(request: web.Request) -> web.Response:
 class _NoTicket:
     fenced = False
 
+    def add(self, n: int) -> None:
+        return None
+
     def release(self) -> None:
         return None
 
