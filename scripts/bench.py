@@ -8,7 +8,10 @@ events go round all 10,000, so every subscription's lane is busy); (d) 5% of del
 produced in advance; each run is a fresh consumer group reading from the beginning. The ceiling (a
 plain aiohttp client, no Kafka) is measured right before each scenario, which is compared with it.
 Scenario ``api`` (scripts/bench_api.py): ``POST /v1/events`` on ``fanout api`` against a minimal aiohttp
-handler, both loaded by wrk in the same run; select scenarios as ``--scenarios abcd,api``.
+handler, both loaded by wrk in the same run. Scenario ``history`` (scripts/bench_history_run.py): (a)
+with ``history.record`` off and all, alternating in the same run, the attempts topic's bytes, and the
+index's figures (scripts/bench_history.py). Select scenarios as ``--scenarios abcd,api,history``.
+Scenarios (a) to (d) run with the default ``history.record: all``.
 
 Results: a table on stdout, JSON in bench-results/, and a PNG chart next to it.
 """
@@ -90,6 +93,7 @@ class Report:
     runs: list[Run] = field(default_factory=list)
     latency: dict[str, float] = field(default_factory=dict)
     api: dict[str, Any] = field(default_factory=dict)  # scripts/bench_api.py's ApiReport
+    history: dict[str, Any] = field(default_factory=dict)  # scripts/bench_history_run.py
 
 
 def body(size: int) -> bytes:
@@ -184,12 +188,19 @@ class Bench:
     # -- one dispatcher run ----------------------------------------------------------------------
 
     def dispatch(
-        self, scenario: Scenario, prefix: str, workers: int, sink: Sink, transport: str = "fast"
+        self,
+        scenario: Scenario,
+        prefix: str,
+        workers: int,
+        sink: Sink,
+        transport: str = "fast",
+        history: str = "all",
     ) -> Run:
-        group = f"{prefix}-g{workers}-{transport}-{uuid.uuid4().hex[:4]}"
+        group = f"{prefix}-g{workers}-{transport}-{history}-{uuid.uuid4().hex[:4]}"
         env = env_for(prefix, group, transport)
+        env["FANOUT_HISTORY__RECORD"] = history
         sink.reset()
-        log = (self.workdir / f"{scenario.key}-{workers}-{transport}.log").open("wb")
+        log = (self.workdir / f"{scenario.key}-{workers}-{transport}-{history}.log").open("wb")
         args = [sys.executable, "-m", "fanout", "run", "--log-level", "WARNING"]
         if workers > 1:
             args += ["--workers", str(workers)]
@@ -375,14 +386,15 @@ def summarise(
     )
 
 
-def scenario_keys(text: str) -> tuple[str, bool]:
-    """``--scenarios``: the dispatcher scenarios' letters, and whether to run the API scenario."""
+def scenario_keys(text: str) -> tuple[str, bool, bool]:
+    """``--scenarios``: the dispatcher scenarios' letters, and whether to run the API and the history
+    scenarios."""
     parts = [p for p in text.replace(" ", ",").split(",") if p]
-    letters = "".join(p for p in parts if p != "api")
+    letters = "".join(p for p in parts if p not in ("api", "history"))
     unknown = set(letters) - set(SCENARIOS)
     if unknown:
-        raise SystemExit(f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcd and api)")
-    return letters, "api" in parts
+        raise SystemExit(f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcd, api, history)")
+    return letters, "api" in parts, "history" in parts
 
 
 SCENARIOS = {
@@ -402,7 +414,13 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=60_000, help="deliveries per scenario run")
     parser.add_argument("--size", type=int, default=1024, help="event size in bytes")
     parser.add_argument(
-        "--scenarios", default="abcd,api", help="dispatcher scenarios (letters) and/or api, e.g. ab or a,api"
+        "--scenarios",
+        default="abcd,api,history",
+        help="dispatcher scenarios (letters), api and/or history, e.g. ab or a,api,history",
+    )
+    parser.add_argument("--history-rounds", type=int, default=2, help="history: rounds of (off, all)")
+    parser.add_argument(
+        "--history-rows", type=int, default=10_000_000, help="history: attempts in the lookup index"
     )
     parser.add_argument("--api-seconds", type=float, default=10, help="api: seconds per load")
     parser.add_argument("--api-rounds", type=int, default=3, help="api: rounds of (minimal, fanout)")
@@ -435,8 +453,9 @@ def main() -> int:
     started = time.time()
     succeeded = False
     try:
-        letters, run_api = scenario_keys(args.scenarios)
-        with Sink(bench.workdir / "sink", SINK_PORT) if letters else contextlib.nullcontext() as sink:
+        letters, run_api, run_history = scenario_keys(args.scenarios)
+        with_sink = letters or run_history
+        with Sink(bench.workdir / "sink", SINK_PORT) if with_sink else contextlib.nullcontext() as sink:
             if letters:
                 report.sink_capacity = bench.sink_capacity(sink)
                 print(f"sink alone: {report.sink_capacity:.0f} requests/s")
@@ -467,6 +486,10 @@ def main() -> int:
             ]
             if a_runs and args.latency_seconds > 0:
                 report.latency = bench.latency(a_runs[0].per_second * 0.5, sink)
+            if run_history:
+                from bench_history_run import run_history_scenario
+
+                report.history = run_history_scenario(bench, sink, SCENARIOS["a"](args.events))
         if run_api:
             from bench_api import run_api_scenario
 

@@ -66,10 +66,21 @@ def trace_id_of(traceparent: str | None) -> str | None:
     return trace_id
 
 
-def _body(body: Body | None) -> dict[str, Any] | None:
-    if body is None:
+def _body(data: bytes, limit: int, size: int | None = None) -> dict[str, Any] | None:
+    """``Body.of(data, limit, size)`` as the schema's JSON object, without the object for the usual
+    UTF-8 body."""
+    if limit <= 0:
         return None
-    return {"text": body.text, "encoding": body.encoding, "size": body.size, "truncated": body.truncated}
+    head = data[: min(limit, R.MAX_BODY_BYTES)]
+    total = len(data) if size is None else max(size, len(data))
+    try:
+        text = head.decode()
+    except UnicodeDecodeError:
+        body = Body.of(data, limit, size)
+        if body is None:  # pragma: no cover - limit > 0
+            return None
+        return {"text": body.text, "encoding": body.encoding, "size": body.size, "truncated": body.truncated}
+    return {"text": text, "encoding": "utf-8", "size": total, "truncated": total > len(head)}
 
 
 def _cut(text: str | None, limit: int) -> str | None:
@@ -164,7 +175,7 @@ class SinkAttemptLog:
                 response = {
                     "status": status,
                     "content_type": _cut(result.content_type, R.MAX_CONTENT_TYPE),
-                    "body": _body(Body.of(result.body, self._response_bytes, result.body_size)),
+                    "body": _body(result.body, self._response_bytes, result.body_size),
                 }
             if outcome is not Outcome.DELIVERED:
                 kind = result.error_class or "HTTPStatus"
@@ -176,7 +187,7 @@ class SinkAttemptLog:
             failure = {"class": "NotSent", "message": error[: R.MAX_ERROR_MESSAGE]}
         payload = None
         if self._payload_bytes and attempt <= (1 if result is not None else 0):
-            payload = _body(Body.of(event.value, self._payload_bytes))
+            payload = _body(event.value, self._payload_bytes)
         return orjson.dumps(
             {
                 "version": R.SCHEMA_VERSION,

@@ -83,10 +83,13 @@ class HttpSender:
     """Sends deliveries. ``start()`` inside the running loop before the first ``send``."""
 
     def __init__(
-        self, settings: DeliverySettings, resolver: AbstractResolver | None = None, body_prefix: int = 0
+        self,
+        settings: DeliverySettings,
+        resolver: AbstractResolver | None = None,
+        body_prefix: int | None = None,
     ) -> None:
         """``body_prefix``: bytes of each response body kept in ``Delivery.result`` (the delivery
-        history's ``history.response_bytes``; 0 keeps none)."""
+        history's ``history.response_bytes``); None: no ``Delivery.result`` at all (history off)."""
         self.settings = settings
         self.policy = AddressPolicy(settings.allow_cidrs)
         self._inner_resolver = resolver
@@ -110,7 +113,7 @@ class HttpSender:
     async def start(self) -> None:
         ca = str(self.settings.ca_bundle) if self.settings.ca_bundle else None
         self._tls = ssl.create_default_context(cafile=ca)
-        options = transport_options(self.settings, self.policy, self._inner_resolver, self.body_prefix)
+        options = transport_options(self.settings, self.policy, self._inner_resolver, self.body_prefix or 0)
         self.transport = open_transport(self.settings.transport, options)
         await self.transport.start()
         connector = aiohttp.TCPConnector(
@@ -283,15 +286,21 @@ class HttpSender:
         try:
             response = await transport.send(request, limits)
         except TransportError as exc:
-            if not isinstance(exc, _NOT_SENT):
+            if self.body_prefix is not None and not isinstance(exc, _NOT_SENT):
                 delivery.result = AttemptResult(
                     int(now), time.monotonic() - started, error_class=type(exc).__name__
                 )
             raise delivery_error(exc, limits) from None
         status = response.status
-        delivery.result = AttemptResult(
-            int(now), time.monotonic() - started, status, response.headers, response.body, response.body_size
-        )
+        if self.body_prefix is not None:
+            delivery.result = AttemptResult(
+                int(now),
+                time.monotonic() - started,
+                status,
+                response.headers,
+                response.body,
+                response.body_size,
+            )
         if 200 <= status < 300:
             return status, None
         retry_after = response.header(b"retry-after")

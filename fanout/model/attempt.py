@@ -31,7 +31,7 @@ class Outcome(StrEnum):
         return self not in (Outcome.DELIVERED, Outcome.SPILLED)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptResult:
     """One HTTP attempt as the sender saw it. ``webhook_timestamp``: the signed ``webhook-timestamp``
     (Unix seconds); ``latency``: seconds from sending to the answer or the error. ``status`` and

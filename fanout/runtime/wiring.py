@@ -62,6 +62,6 @@ def attempt_log(settings: Settings, sink: RecordSink, member: str) -> SinkAttemp
     )
 
 
-def response_prefix(settings: Settings) -> int:
-    """Bytes of each response body the transport keeps: what the history records, else none."""
-    return 0 if settings.history.record == "off" else settings.history.response_bytes
+def response_prefix(settings: Settings) -> int | None:
+    """Bytes of each response body the sender keeps for the history; None when it records nothing."""
+    return None if settings.history.record == "off" else settings.history.response_bytes

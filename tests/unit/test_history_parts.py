@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.config import HistorySettings, Settings, TopicSettings, load_settings
-from fanout.history import latency
+from fanout.history import latency, writer
 from fanout.history.codec import decode
 from fanout.history.metrics import register_history_metrics
 from fanout.history.record import Body, Failure, Origin, Outcome, Request, Response, Retry
@@ -286,3 +286,22 @@ async def test_a_fenced_delivery_stops_retrying_and_a_refused_record_is_dropped(
 def test_the_log_wants_what_its_mode_records() -> None:
     log = SinkAttemptLog(FakeSink([]), "t.attempts", "failures", "m-0")
     assert not log.wants(Outcome.DELIVERED) and log.wants(Outcome.DEAD_LETTERED)
+
+
+@pytest.mark.parametrize(
+    ("data", "limit", "size"),
+    [(b"", 8, 0), (b"ok", 8, None), (b"0123456789", 4, None), ("h\u00e9llo".encode(), 2, None),
+     (b"\xff\xfe binary", 4, 100), (b"abc", 0, None), (b"x" * 70_000, 65_536, None)],
+)  # fmt: skip
+def test_the_writers_body_is_what_body_of_stores(data: bytes, limit: int, size: int | None) -> None:
+    expected = Body.of(data, limit, size)
+    got = writer._body(data, limit, size)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == {
+            "text": expected.text,
+            "encoding": expected.encoding,
+            "size": expected.size,
+            "truncated": expected.truncated,
+        }
