@@ -32,7 +32,9 @@ import logging
 import re
 import time
 from collections import Counter
-from typing import Any, Literal
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -41,13 +43,22 @@ from fanout.history.record import Body, Outcome
 from fanout.model.attempt import AttemptResult
 from fanout.model.errors import RecordRefused
 from fanout.model.event import Event, Settlement
-from fanout.model.ports import RecordMetadata, RecordSink
 from fanout.pipeline.handoff import Backoff
 
 log = logging.getLogger("fanout.history")
 
 Mode = Literal["all", "failures", "off"]
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class AckSink(Protocol):
+    """Where attempt records go (``fanout.kafka.producer.AsyncProducer.produce_then``): ``done(None)``
+    on the loop once the broker acknowledged the record, ``done(error)`` when it failed (a
+    ``RecordRefused`` for good, anything else retriable); no future per record."""
+
+    def produce_then(
+        self, topic: str, value: bytes, key: bytes | None, done: Callable[[Exception | None], None]
+    ) -> None: ...
 
 
 def recorded(mode: Mode, outcome: Outcome) -> bool:
@@ -100,7 +111,7 @@ class SinkAttemptLog:
 
     def __init__(
         self,
-        sink: RecordSink,
+        sink: AckSink,
         topic: str,
         mode: Mode,
         member: str,
@@ -216,26 +227,23 @@ class SinkAttemptLog:
         )
 
     def _produce(self, value: bytes, key: bytes, ticket: Settlement, failures: int) -> None:
-        future = self._sink.produce(self._topic, value, key, [])
+        self._sink.produce_then(self._topic, value, key, partial(self._acked, value, key, ticket, failures))
 
-        def acked(f: asyncio.Future[RecordMetadata]) -> None:
-            if f.cancelled():  # the producer is closing: the process stops, the offset stays uncommitted
-                return
-            exc = f.exception()
-            if exc is None:
-                self.stats["written"] += 1
-                ticket.release()
-                return
-            if isinstance(exc, RecordRefused):
-                self.stats["refused"] += 1
-                log.error("attempt record refused by the broker; dropped: %s", exc)
-                ticket.release()
-                return
-            self.stats["retried"] += 1
-            if ticket.fenced:  # the partition's new owner writes its own records
-                return
-            delay = self.backoff.delay(failures + 1)
-            log.warning("could not write an attempt record, trying again in %.1fs: %s", delay, exc)
-            asyncio.get_running_loop().call_later(delay, self._produce, value, key, ticket, failures + 1)
-
-        future.add_done_callback(acked)
+    def _acked(
+        self, value: bytes, key: bytes, ticket: Settlement, failures: int, error: Exception | None
+    ) -> None:
+        if error is None:
+            self.stats["written"] += 1
+            ticket.release()
+            return
+        if isinstance(error, RecordRefused):
+            self.stats["refused"] += 1
+            log.error("attempt record refused by the broker; dropped: %s", error)
+            ticket.release()
+            return
+        self.stats["retried"] += 1
+        if ticket.fenced:  # the partition's new owner writes its own records
+            return
+        delay = self.backoff.delay(failures + 1)
+        log.warning("could not write an attempt record, trying again in %.1fs: %s", delay, error)
+        asyncio.get_running_loop().call_later(delay, self._produce, value, key, ticket, failures + 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fanout.config import Settings
-from fanout.history.writer import SinkAttemptLog
+from fanout.history.writer import AckSink, SinkAttemptLog
 from fanout.model.event import Delivery
 from fanout.model.ports import RecordSink
 from fanout.pipeline.counts import SettleCounts
@@ -47,7 +47,7 @@ def settler(
     return Settler(retry_policy(settings), writer, ops, settings.delivery.failing_after, on_gone)
 
 
-def attempt_log(settings: Settings, sink: RecordSink, member: str) -> SinkAttemptLog | None:
+def attempt_log(settings: Settings, sink: AckSink, member: str) -> SinkAttemptLog | None:
     """The delivery history's writer (``history.record``), None when it is ``off``."""
     history = settings.history
     if history.record == "off":
