@@ -116,6 +116,7 @@ def env_for(prefix: str, group: str, transport: str = "fast") -> dict[str, str]:
             "FANOUT_DELIVERY__ALLOW_CIDRS": '["127.0.0.0/8"]',
             "FANOUT_DELIVERY__CONNECTIONS_PER_HOST": str(CONCURRENCY),
             "FANOUT_DELIVERY__TRANSPORT": transport,
+            "FANOUT_DISPATCHER__HTTP_PORT": "0",  # no probes needed; another run may hold the port
             "FANOUT_RETRY__TIERS": "[1, 2, 5, 10]",
             "FANOUT_RETRY__SCHEDULE": "[1, 1, 2, 2, 5, 5, 10, 10]",
         }
