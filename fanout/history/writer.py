@@ -52,7 +52,7 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class AckSink(Protocol):
-    """Where attempt records go (``fanout.kafka.producer.AsyncProducer.produce_then``): ``done(None)``
+    """Where attempt records go (``fanout.kafka.loop_producer.LoopProducer.produce_then``): ``done(None)``
     on the loop once the broker acknowledged the record, ``done(error)`` when it failed (a
     ``RecordRefused`` for good, anything else retriable); no future per record."""
 

@@ -82,17 +82,11 @@ def _settle(
 
 
 Report = tuple["asyncio.Future[RecordMetadata]", KafkaError | None, RecordMetadata | None]
-Acked = Callable[[ProduceFailed | None], None]
 
 
 def _settle_all(reports: list[Report]) -> None:
     for future, error, where in reports:
         _settle(future, error, where)
-
-
-def _call_all(reports: list[tuple[Acked, KafkaError | None]]) -> None:
-    for done, error in reports:
-        done(None if error is None else produce_error(error))
 
 
 class AsyncProducer:
@@ -108,7 +102,6 @@ class AsyncProducer:
         self._producer = Producer(producer_config(settings, error_cb=self._on_error, **(extra or {})))
         self._running = True
         self._reports: deque[Report] = deque()
-        self._acks: deque[tuple[Acked, KafkaError | None]] = deque()
         self._thread = threading.Thread(target=self._poll, name="fanout-producer", daemon=True)
         self._thread.start()
 
@@ -132,17 +125,12 @@ class AsyncProducer:
         report woke the loop once per record). Only this thread takes from the queue; a report added
         meanwhile (by ``flush()`` in another thread) waits for the next round."""
         reports = self._reports
-        if reports:
-            batch = []
-            while reports:
-                batch.append(reports.popleft())
-            self._loop.call_soon_threadsafe(_settle_all, batch)
-        acks = self._acks
-        if acks:
-            done = []
-            while acks:
-                done.append(acks.popleft())
-            self._loop.call_soon_threadsafe(_call_all, done)
+        if not reports:
+            return
+        batch = []
+        while reports:
+            batch.append(reports.popleft())
+        self._loop.call_soon_threadsafe(_settle_all, batch)
 
     def produce(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
@@ -165,21 +153,6 @@ class AsyncProducer:
         except BufferError as exc:
             future.set_exception(ProduceFailed(str(exc)))
         return future
-
-    def produce_then(self, topic: str, value: bytes, key: bytes | None, done: Acked) -> None:
-        """``produce`` without a future, for records written by the thousand (attempt records):
-        ``done(None)`` once the broker acknowledged the record, ``done(error)`` (``produce_error``'s
-        class) if it failed; called on the loop, the reports of one poll in one call. ``done`` may be
-        called before this returns (a full local queue, a refused record)."""
-        acks = self._acks
-        try:
-            self._producer.produce(
-                topic, value=value, key=key, on_delivery=lambda error, _msg: acks.append((done, error))
-            )
-        except KafkaException as exc:
-            done(produce_error(exc.args[0]))
-        except BufferError as exc:
-            done(ProduceFailed(str(exc)))
 
     async def flush(self, seconds: float = 30.0) -> int:
         """Wait for outstanding records; returns how many are still unacknowledged."""

@@ -25,6 +25,7 @@ from fanout.config import Settings
 from fanout.control.disable import Disables
 from fanout.control.subscriptions import SubscriptionStore, TableWatcher
 from fanout.http.sender import HttpSender
+from fanout.kafka.loop_producer import LoopProducer
 from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.topics import ProducerSizing, missing_topics, producer_sizing
 from fanout.model.errors import FanoutError, FatalKafkaError
@@ -143,7 +144,10 @@ class DispatcherApp:
         self.settler = wiring.settler(
             settings, producer, ops, on_gone=self._disables.gone, counts=self.counts
         )
-        self.settler.history = wiring.attempt_log(settings, producer, self._member())
+        history_sink = None
+        if settings.history.record != "off":
+            history_sink = LoopProducer(settings, loop, on_fatal=self._fail, extra=sizing.config())
+            self.settler.history = wiring.attempt_log(settings, history_sink, self._member())
         telemetry.attach_settler(self.settler, settings.dispatcher.group_id)
         self._send = telemetry.send(sender.send)
         d = settings.delivery
@@ -189,6 +193,8 @@ class DispatcherApp:
         finally:
             await asyncio.gather(*(m.stop() for m in self.members()), *self._stopping)
             await producer.close()
+            if history_sink is not None:
+                await history_sink.close()
             await sender.close()
             await loop.run_in_executor(None, watcher.stop)
             await loop.run_in_executor(None, self.store.close)
