@@ -10,7 +10,7 @@ Outcomes (``Outcome``):
 ==================  ==========================================================================
 ``delivered``       an attempt answered 2xx
 ``retry_scheduled`` an attempt failed and the delivery went to retry tier ``tier``, due at
-                    ``not_before_ms``
+                    ``not_before_ms`` (no ``retry``: a key-ordered lane retries in place)
 ``spilled``         no attempt: the lane could not take the delivery now (breaker open, queue
                     full, paced), parked in tier ``tier`` until ``not_before_ms``
 ``dead_lettered``   written to the dead-letter topic with ``reason``; after an attempt (its last
