@@ -14,7 +14,10 @@ is measured right before each scenario, which is compared with it.
 Scenario ``api`` (scripts/bench_api.py): ``POST /v1/events`` on ``fanout api`` against a minimal aiohttp
 handler, both loaded by wrk in the same run. Scenario ``console`` (scripts/bench_console.py): the web
 console's overview, server time with 1,000 subscriptions and 1 million attempts in the history index.
-Select scenarios as ``--scenarios abcde,api,console``.
+Scenario ``history`` (scripts/bench_history_run.py): (a)
+with ``history.record`` off and all, alternating in the same run, the attempts topic's bytes, and the
+index's figures (scripts/bench_history.py). Select scenarios as ``--scenarios abcde,api,console,history``.
+Scenarios (a) to (d) run with the default ``history.record: all``.
 
 Results: a table on stdout, JSON in bench-results/, and a PNG chart next to it.
 """
@@ -99,6 +102,7 @@ class Report:
     api: dict[str, Any] = field(default_factory=dict)  # scripts/bench_api.py's ApiReport
     console: dict[str, Any] = field(default_factory=dict)  # scripts/bench_console.py's result
     cel: dict[str, Any] = field(default_factory=dict)  # scripts/bench_cel.py --json, with scenario (e)
+    history: dict[str, Any] = field(default_factory=dict)  # scripts/bench_history_run.py
 
 
 def body(size: int) -> bytes:
@@ -206,12 +210,19 @@ class Bench:
     # -- one dispatcher run ----------------------------------------------------------------------
 
     def dispatch(
-        self, scenario: Scenario, prefix: str, workers: int, sink: Sink, transport: str = "fast"
+        self,
+        scenario: Scenario,
+        prefix: str,
+        workers: int,
+        sink: Sink,
+        transport: str = "fast",
+        history: str = "all",
     ) -> Run:
-        group = f"{prefix}-g{workers}-{transport}-{uuid.uuid4().hex[:4]}"
+        group = f"{prefix}-g{workers}-{transport}-{history}-{uuid.uuid4().hex[:4]}"
         env = env_for(prefix, group, transport)
+        env["FANOUT_HISTORY__RECORD"] = history
         sink.reset()
-        log = (self.workdir / f"{scenario.key}-{workers}-{transport}.log").open("wb")
+        log = (self.workdir / f"{scenario.key}-{workers}-{transport}-{history}.log").open("wb")
         args = [sys.executable, "-m", "fanout", "run", "--log-level", "WARNING"]
         if workers > 1:
             args += ["--workers", str(workers)]
@@ -408,17 +419,18 @@ def cel_libraries() -> dict[str, Any]:
     return dict(orjson.loads(done.stdout))
 
 
-def scenario_keys(text: str) -> tuple[str, bool, bool]:
-    """``--scenarios``: the dispatcher scenarios' letters, whether to run the API scenario, and whether
-    to run the console scenario."""
+def scenario_keys(text: str) -> tuple[str, bool, bool, bool]:
+    """``--scenarios``: the dispatcher scenarios' letters, and whether to run the API, the console and
+    the history scenarios."""
     parts = [p for p in text.replace(" ", ",").split(",") if p]
-    letters = "".join(p for p in parts if p not in ("api", "console"))
+    extras = ("api", "console", "history")
+    letters = "".join(p for p in parts if p not in extras)
     unknown = set(letters) - set(SCENARIOS)
     if unknown:
         raise SystemExit(
-            f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcdef, api and console)"
+            f"unknown scenarios: {''.join(sorted(unknown))} (choose from abcdef, api, console and history)"
         )
-    return letters, "api" in parts, "console" in parts
+    return letters, "api" in parts, "console" in parts, "history" in parts
 
 
 SCENARIOS = {
@@ -445,8 +457,12 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1024, help="event size in bytes")
     parser.add_argument(
         "--scenarios",
-        default="abcde,api,console",
-        help="dispatcher scenarios (letters), api and/or console, e.g. ab or a,api,console",
+        default="abcde,api,console,history",
+        help="dispatcher scenarios (letters), api, console and/or history, e.g. ab or a,api,history",
+    )
+    parser.add_argument("--history-rounds", type=int, default=2, help="history: rounds of (off, all)")
+    parser.add_argument(
+        "--history-rows", type=int, default=10_000_000, help="history: attempts in the lookup index"
     )
     parser.add_argument("--api-seconds", type=float, default=10, help="api: seconds per load")
     parser.add_argument("--api-rounds", type=int, default=3, help="api: rounds of (minimal, fanout)")
@@ -479,8 +495,9 @@ def main() -> int:
     started = time.time()
     succeeded = False
     try:
-        letters, run_api, run_console = scenario_keys(args.scenarios)
-        with Sink(bench.workdir / "sink", SINK_PORT) if letters else contextlib.nullcontext() as sink:
+        letters, run_api, run_console, run_history = scenario_keys(args.scenarios)
+        with_sink = letters or run_history
+        with Sink(bench.workdir / "sink", SINK_PORT) if with_sink else contextlib.nullcontext() as sink:
             if letters:
                 report.sink_capacity = bench.sink_capacity(sink)
                 print(f"sink alone: {report.sink_capacity:.0f} requests/s")
@@ -513,6 +530,10 @@ def main() -> int:
             ]
             if a_runs and args.latency_seconds > 0:
                 report.latency = bench.latency(a_runs[0].per_second * 0.5, sink)
+            if run_history:
+                from bench_history_run import run_history_scenario
+
+                report.history = run_history_scenario(bench, sink, SCENARIOS["a"](args.events))
         if run_api:
             from bench_api import run_api_scenario
 

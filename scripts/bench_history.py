@@ -237,6 +237,7 @@ def main() -> None:
         "--dir", type=Path, default=None, help="where the index files go (default: a temp dir)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the index files")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON to this file")
     args = parser.parse_args()
     if args.quick:
         args.rows, args.overview_rows, args.ingest_rows = 1_000_000, 200_000, 100_000
@@ -288,6 +289,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"history-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2))
     i, o, lk = result["ingest"], result["overview"], result["lookups"]
     print(
         f"ingest                 {i['per_second_wall']:>9,}/s wall  {i['per_cpu_second']:>9,}/CPU-s  (target >= 30,000/s)"

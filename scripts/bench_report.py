@@ -14,7 +14,9 @@ targets: (a) 1 worker >= 0.8x ceiling/s | 2 workers <= 1.1x the CPU per delivery
          (c) within 10% of (a), each worker < 250 MiB | p99 < 50 ms at 50% load | (d) drop <= the failing share
          (e) >= 0.8x (a)'s deliveries/s
          API: publish >= 0.6x the minimal handler's requests/s | batches >= 20,000 events/s
-         console: the overview's server time < 300 ms (1,000 subscriptions, 1M attempts in the index)"""
+         console: the overview's server time < 300 ms (1,000 subscriptions, 1M attempts in the index)
+         history: (a) with history.record all >= 0.9x off | index ingest >= 30,000 attempts/s |
+         at 10M attempts: event lookup p99 < 10 ms, last 100 failures p99 < 50 ms"""
 
 
 TITLES = {
@@ -44,6 +46,10 @@ def table(report: Any) -> str:
         from bench_console import table as console_table
 
         lines += ["", *console_table(report.console)]
+    if report.history:
+        from bench_history_run import table as history_table
+
+        lines += ["", *history_table(report.history)]
     lines += [""] + [f"{name}: {value:.2f}" for name, value in summary(report).items()]
     lines += ["", TARGETS, f"total time: {report.machine.get('seconds', 0):.0f} s"]
     return "\n".join(lines)
@@ -129,6 +135,8 @@ def summary(report: Any) -> dict[str, float]:
     if report.console:
         out["console overview server ms, p99, cold"] = report.console["cold"]["default"]["server"]["p99_ms"]
         out["console overview server ms, p99, warm"] = report.console["warm"]["default"]["server"]["p99_ms"]
+    if report.history:
+        out["(a) history.record all / off, deliveries/s, 1 worker"] = report.history["ratio_throughput"]
     return out
 
 

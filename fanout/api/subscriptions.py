@@ -264,6 +264,9 @@ async def disable(request: web.Request) -> web.Response:
 class _NoTicket:
     fenced = False
 
+    def add(self, n: int) -> None:
+        return None
+
     def release(self) -> None:
         return None
 

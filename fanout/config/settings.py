@@ -375,8 +375,8 @@ class HistorySettings(_Section):
 
     record: Literal["all", "failures", "off"] = Field(
         default="all",
-        description="Attempt records written: all, failures (non-2xx attempts and terminal outcomes) or off "
-        "(the dispatcher does not write them yet: issue 15).",
+        description="Attempt records the dispatcher writes: all, failures (non-2xx attempts and terminal "
+        "outcomes) or off. The attempts topic must exist unless off.",
     )
     retention: float = Field(
         default=7 * 24 * 3600,

@@ -74,9 +74,6 @@ class TransportSettings(BaseModel):
         le=MIB,
         description="Cap on a response's status line and headers; above it the attempt fails (retryable).",
     )
-    response_body_prefix_bytes: int = Field(
-        default=64 * KIB, ge=0, le=MIB, description="Bytes of a response body kept (the delivery history)."
-    )
     max_response_body_bytes: int = Field(
         default=MIB,
         ge=KIB,
@@ -127,9 +124,3 @@ class TransportSettings(BaseModel):
             except ValueError as exc:
                 raise ValueError(f"not a usable proxy URL: {exc}") from None
         return proxy or None
-
-    @model_validator(mode="after")
-    def _response_limits(self) -> TransportSettings:
-        if self.response_body_prefix_bytes > self.max_response_body_bytes:
-            raise ValueError("response_body_prefix_bytes cannot exceed max_response_body_bytes")
-        return self

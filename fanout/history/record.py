@@ -10,7 +10,7 @@ Outcomes (``Outcome``):
 ==================  ==========================================================================
 ``delivered``       an attempt answered 2xx
 ``retry_scheduled`` an attempt failed and the delivery went to retry tier ``tier``, due at
-                    ``not_before_ms``
+                    ``not_before_ms`` (no ``retry``: a key-ordered lane retries in place)
 ``spilled``         no attempt: the lane could not take the delivery now (breaker open, queue
                     full, paced), parked in tier ``tier`` until ``not_before_ms``
 ``dead_lettered``   written to the dead-letter topic with ``reason``; after an attempt (its last
@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Literal
+
+from fanout.model.attempt import Outcome as Outcome  # defined with the values the pipeline reports
 
 SCHEMA_VERSION = 1
 
@@ -50,20 +51,6 @@ MAX_BODY_CHARS = 4 * ((MAX_BODY_BYTES + 2) // 3)  # its base64 length
 MIN_TIME_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z, the earliest event time decode accepts
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_INT64 = 2**63 - 1
-
-
-class Outcome(StrEnum):
-    DELIVERED = "delivered"
-    RETRY_SCHEDULED = "retry_scheduled"
-    SPILLED = "spilled"
-    DEAD_LETTERED = "dead_lettered"
-    DROPPED = "dropped"
-    DISABLED = "disabled"
-
-    @property
-    def failed(self) -> bool:
-        """Everything but delivered and spilled (a spill is fanout's pace, not the endpoint's fault)."""
-        return self not in (Outcome.DELIVERED, Outcome.SPILLED)
 
 
 OUTCOMES = tuple(Outcome)

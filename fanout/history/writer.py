@@ -1,61 +1,64 @@
-"""The writer's side of the history: the ``AttemptLog`` port settle writes through, which outcomes
-``history.record`` keeps, a record built from a delivery, and the log over a ``RecordSink``.
+"""The writer's side of the history: which outcomes ``history.record`` keeps, and ``SinkAttemptLog``,
+the ``AttemptHistory`` port (``fanout.model.ports``) over a ``RecordSink``.
 
-How settle uses it (wired after the layout change): every way a delivery leaves settle asks
-``log.wants(outcome)`` first, and only then builds the record (``record_of``), adds one pending share
-to the delivery's ticket, and releases that share when the future ``log.write`` returned is done (not
-when it is cancelled: the producer is closing). The source offset therefore commits only after the
-attempt record is acknowledged, exactly like a retry or dead-letter hand-off, and the history is
-complete across a ``kill -9`` (re-sent attempts show up as the extra attempts they were). The ways out:
+How the pipeline uses it (``fanout.pipeline.settle``): every way a delivery leaves settle asks
+``log.wants(outcome)`` first, and only then writes; each record holds one share of the delivery's
+ticket, released once the broker acknowledged the record. The source offset therefore commits only
+after its attempt records are acknowledged, exactly like a retry or dead-letter hand-off, and the
+history is complete across a ``kill -9`` (re-sent attempts show up as the extra attempts they were).
+The ways out:
 
 ==================  ==========================================================  =====================
 outcome             where                                                       request / response
 ==================  ==========================================================  =====================
 delivered           ``Settler.delivered`` (the 2xx of a lane's attempt)         yes
-retry_scheduled     ``Settler.done``, retry path (tier and not-before known)    yes
+retry_scheduled     ``Settler.done``: retry tier and not-before; a key-ordered  yes
+                    lane's retry in place (no tier)
 dead_lettered       ``Settler.give_up`` / exhausted schedule or max age         yes (the last attempt)
-dead_lettered       ``Settler.spill`` past max age, refused hand-offs           no
+dead_lettered       ``Settler.spill`` past its wait, a failed transform         no
 spilled             ``Settler.spill`` (lane full, breaker open, paced)          no
-dropped             ``Dispatcher.set_table`` / ``_retry_record``: sub deleted   no
-disabled            ``Dispatcher._deliver``: the subscription is disabled       no
+dropped             ``Settler.dropped``: the subscription was deleted           no
+disabled            ``Settler.dead_letter``: the subscription is disabled       no
 ==================  ==========================================================  =====================
+
+A record is built straight into the JSON of ``schemas/attempt.schema.json`` (version 1) and encoded
+once, with the bounds ``fanout.history.codec`` enforces: one dict and one ``orjson.dumps`` per record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Literal, Protocol
+from functools import partial
+from typing import Any, Literal, Protocol
 
-from fanout.history.codec import encode
-from fanout.history.record import AttemptRecord, Body, Failure, Origin, Outcome, Request, Response, Retry
+import orjson
+
+from fanout.history import record as R
+from fanout.history.record import Body, Outcome
+from fanout.model.attempt import AttemptResult
 from fanout.model.errors import RecordRefused
-from fanout.model.event import Delivery
-from fanout.model.ports import RecordMetadata, RecordSink
+from fanout.model.event import Event, Settlement
 from fanout.pipeline.handoff import Backoff
 
 log = logging.getLogger("fanout.history")
 
 Mode = Literal["all", "failures", "off"]
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
-class AttemptLog(Protocol):
-    """Where settle writes attempt records.
+class AckSink(Protocol):
+    """Where attempt records go (``fanout.kafka.loop_producer.LoopProducer.produce_then``): ``done(None)``
+    on the loop once the broker acknowledged the record, ``done(error)`` when it failed (a
+    ``RecordRefused`` for good, anything else retriable); no future per record."""
 
-    ``wants(outcome)``: whether a record of this outcome is written at all (``history.record``); settle
-    builds none when it is not. ``write(record, fenced)`` never blocks and never raises. Its future
-    resolves once the broker acknowledged the record (acks=all); a retriable failure is retried with
-    capped backoff until then, or until ``fenced()`` says the delivery's partition was revoked (the
-    future resolves then too: the new owner writes its own records). A record the broker refuses for
-    good is counted and dropped (the future resolves): history never stalls a partition. The future is
-    cancelled only when the producer closes (the process stops; the offset stays uncommitted)."""
-
-    def wants(self, outcome: Outcome) -> bool: ...
-
-    def write(self, record: AttemptRecord, fenced: Callable[[], bool]) -> asyncio.Future[None]: ...
+    def produce_then(
+        self, topic: str, value: bytes, key: bytes | None, done: Callable[[Exception | None], None]
+    ) -> None: ...
 
 
 def recorded(mode: Mode, outcome: Outcome) -> bool:
@@ -69,97 +72,178 @@ def trace_id_of(traceparent: str | None) -> str | None:
     if not traceparent or len(traceparent) < 35 or traceparent[2] != "-":
         return None
     trace_id = traceparent[3:35]
-    return trace_id if trace_id != "0" * 32 else None
+    if trace_id == "0" * 32 or not _TRACE_ID.fullmatch(trace_id):
+        return None
+    return trace_id
 
 
-def record_of(
-    delivery: Delivery,
-    outcome: Outcome,
-    *,
-    member: str,
-    request: Request | None = None,
-    response: Response | None = None,
-    error: Failure | None = None,
-    retry: Retry | None = None,
-    reason: str | None = None,
-    payload_bytes: int = 0,
-    now: float | None = None,
-) -> AttemptRecord:
-    """The record of ``delivery``'s outcome. ``delivery.attempt`` must already count this record's
-    attempt (settle increments it before deciding). The payload (``history.payload_bytes``) goes with
-    the first record of a delivery only (no attempt made before this one)."""
-    event = delivery.event
-    first = delivery.attempt <= (1 if request is not None else 0)
-    return AttemptRecord(
-        event_id=event.id,
-        subscription=delivery.subscription.id,
-        outcome=outcome,
-        time_ms=int((time.time() if now is None else now) * 1000),
-        attempt=delivery.attempt,
-        event_type=event.type,
-        event_time_ms=int(event.time * 1000),
-        origin=Origin(event.topic, event.partition, event.offset, None),
-        request=request,
-        response=response,
-        error=error,
-        retry=retry,
-        reason=reason,
-        trace_id=trace_id_of(delivery.traceparent),
-        member=member,
-        payload=Body.of(event.value, payload_bytes) if payload_bytes and first else None,
-    )
+def _body(data: bytes, limit: int, size: int | None = None) -> dict[str, Any] | None:
+    """``Body.of(data, limit, size)`` as the schema's JSON object, without the object for the usual
+    UTF-8 body."""
+    if limit <= 0:
+        return None
+    head = data[: min(limit, R.MAX_BODY_BYTES)]
+    total = len(data) if size is None else max(size, len(data))
+    try:
+        text = head.decode()
+    except UnicodeDecodeError:
+        body = Body.of(data, limit, size)
+        if body is None:  # pragma: no cover - limit > 0
+            return None
+        return {"text": body.text, "encoding": body.encoding, "size": body.size, "truncated": body.truncated}
+    return {"text": text, "encoding": "utf-8", "size": total, "truncated": total > len(head)}
+
+
+def _cut(text: str | None, limit: int) -> str | None:
+    return None if text is None else text[:limit]
+
+
+def _time_ms(seconds: float) -> int | None:
+    ms = int(seconds * 1000)
+    return ms if R.MIN_TIME_MS <= ms <= R.MAX_TIME_MS else None
 
 
 class SinkAttemptLog:
-    """An ``AttemptLog`` writing to ``topic`` through ``sink`` (key = event id, no headers). ``stats``
-    counts ``written``, ``retried`` (retriable failures) and ``refused`` (dropped for good)."""
+    """An ``AttemptHistory`` writing to ``topic`` through ``sink`` (key = event id, no headers), as
+    ``member``; ``response_bytes`` of each response body and ``payload_bytes`` of the event (with a
+    delivery's first record) are kept. ``stats`` counts ``written``, ``retried`` (retriable failures)
+    and ``refused`` (dropped for good)."""
 
-    def __init__(self, sink: RecordSink, topic: str, mode: Mode, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        sink: AckSink,
+        topic: str,
+        mode: Mode,
+        member: str,
+        response_bytes: int = 1024,
+        payload_bytes: int = 0,
+        backoff: Backoff | None = None,
+    ) -> None:
         self._sink = sink
         self._topic = topic
         self.mode: Mode = mode
+        self._wanted = frozenset(o for o in Outcome if recorded(mode, o))
+        self._member = member[: R.MAX_MEMBER]
+        self._response_bytes = response_bytes
+        self._payload_bytes = payload_bytes
         self.backoff = backoff or Backoff()
         self.stats: Counter[str] = Counter()
 
     def wants(self, outcome: Outcome) -> bool:
-        return recorded(self.mode, outcome)
+        return outcome in self._wanted
 
-    def write(self, record: AttemptRecord, fenced: Callable[[], bool]) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._produce(encode(record), record.event_id.encode(), fenced, done, 0)
-        return done
-
-    def _produce(
-        self, value: bytes, key: bytes, fenced: Callable[[], bool], done: asyncio.Future[None], failures: int
+    def write(
+        self,
+        outcome: Outcome,
+        event: Event,
+        subscription: str,
+        attempt: int,
+        ticket: Settlement,
+        *,
+        traceparent: str | None = None,
+        result: AttemptResult | None = None,
+        error: str | None = None,
+        retry: tuple[int, int] | None = None,
+        reason: str | None = None,
     ) -> None:
-        if done.done():
-            return
-        if fenced():
-            done.set_result(None)
-            return
-        future = self._sink.produce(self._topic, value, key, [])
+        value = self.encode(
+            outcome,
+            event,
+            subscription,
+            attempt,
+            traceparent=traceparent,
+            result=result,
+            error=error,
+            retry=retry,
+            reason=reason,
+        )
+        self._produce(value, event.id.encode(), ticket, 0)
 
-        def acked(f: asyncio.Future[RecordMetadata]) -> None:
-            if f.cancelled():  # the producer is closing: the process stops, the offset stays uncommitted
-                done.cancel()
-                return
-            exc = f.exception()
-            if exc is None:
-                self.stats["written"] += 1
-                if not done.done():
-                    done.set_result(None)
-                return
-            if isinstance(exc, RecordRefused):
-                self.stats["refused"] += 1
-                log.error("attempt record refused by the broker; dropped: %s", exc)
-                if not done.done():
-                    done.set_result(None)
-                return
-            self.stats["retried"] += 1
-            delay = self.backoff.delay(failures + 1)
-            log.warning("could not write an attempt record, trying again in %.1fs: %s", delay, exc)
-            asyncio.get_running_loop().call_later(
-                delay, self._produce, value, key, fenced, done, failures + 1
-            )
+    def encode(
+        self,
+        outcome: Outcome,
+        event: Event,
+        subscription: str,
+        attempt: int,
+        *,
+        traceparent: str | None = None,
+        result: AttemptResult | None = None,
+        error: str | None = None,
+        retry: tuple[int, int] | None = None,
+        reason: str | None = None,
+        now: float | None = None,
+    ) -> bytes:
+        """The record's value: the JSON of ``schemas/attempt.schema.json``."""
+        request = response = failure = None
+        if result is not None:
+            request = {
+                "webhook_id": event.id[: R.MAX_ID],
+                "webhook_timestamp": min(max(result.webhook_timestamp, 0), R.MAX_TIME_MS // 1000),
+                "latency_ms": round(max(0.0, result.latency) * 1000, 3),
+            }
+            status = result.status
+            if status is not None and 100 <= status <= 999:
+                response = {
+                    "status": status,
+                    "content_type": _cut(result.content_type, R.MAX_CONTENT_TYPE),
+                    "body": _body(result.body, self._response_bytes, result.body_size),
+                }
+            if outcome is not Outcome.DELIVERED:
+                kind = result.error_class or "HTTPStatus"
+                failure = {
+                    "class": kind[: R.MAX_ERROR_CLASS],
+                    "message": (error or "")[: R.MAX_ERROR_MESSAGE],
+                }
+        elif error and outcome is not Outcome.DELIVERED and attempt > 0 and reason is None:
+            failure = {"class": "NotSent", "message": error[: R.MAX_ERROR_MESSAGE]}
+        payload = None
+        if self._payload_bytes and attempt <= (1 if result is not None else 0):
+            payload = _body(event.value, self._payload_bytes)
+        return orjson.dumps(
+            {
+                "version": R.SCHEMA_VERSION,
+                "event_id": event.id[: R.MAX_ID],
+                "event_type": event.type[: R.MAX_TYPE],
+                "event_time_ms": _time_ms(event.time),
+                "subscription": subscription[: R.MAX_SUBSCRIPTION],
+                "attempt": min(attempt, 1_000_000),
+                "time_ms": int((time.time() if now is None else now) * 1000),
+                "outcome": outcome.value,
+                "retry": None if retry is None else {"tier": retry[0], "not_before_ms": retry[1]},
+                "reason": _cut(reason, R.MAX_REASON),
+                "request": request,
+                "response": response,
+                "error": failure,
+                "origin": {
+                    "topic": event.topic[: R.MAX_TOPIC],
+                    "partition": event.partition,
+                    "offset": event.offset,
+                    "timestamp_ms": event.source_timestamp_ms,
+                },
+                "trace_id": trace_id_of(traceparent),
+                "member": self._member,
+                "payload": payload,
+            }
+        )
 
-        future.add_done_callback(acked)
+    def _produce(self, value: bytes, key: bytes, ticket: Settlement, failures: int) -> None:
+        self._sink.produce_then(self._topic, value, key, partial(self._acked, value, key, ticket, failures))
+
+    def _acked(
+        self, value: bytes, key: bytes, ticket: Settlement, failures: int, error: Exception | None
+    ) -> None:
+        if error is None:
+            self.stats["written"] += 1
+            ticket.release()
+            return
+        if isinstance(error, RecordRefused):
+            self.stats["refused"] += 1
+            log.error("attempt record refused by the broker; dropped: %s", error)
+            ticket.release()
+            return
+        self.stats["retried"] += 1
+        if ticket.fenced:  # the partition's new owner writes its own records
+            return
+        delay = self.backoff.delay(failures + 1)
+        log.warning("could not write an attempt record, trying again in %.1fs: %s", delay, error)
+        asyncio.get_running_loop().call_later(delay, self._produce, value, key, ticket, failures + 1)

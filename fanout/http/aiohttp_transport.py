@@ -258,10 +258,10 @@ class AiohttpTransport:
                 response.close()
                 limit = self._options.response.header_block
                 raise ResponseTooLarge(f"response header block over {limit} bytes; connection closed")
-            body = await self._read(response)
-            return Response(response.status, list(response.raw_headers), body)
+            body, size = await self._read(response)
+            return Response(response.status, list(response.raw_headers), body, size)
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+    async def _read(self, response: aiohttp.ClientResponse) -> tuple[bytes, int]:
         limits = self._options.response
         kept = bytearray()
         size = 0
@@ -272,4 +272,4 @@ class AiohttpTransport:
                 raise ResponseTooLarge(f"response body over {limits.body} bytes; connection closed")
             if len(kept) < limits.body_prefix:
                 kept += chunk[: limits.body_prefix - len(kept)]
-        return bytes(kept)
+        return bytes(kept), size

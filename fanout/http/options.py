@@ -38,10 +38,10 @@ def limits(settings: DeliverySettings) -> Limits:
     )
 
 
-def response_limits(settings: DeliverySettings) -> ResponseLimits:
+def response_limits(settings: DeliverySettings, body_prefix: int = 0) -> ResponseLimits:
     return ResponseLimits(
         header_block=settings.max_response_header_bytes,
-        body_prefix=settings.response_body_prefix_bytes,
+        body_prefix=min(body_prefix, settings.max_response_body_bytes),
         body=settings.max_response_body_bytes,
     )
 
@@ -59,14 +59,18 @@ def timeouts(settings: DeliverySettings, seconds: float) -> Timeouts:
 
 
 def transport_options(
-    settings: DeliverySettings, policy: AddressPolicy, resolver: AbstractResolver | None = None
+    settings: DeliverySettings,
+    policy: AddressPolicy,
+    resolver: AbstractResolver | None = None,
+    body_prefix: int = 0,
 ) -> TransportOptions:
-    """Raises ``ConfigError`` for a bad proxy URL (also one from the environment)."""
+    """Raises ``ConfigError`` for a bad proxy URL (also one from the environment). ``body_prefix``:
+    bytes of each response body the transport keeps (the delivery history's)."""
     password = settings.proxy_password.get_secret_value() if settings.proxy_password else None
     return TransportOptions(
         policy=policy,
         limits=limits(settings),
-        response=response_limits(settings),
+        response=response_limits(settings, body_prefix),
         resolver=resolver if resolver is not None else DefaultResolver(),
         dns_ttl=settings.dns_cache_seconds,
         proxies=ProxyRoutes.configure(settings.proxy, password, settings.trust_env),

@@ -57,6 +57,7 @@ from fanout.http.transport import (
     Transport,
     TransportError,
 )
+from fanout.model.attempt import AttemptResult
 from fanout.model.cert_paths import CertificatePathRefused, resolve_cert_file
 from fanout.model.endpoint_auth import HeaderAuth
 from fanout.model.errors import DeliveryError, NotAttempted, PermanentDelivery, RetryableDelivery
@@ -81,7 +82,14 @@ class _Target:
 class HttpSender:
     """Sends deliveries. ``start()`` inside the running loop before the first ``send``."""
 
-    def __init__(self, settings: DeliverySettings, resolver: AbstractResolver | None = None) -> None:
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        resolver: AbstractResolver | None = None,
+        body_prefix: int | None = None,
+    ) -> None:
+        """``body_prefix``: bytes of each response body kept in ``Delivery.result`` (the delivery
+        history's ``history.response_bytes``); None: no ``Delivery.result`` at all (history off)."""
         self.settings = settings
         self.policy = AddressPolicy(settings.allow_cidrs)
         self._inner_resolver = resolver
@@ -95,6 +103,7 @@ class HttpSender:
         self._timeouts: dict[float, Timeouts] = {}
         self._signer = Signer()
         self._user_agent = f"{settings.user_agent}/{__version__}"
+        self.body_prefix = body_prefix
         self.auth = OutboundAuth(self._live_session, self.policy, settings.allow_http)
 
     def _live_session(self) -> aiohttp.ClientSession:
@@ -104,7 +113,7 @@ class HttpSender:
     async def start(self) -> None:
         ca = str(self.settings.ca_bundle) if self.settings.ca_bundle else None
         self._tls = ssl.create_default_context(cafile=ca)
-        options = transport_options(self.settings, self.policy, self._inner_resolver)
+        options = transport_options(self.settings, self.policy, self._inner_resolver, self.body_prefix or 0)
         self.transport = open_transport(self.settings.transport, options)
         await self.transport.start()
         connector = aiohttp.TCPConnector(
@@ -206,12 +215,14 @@ class HttpSender:
         return context
 
     def headers(
-        self, delivery: Delivery, body: bytes, auth: dict[str, str] | None = None
+        self, delivery: Delivery, body: bytes, auth: dict[str, str] | None = None, now: float | None = None
     ) -> list[tuple[str, str]]:
-        """The headers of one attempt that vary per delivery (the transport checks them for the wire)."""
+        """The headers of one attempt that vary per delivery (the transport checks them for the wire),
+        signed at ``now`` (default: the current time)."""
         sub = delivery.subscription
         event = delivery.event
-        now = time.time()
+        if now is None:
+            now = time.time()
         timestamp = int(now)
         headers = list(auth.items()) if auth else []
         raw = sub.payload == "raw" and delivery.body is None
@@ -231,7 +242,8 @@ class HttpSender:
         return headers
 
     async def send(self, delivery: Delivery) -> int:
-        """One attempt. Returns the status on 2xx; raises a DeliveryError subclass otherwise."""
+        """One attempt. Returns the status on 2xx; raises a DeliveryError subclass otherwise. What the
+        attempt came to is left in ``delivery.result`` (None when no request went out)."""
         status, retry_after = await self.attempt(delivery)
         error: DeliveryError | None = classify(
             status, retry_after, delivery.subscription.retry.retryable_statuses
@@ -242,6 +254,7 @@ class HttpSender:
 
     async def attempt(self, delivery: Delivery, max_seconds: float | None = None) -> tuple[int, str | None]:
         """One attempt: (status, Retry-After); raises DeliveryError when no response came."""
+        delivery.result = None
         sub = delivery.subscription
         target = self._target(sub)
         if target.refusal is not None:
@@ -265,16 +278,37 @@ class HttpSender:
         body = delivery.body
         if body is None:
             body = delivery.event.payload(delivery.subscription.payload)
-        request = Request(target.origin, target.path, self.headers(delivery, body, auth), body, target.fixed)
+        now = time.time()
+        request = Request(
+            target.origin, target.path, self.headers(delivery, body, auth, now), body, target.fixed
+        )
+        started = time.monotonic()
         try:
             response = await transport.send(request, limits)
         except TransportError as exc:
+            if self.body_prefix is not None and not isinstance(exc, _NOT_SENT):
+                delivery.result = AttemptResult(
+                    int(now), time.monotonic() - started, error_class=type(exc).__name__
+                )
             raise delivery_error(exc, limits) from None
         status = response.status
+        if self.body_prefix is not None:
+            delivery.result = AttemptResult(
+                int(now),
+                time.monotonic() - started,
+                status,
+                response.headers,
+                response.body,
+                response.body_size,
+            )
         if 200 <= status < 300:
             return status, None
         retry_after = response.header(b"retry-after")
         return status, retry_after.decode("latin-1") if retry_after is not None else None
+
+
+# Transport errors raised before a byte of the request went out: no attempt to record.
+_NOT_SENT = (PoolTimeout, InvalidHeader, EgressRefused)
 
 
 def delivery_error(exc: TransportError, limits: Timeouts) -> DeliveryError:

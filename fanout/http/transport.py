@@ -171,11 +171,13 @@ class Request:
 @dataclass(slots=True)
 class Response:
     """The final response. ``headers``: raw (name, value) pairs as received; ``body``: its first
-    ``ResponseLimits.body_prefix`` bytes."""
+    ``ResponseLimits.body_prefix`` bytes; ``body_size``: the whole body's length as it was read (after
+    chunked decoding), so a reader of ``body`` knows whether it was cut."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes = b""
+    body_size: int = 0
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of the header ``name`` (lower-case), or None."""

@@ -245,6 +245,13 @@ class ProducerSizing:
         return {"message.max.bytes": self.message_max_bytes, "queue.buffering.max.kbytes": queue_kbytes}
 
 
+def missing_topics(settings: Settings, names: Iterable[str], timeout: float = 10.0) -> list[str]:
+    """The topics of ``names`` the cluster's metadata does not show (``KafkaException`` when the
+    metadata cannot be read)."""
+    topics = admin_client(settings).list_topics(timeout=timeout).topics
+    return [n for n in names if n not in topics or topics[n].error is not None]
+
+
 def hand_off_topics(settings: Settings) -> list[str]:
     """The topics the dispatcher hands records off to: every retry tier and the dead letters."""
     return [settings.topics.retry(i) for i in range(len(settings.retry.tiers))] + [settings.topics.dlq]

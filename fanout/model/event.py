@@ -14,13 +14,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 if TYPE_CHECKING:
+    from fanout.model.attempt import AttemptResult
     from fanout.model.subscription import Subscription
 
 Headers = list[tuple[str, bytes | None]]
 
 
 class Settlement(Protocol):
-    """What a delivery reports to when it is settled (see ``pipeline.offsets.Ticket``)."""
+    """What a delivery reports to when it is settled (see ``pipeline.offsets.Ticket``): ``add(n)`` more
+    pending shares (each released once), ``release()`` one."""
+
+    def add(self, n: int) -> None: ...
 
     def release(self) -> None: ...
 
@@ -35,7 +39,8 @@ class Event:
     ``attributes`` holds what attribute filters match on: CloudEvents attributes (``source``,
     ``subject``, extensions) and the record's Kafka headers decoded as UTF-8. ``data`` is the parsed
     payload, or ``None`` when the record carried it in binary mode and nobody needed it yet
-    (``payload()`` parses ``value`` lazily then).
+    (``payload()`` parses ``value`` lazily then). ``source_timestamp_ms`` is the source record's Kafka
+    timestamp (None when the broker gave none), which the delivery history reports.
     """
 
     id: str
@@ -51,6 +56,7 @@ class Event:
     data: Any = None
     data_parsed: bool = False
     content_type: str = "application/json"
+    source_timestamp_ms: int | None = None
     _payloads: dict[str, bytes] = field(default_factory=dict)
 
     def payload(self, mode: str) -> bytes:
@@ -97,6 +103,9 @@ class Delivery:
     the attempt span's when tracing is on); ``trace`` is the span the delivery's next span continues
     from (``fanout.telemetry.spans.TraceHandle``), None when tracing is off. ``body`` is the request
     body a subscription's ``transform`` made (None: the event's payload in the subscription's mode).
+    ``result`` is what the sender saw of the latest attempt (``fanout.model.attempt.AttemptResult``):
+    set for every request that went out, None when the latest attempt never reached the wire; the
+    delivery history reports it.
     """
 
     event: Event
@@ -111,6 +120,7 @@ class Delivery:
     body: bytes | None = None
     received: float = 0.0
     spilled: str = ""
+    result: AttemptResult | None = None
 
     @property
     def age(self) -> float:

@@ -13,6 +13,9 @@
 - ``StatsSource`` (implemented by the runtime, read by telemetry): a ``DispatcherStats`` snapshot of the
   counters, the lanes and the consumer-group members, so that metrics and probes never reach into the
   runtime's objects.
+- ``AttemptHistory`` (implemented in ``fanout.history.writer``): where settle reports how each delivery
+  left it, one attempt record per attempt and per attempt-less outcome. Optional: ``Settler.history``
+  stays None when ``history.record`` is ``off``, so nothing is built or checked per delivery.
 - ``BatchTarget`` (implemented by the pipeline's ``Dispatcher``): where a consumer hands the records it
   fetched, with backpressure as the answer (see its docstring).
 """
@@ -25,7 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from fanout.model.event import Event, Headers
+from fanout.model.attempt import AttemptResult, Outcome
+from fanout.model.event import Event, Headers, Settlement
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,41 @@ class SourceRecord(Protocol):
     def value(self) -> bytes | None: ...
     def headers(self) -> Any: ...
     def timestamp(self) -> tuple[int, int]: ...
+
+
+# -- the delivery history -------------------------------------------------------------------------
+
+
+class AttemptHistory(Protocol):
+    """Where the pipeline writes attempt records (``fanout.history.writer.SinkAttemptLog``).
+
+    ``wants(outcome)``: whether a record of this outcome is written at all (``history.record``); the
+    pipeline asks first and builds nothing when it is not. ``write`` never blocks and never raises: it
+    writes the record of ``event``'s delivery to ``subscription`` (``attempt``: the HTTP attempts made,
+    this record's included; ``result``: the attempt this record reports, if a request went out;
+    ``error``: the delivery's last error; ``retry``: (tier, not-before epoch ms); ``reason``: a dead
+    letter's, spill's or drop's) and releases one share of ``ticket`` once the broker acknowledged it,
+    like a retry or dead-letter hand-off: the source offset commits only after its attempt records.
+    A retriable failure is written again until acknowledged or until ``ticket`` is fenced; a record the
+    broker refuses for good is dropped and counted (the share is released: history never stalls a
+    partition)."""
+
+    def wants(self, outcome: Outcome) -> bool: ...
+
+    def write(
+        self,
+        outcome: Outcome,
+        event: Event,
+        subscription: str,
+        attempt: int,
+        ticket: Settlement,
+        *,
+        traceparent: str | None = None,
+        result: AttemptResult | None = None,
+        error: str | None = None,
+        retry: tuple[int, int] | None = None,
+        reason: str | None = None,
+    ) -> None: ...
 
 
 # -- telemetry hooks ------------------------------------------------------------------------------

@@ -90,9 +90,8 @@ class Dispatcher:
         gone = old.subscriptions.keys() - table.subscriptions.keys()
         table.errors.forget(gone)
         for sub_id in gone:
-            for delivery in self.lanes.remove(sub_id):
-                self.settler.counts.dropped(sub_id)
-                delivery.ticket.release()
+            for d in self.lanes.remove(sub_id):
+                self.settler.dropped(d.event, sub_id, d.attempt, d.ticket, d.traceparent)
         for sub in table.subscriptions.values():
             lane = self.lanes.by_id.get(sub.id)
             if lane is not None and lane.sub is not sub:
@@ -212,6 +211,9 @@ class Dispatcher:
                 span.failed(poison.reason)
             self.settler.poison(record, poison.reason, ticket, span)
             return
+        kind, stamp = record.timestamp()
+        if kind and stamp >= 0:
+            event.source_timestamp_ms = stamp
         subs = self.table.route(event)
         if span is not None:
             span.decoded(event, len(subs))
@@ -254,9 +256,11 @@ class Dispatcher:
         sub = self.table.get(meta.subscription)
         if span is not None:
             span.decoded(event, 0 if sub is None else 1)
+        if meta.origin_timestamp > 0:
+            event.source_timestamp_ms = int(meta.origin_timestamp * 1000)
         if sub is None:
-            self.settler.counts.dropped(meta.subscription)
-            ticket.release()
+            traceparent = event.attributes.get("traceparent")
+            self.settler.dropped(event, meta.subscription, meta.attempt, ticket, traceparent)
             return
         delivery = Delivery(
             event,

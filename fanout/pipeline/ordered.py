@@ -134,7 +134,7 @@ class KeyedLane:
             assert isinstance(error, RetryableDelivery)
             delay, reason = settler.next_delay(delivery, error)
             if delay is not None:
-                settler.counts.retried_in_place(delivery.subscription.id)
+                settler.retried_in_place(delivery)
                 self._retry_later(key, delay)
                 return
             settler.dead_letter(delivery, reason, error.status)

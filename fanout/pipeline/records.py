@@ -61,15 +61,17 @@ class RecordWriter:
     def backoff(self, backoff: Backoff) -> None:
         self._hand_off.backoff = backoff
 
-    def retry(self, delivery: Delivery, tier: int, delay: float, reason: str, status: int | None) -> None:
-        """Write ``delivery`` to retry tier ``tier``, due in ``delay`` seconds. ``reason``: a spill's
-        ("" after an attempt); ``status``: the attempt's HTTP status, if any."""
+    def retry(self, delivery: Delivery, tier: int, delay: float, reason: str, status: int | None) -> int:
+        """Write ``delivery`` to retry tier ``tier``, due in ``delay`` seconds; return that not-before
+        time (epoch ms). ``reason``: a spill's ("" after an attempt); ``status``: the attempt's HTTP
+        status, if any."""
         not_before = int(time.time() * 1000) + int(delay * 1000)
         headers = self._headers(delivery, {H.NOT_BEFORE: not_before, H.REASON: reason, H.STATUS: status})
         event = delivery.event
         self._hand_off.write(
             self.topics.retry[tier], event.key, event.value, headers, delivery.ticket, delivery.trace
         )
+        return not_before
 
     def dead_letter(self, delivery: Delivery, reason: str, status: int | None) -> None:
         """Write ``delivery`` to the dead-letter topic with ``reason`` (and the last HTTP status)."""
@@ -104,7 +106,9 @@ class RecordWriter:
             H.ORIGIN_TOPIC: event.topic,
             H.ORIGIN_PARTITION: event.partition,
             H.ORIGIN_OFFSET: event.offset,
-            H.ORIGIN_TIMESTAMP: int(event.time * 1000),
+            H.ORIGIN_TIMESTAMP: event.source_timestamp_ms
+            if event.source_timestamp_ms is not None
+            else int(event.time * 1000),
             H.FIRST_ATTEMPT: int(delivery.first_attempt * 1000) or None,
             H.RECEIVED: int(delivery.received * 1000) or None,
             H.EVENT_ID: event.id,

@@ -16,6 +16,11 @@ A 410 Gone dead-letters the delivery and calls ``on_gone`` (the runtime disables
 ``fanout.control.disable``). A spill (lane full, circuit open, paced) is not an attempt: it comes back
 when its lane said (``Spilled.retry_after``). Outcomes of a fenced ticket (a revoked partition) are
 dropped: the partition's new owner delivers them.
+
+With a ``history`` (the ``AttemptHistory`` port; None when ``history.record`` is ``off``, and then
+nothing here costs more), every attempt and every attempt-less outcome also writes an attempt record
+that holds one share of the delivery's ticket until the broker acknowledged it
+(``fanout.history.writer`` lists where each outcome is recorded).
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ import logging
 import time
 from collections.abc import Callable
 
+from fanout.model.attempt import Outcome
 from fanout.model.errors import DeliveryError, EndpointGone, PermanentDelivery, RetryableDelivery
-from fanout.model.event import Delivery, Settlement
+from fanout.model.event import Delivery, Event, Settlement
 from fanout.model.log_fields import delivery_fields
-from fanout.model.ports import PipelineTracer, SourceRecord
+from fanout.model.ports import AttemptHistory, PipelineTracer, SourceRecord
 from fanout.pipeline.counts import DISABLED_REASON
 from fanout.pipeline.lanes import Spilled
 from fanout.pipeline.ops import OpsEvents
@@ -59,6 +65,7 @@ class Settler:
         self._on_gone = on_gone
         self._on_failing = on_failing
         self._consecutive: dict[str, int] = {}
+        self.history: AttemptHistory | None = None
 
     @property
     def tracer(self) -> PipelineTracer | None:
@@ -95,14 +102,80 @@ class Settler:
                 delay,
                 extra=delivery_fields(delivery, attempt=delivery.attempt, error=error.error),
             )
-        self.writer.retry(delivery, self.policy.tier_for(delay), delay, "", error.status)
+        tier = self.policy.tier_for(delay)
+        not_before = self.writer.retry(delivery, tier, delay, "", error.status)
+        self._record(delivery, Outcome.RETRY_SCHEDULED, retry=(tier, not_before))
 
     def delivered(self, delivery: Delivery) -> None:
         self.counts.delivered(delivery.subscription.id)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("delivered", extra=delivery_fields(delivery, attempt=delivery.attempt + 1))
         self._consecutive.pop(delivery.subscription.id, None)
+        history = self.history
+        if history is not None and history.wants(Outcome.DELIVERED):
+            result, delivery.result = delivery.result, None
+            history.write(  # its acknowledgement releases the delivery's share
+                Outcome.DELIVERED,
+                delivery.event,
+                delivery.subscription.id,
+                delivery.attempt + 1,
+                delivery.ticket,
+                traceparent=delivery.traceparent,
+                result=result,
+            )
+            return
         delivery.ticket.release()
+
+    def retried_in_place(self, delivery: Delivery) -> None:
+        """A key-ordered lane tries the failed attempt again in place (no retry tier)."""
+        self.counts.retried_in_place(delivery.subscription.id)
+        self._record(delivery, Outcome.RETRY_SCHEDULED)
+
+    def dropped(
+        self, event: Event, sub_id: str, attempt: int, ticket: Settlement, traceparent: str | None = None
+    ) -> None:
+        """A delivery to ``sub_id``, deleted meanwhile, is dropped: counted, recorded, settled."""
+        self.counts.dropped(sub_id)
+        history = self.history
+        if history is not None and history.wants(Outcome.DROPPED):
+            history.write(
+                Outcome.DROPPED,
+                event,
+                sub_id,
+                attempt,
+                ticket,
+                traceparent=traceparent,
+                reason="subscription deleted",
+            )
+            return
+        ticket.release()
+
+    def _record(
+        self,
+        delivery: Delivery,
+        outcome: Outcome,
+        retry: tuple[int, int] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Write ``delivery``'s attempt record (with its latest attempt, if one was made since the last
+        record) holding one more share of its ticket."""
+        history = self.history
+        if history is None or not history.wants(outcome):
+            return
+        result, delivery.result = delivery.result, None
+        delivery.ticket.add(1)
+        history.write(
+            outcome,
+            delivery.event,
+            delivery.subscription.id,
+            delivery.attempt,
+            delivery.ticket,
+            traceparent=delivery.traceparent,
+            result=result,
+            error=delivery.last_error or None,
+            retry=retry,
+            reason=reason,
+        )
 
     def give_up(self, delivery: Delivery, error: DeliveryError) -> bool:
         """Count the failed attempt. Dead-letter it if it is permanent (410 also disables the subscription)
@@ -153,7 +226,9 @@ class Settler:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("spilled to a retry tier", extra=delivery_fields(delivery, reason=reason))
         delay = self.policy.spill_delay(delay)
-        self.writer.retry(delivery, self.policy.tier_for(delay), delay, reason, None)
+        tier = self.policy.tier_for(delay)
+        not_before = self.writer.retry(delivery, tier, delay, reason, None)
+        self._record(delivery, Outcome.SPILLED, retry=(tier, not_before), reason=reason)
 
     # -- dead letters ----------------------------------------------------------------------------
 
@@ -165,7 +240,9 @@ class Settler:
             "dead-lettered", extra=delivery_fields(delivery, reason=reason, attempts=delivery.attempt)
         )
         self.writer.dead_letter(delivery, reason, status)
-        if reason != DISABLED_REASON:
+        disabled = reason == DISABLED_REASON
+        self._record(delivery, Outcome.DISABLED if disabled else Outcome.DEAD_LETTERED, reason=reason)
+        if not disabled:
             self._ops.dead_lettered(delivery, reason)
 
     def poison(self, record: SourceRecord, reason: str, ticket: Settlement, trace: object = None) -> None:

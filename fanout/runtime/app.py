@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 
 from aiohttp.abc import AbstractResolver
 
@@ -23,8 +25,9 @@ from fanout.config import Settings
 from fanout.control.disable import Disables
 from fanout.control.subscriptions import SubscriptionStore, TableWatcher
 from fanout.http.sender import HttpSender
+from fanout.kafka.loop_producer import LoopProducer
 from fanout.kafka.producer import AsyncProducer
-from fanout.kafka.topics import ProducerSizing, producer_sizing
+from fanout.kafka.topics import ProducerSizing, missing_topics, producer_sizing
 from fanout.model.errors import FanoutError, FatalKafkaError
 from fanout.model.ports import DispatcherStats
 from fanout.model.subscription import Subscription
@@ -128,9 +131,11 @@ class DispatcherApp:
         if self._own_process:
             settle_heap()
 
+        if settings.history.record != "off":
+            await loop.run_in_executor(None, self._require_attempts_topic)
         sizing = await loop.run_in_executor(None, self._producer_sizing, self._source_topics(self.table))
         producer = AsyncProducer(settings, loop, on_fatal=self._fail, extra=sizing.config())
-        sender = HttpSender(settings.delivery, self._resolver)
+        sender = HttpSender(settings.delivery, self._resolver, wiring.response_prefix(settings))
         await sender.start()
         sender.prepare(self.table.subscriptions.values())
         self._sender = sender
@@ -139,6 +144,10 @@ class DispatcherApp:
         self.settler = wiring.settler(
             settings, producer, ops, on_gone=self._disables.gone, counts=self.counts
         )
+        history_sink = None
+        if settings.history.record != "off":
+            history_sink = LoopProducer(settings, loop, on_fatal=self._fail, extra=sizing.config())
+            self.settler.history = wiring.attempt_log(settings, history_sink, self._member())
         telemetry.attach_settler(self.settler, settings.dispatcher.group_id)
         self._send = telemetry.send(sender.send)
         d = settings.delivery
@@ -184,6 +193,8 @@ class DispatcherApp:
         finally:
             await asyncio.gather(*(m.stop() for m in self.members()), *self._stopping)
             await producer.close()
+            if history_sink is not None:
+                await history_sink.close()
             await sender.close()
             await loop.run_in_executor(None, watcher.stop)
             await loop.run_in_executor(None, self.store.close)
@@ -205,6 +216,18 @@ class DispatcherApp:
                 self._fail(
                     FatalKafkaError(f"following {self.settings.topics.subscriptions}: {watcher.error}")
                 )
+
+    def _member(self) -> str:
+        """The name attempt records give this process: its instance id, else host and pid."""
+        return self._instance_id() or f"{socket.gethostname()}-{os.getpid()}"
+
+    def _require_attempts_topic(self) -> None:
+        topic = self.settings.topics.attempts
+        if missing_topics(self.settings, [topic]):
+            raise FanoutError(
+                f"the attempts topic {topic} does not exist (history.record is "
+                f"{self.settings.history.record}): run `fanout topics create`, or set history.record: off"
+            )
 
     def _producer_sizing(self, sources: set[str]) -> ProducerSizing:
         """The producer's record limit, sized from the source and hand-off topics' limits (read once at

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fanout.config import Settings
+from fanout.history.writer import AckSink, SinkAttemptLog
 from fanout.model.event import Delivery
 from fanout.model.ports import RecordSink
 from fanout.pipeline.counts import SettleCounts
@@ -44,3 +45,23 @@ def settler(
     too), writing through ``sink`` and counting in ``counts``."""
     writer = RecordWriter(sink, record_topics(settings), settings.dispatcher.group_id, counts)
     return Settler(retry_policy(settings), writer, ops, settings.delivery.failing_after, on_gone)
+
+
+def attempt_log(settings: Settings, sink: AckSink, member: str) -> SinkAttemptLog | None:
+    """The delivery history's writer (``history.record``), None when it is ``off``."""
+    history = settings.history
+    if history.record == "off":
+        return None
+    return SinkAttemptLog(
+        sink,
+        settings.topics.attempts,
+        history.record,
+        member,
+        response_bytes=history.response_bytes,
+        payload_bytes=history.payload_bytes,
+    )
+
+
+def response_prefix(settings: Settings) -> int | None:
+    """Bytes of each response body the sender keeps for the history; None when it records nothing."""
+    return None if settings.history.record == "off" else settings.history.response_bytes

@@ -217,7 +217,32 @@ async def test_response_headers_and_body_prefix_are_returned(kind: str) -> None:
             response = await t.send(post(at(server)), T)
             assert response.status == 503 and response.header(b"retry-after") == b"7"
             assert response.body == b"y" * ResponseLimits().body_prefix
+            assert response.body_size == 200_000
     assert server.connections == 1, "a body under the cap is read to its end; the connection is kept"
+
+
+@pytest.mark.parametrize(
+    ("wire", "size"),
+    [
+        (b"Content-Length: 10\r\n\r\n0123456789", 10),
+        (b"Transfer-Encoding: chunked\r\n\r\n6\r\n012345\r\n4\r\n6789\r\n0\r\n\r\n", 10),
+        (b"Content-Length: 3\r\n\r\nabc", 3),
+        (b"Content-Length: 0\r\n\r\n", 0),
+    ],
+    ids=["length", "chunked", "shorter-than-the-prefix", "empty"],
+)
+@pytest.mark.parametrize("prefix", [0, 4])
+async def test_the_history_prefix_of_a_body_and_its_whole_size(
+    kind: str, wire: bytes, size: int, prefix: int
+) -> None:
+    head = b"HTTP/1.1 500 Oops\r\nContent-Type: text/plain\r\n"
+    async with (
+        serving(answer(head + wire)) as server,
+        open_test_transport(kind, response=ResponseLimits(body_prefix=prefix)) as t,
+    ):
+        response = await t.send(post(at(server)), T)
+    full = b"0123456789" if size == 10 else b"abc"[:size]
+    assert (response.status, response.body, response.body_size) == (500, full[:prefix], size)
 
 
 # -- response limits ------------------------------------------------------------------------------

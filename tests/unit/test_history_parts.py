@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -12,20 +14,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.config import HistorySettings, Settings, TopicSettings, load_settings
-from fanout.history import latency
-from fanout.history.codec import decode, encode
+from fanout.history import latency, writer
+from fanout.history.codec import decode
 from fanout.history.metrics import register_history_metrics
-from fanout.history.record import Outcome, Request
+from fanout.history.record import Body, Failure, Origin, Outcome, Request, Response, Retry
 from fanout.history.status import HistoryStatus, lag_records, lag_seconds
-from fanout.history.writer import SinkAttemptLog, record_of, recorded, trace_id_of
+from fanout.history.writer import SinkAttemptLog, recorded, trace_id_of
 from fanout.kafka.topics import internal_topics
+from fanout.model.attempt import AttemptResult
 from fanout.model.errors import ConfigError, ProduceFailed, RecordTooLarge
 from fanout.model.event import Headers
 from fanout.model.ports import RecordMetadata
 from fanout.pipeline.handoff import Backoff
 from fanout.telemetry.metrics import Metrics
-from tests.history_records import VALIDATOR, make
-from tests.unit.factories import make_delivery, make_event
+from tests.history_records import VALIDATOR
+from tests.unit.factories import make_event
 
 # -- latency -------------------------------------------------------------------------------------------
 
@@ -152,13 +155,28 @@ def test_trace_ids_come_from_the_traceparent() -> None:
     assert trace_id_of(None) is None and trace_id_of("garbage") is None
 
 
-def test_a_record_of_a_delivery_carries_the_payload_on_its_first_record_only() -> None:
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_a_record_carries_the_attempt_and_the_payload_on_a_deliverys_first_record_only() -> None:
     event = make_event(value=b'{"event":"order.created","data":{"n":1}}')
-    delivery = make_delivery(event=event)
-    delivery.attempt = 1
-    delivery.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    request = Request(event.id, 1_700_000_000, 12.0)
-    first = record_of(delivery, Outcome.DELIVERED, member="m-0", request=request, payload_bytes=10, now=1.7e9)
+    event.source_timestamp_ms = 1_699_999_999_000
+    log = SinkAttemptLog(FakeSink([]), "t.attempts", "all", "m-0", response_bytes=4, payload_bytes=10)
+    result = AttemptResult(1_700_000_000, 0.0125, 503, [(b"Content-Type", b"text/plain")], b"nope", 9)
+    value = log.encode(
+        Outcome.RETRY_SCHEDULED,
+        event,
+        "hook-1",
+        1,
+        traceparent=TRACEPARENT,
+        result=result,
+        error="HTTP 503",
+        retry=(0, 1_700_000_005_000),
+        now=1.7e9,
+    )
+    obj = orjson.loads(value)
+    VALIDATOR.validate(obj)
+    first = decode(value)
     assert first.payload is not None and first.payload.text == '{"event":"' and first.payload.truncated
     assert (first.event_id, first.subscription, first.attempt, first.time_ms) == (
         event.id,
@@ -166,20 +184,46 @@ def test_a_record_of_a_delivery_carries_the_payload_on_its_first_record_only() -
         1,
         1.7e12,
     )
-    assert first.origin is not None and first.origin.offset == event.offset
-    assert first.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
-    delivery.attempt = 2
-    assert (
-        record_of(delivery, Outcome.DELIVERED, member="m-0", request=request, payload_bytes=10).payload
-        is None
+    assert first.request == Request(event.id, 1_700_000_000, 12.5)
+    assert first.response is not None and first.response.status == 503
+    assert first.response.content_type == "text/plain" and first.response.body is not None
+    assert (first.response.body.text, first.response.body.size, first.response.body.truncated) == (
+        "nope",
+        9,
+        True,
     )
-    VALIDATOR.validate(orjson.loads(encode(first)))
+    assert first.error == Failure("HTTPStatus", "HTTP 503") and first.retry == Retry(0, 1_700_000_005_000)
+    assert first.origin == Origin("orders", 0, event.offset, 1_699_999_999_000)
+    assert first.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736" and first.member == "m-0"
+    second = decode(log.encode(Outcome.DELIVERED, event, "hook-1", 2, result=AttemptResult(1, 0.001, 204)))
+    assert second.payload is None and second.error is None
+    assert second.response == Response(204, None, Body("", "utf-8", 0, False))
+    spilled = decode(log.encode(Outcome.SPILLED, event, "hook-1", 0, reason="lane full", retry=(1, 5)))
+    assert spilled.request is None and spilled.response is None and spilled.reason == "lane full"
+    assert spilled.payload is not None  # no attempt made before it: the delivery's first record
+
+
+def test_a_record_never_holds_request_headers_secrets_or_the_request_body() -> None:
+    secret = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
+    event = make_event(value=b'{"data":"request-body-text"}')
+    log = SinkAttemptLog(FakeSink([]), "t.attempts", "all", "m-0")
+    result = AttemptResult(1, 0.01, 200, [(b"content-type", b"application/json")], b"{}", 2)
+    value = log.encode(Outcome.DELIVERED, event, "hook-1", 1, result=result)
+    assert b"request-body-text" not in value and b"whsec_" not in value and secret.encode() not in value
+    assert b"webhook-signature" not in value and b"authorization" not in value.lower()
 
 
 class FakeSink:
     def __init__(self, failures: list[Exception]) -> None:
         self.failures = failures
         self.produced: list[tuple[str, bytes | None, bytes | None, Headers]] = []
+
+    def produce_then(
+        self, topic: str, value: bytes, key: bytes | None, done: Callable[[Exception | None], None]
+    ) -> None:
+        """``AsyncProducer.produce_then``: ``done`` hears how the record's future ended."""
+        future = self.produce(topic, value, key, [])
+        future.add_done_callback(lambda f: None if f.cancelled() else done(f.exception()))
 
     def produce(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
@@ -196,27 +240,75 @@ class FakeSink:
 FAST = Backoff(first=0.001, cap=0.002)
 
 
+class FakeTicket:
+    def __init__(self) -> None:
+        self.released = 0
+        self.fenced = False
+
+    def add(self, n: int) -> None:
+        return None
+
+    def release(self) -> None:
+        self.released += 1
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        await asyncio.sleep(0.001)
+
+
 async def test_the_log_writes_the_record_keyed_by_event_id_and_retries_until_acknowledged() -> None:
     sink = FakeSink([ProduceFailed("broker down"), ProduceFailed("still down")])
-    log = SinkAttemptLog(sink, "t.attempts", "all", FAST)
-    record = make(Outcome.RETRY_SCHEDULED)
-    await asyncio.wait_for(log.write(record, lambda: False), 5)
-    assert len(sink.produced) == 3 and log.stats == {"retried": 2, "written": 1}
+    log = SinkAttemptLog(sink, "t.attempts", "all", "m-0", backoff=FAST)
+    event, ticket = make_event(), FakeTicket()
+    log.write(Outcome.SPILLED, event, "hook-1", 0, ticket, reason="lane full", retry=(0, 1))
+    await until(lambda: ticket.released > 0)
+    assert ticket.released == 1 and len(sink.produced) == 3 and log.stats == {"retried": 2, "written": 1}
     topic, value, key, headers = sink.produced[-1]
-    assert (topic, key, headers) == ("t.attempts", b"evt-1", [])
-    assert decode(value) == record
+    assert (topic, key, headers) == ("t.attempts", event.id.encode(), [])
+    assert decode(value).outcome is Outcome.SPILLED and value == sink.produced[0][1]
 
 
 async def test_a_fenced_delivery_stops_retrying_and_a_refused_record_is_dropped() -> None:
     sink = FakeSink([ProduceFailed("down")] * 100)
-    log = SinkAttemptLog(sink, "t.attempts", "all", FAST)
-    await asyncio.wait_for(log.write(make(), lambda: len(sink.produced) >= 3), 5)
-    assert len(sink.produced) == 3 and log.stats == {"retried": 3}
-    refusing = SinkAttemptLog(FakeSink([RecordTooLarge("too big")]), "t.attempts", "all", FAST)
-    await asyncio.wait_for(refusing.write(make(), lambda: False), 5)
-    assert refusing.stats == {"refused": 1}
+    log = SinkAttemptLog(sink, "t.attempts", "all", "m-0", backoff=FAST)
+    ticket = FakeTicket()
+    log.write(Outcome.DROPPED, make_event(), "hook-1", 0, ticket)
+    await until(lambda: log.stats["retried"] >= 3)
+    ticket.fenced = True  # the partition was revoked: the next failure stops the retries
+    await until(lambda: log.stats["retried"] >= 4)
+    tried = len(sink.produced)
+    await asyncio.sleep(0.05)  # nothing more happens: time is what there is to wait for
+    assert len(sink.produced) == tried and ticket.released == 0
+    refusing = SinkAttemptLog(FakeSink([RecordTooLarge("too big")]), "t.attempts", "all", "m-0", backoff=FAST)
+    refused = FakeTicket()
+    refusing.write(Outcome.DROPPED, make_event(), "hook-1", 0, refused)
+    await until(lambda: refused.released > 0)
+    assert refusing.stats == {"refused": 1} and refused.released == 1
 
 
 def test_the_log_wants_what_its_mode_records() -> None:
-    log = SinkAttemptLog(FakeSink([]), "t.attempts", "failures")
+    log = SinkAttemptLog(FakeSink([]), "t.attempts", "failures", "m-0")
     assert not log.wants(Outcome.DELIVERED) and log.wants(Outcome.DEAD_LETTERED)
+
+
+@pytest.mark.parametrize(
+    ("data", "limit", "size"),
+    [(b"", 8, 0), (b"ok", 8, None), (b"0123456789", 4, None), ("h\u00e9llo".encode(), 2, None),
+     (b"\xff\xfe binary", 4, 100), (b"abc", 0, None), (b"x" * 70_000, 65_536, None)],
+)  # fmt: skip
+def test_the_writers_body_is_what_body_of_stores(data: bytes, limit: int, size: int | None) -> None:
+    expected = Body.of(data, limit, size)
+    got = writer._body(data, limit, size)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == {
+            "text": expected.text,
+            "encoding": expected.encoding,
+            "size": expected.size,
+            "truncated": expected.truncated,
+        }

@@ -67,6 +67,13 @@ class FakeSink:
     def __init__(self) -> None:
         self.records: list[Produced] = []
 
+    def produce_then(
+        self, topic: str, value: bytes, key: bytes | None, done: Callable[[Exception | None], None]
+    ) -> None:
+        """``AsyncProducer.produce_then``: ``done`` hears how the record's future ended."""
+        future = self.produce(topic, value, key, [])
+        future.add_done_callback(lambda f: None if f.cancelled() else done(f.exception()))
+
     def produce(
         self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
     ) -> asyncio.Future[None]:

@@ -6,7 +6,7 @@ import pytest
 
 from fanout.config import DeliverySettings, load_settings
 from fanout.http.fields import HeaderBlock, check_field, encode_fields
-from fanout.http.options import timeouts
+from fanout.http.options import response_limits, timeouts
 from fanout.http.proxy import Proxy, ProxyRoutes
 from fanout.http.sender import HttpSender, delivery_error
 from fanout.http.transport import (
@@ -27,7 +27,7 @@ from tests.unit.factories import make_sub
 def test_defaults() -> None:
     d = DeliverySettings()
     assert d.transport == "fast" and d.keepalive_expiry < 5
-    assert (d.max_response_header_bytes, d.response_body_prefix_bytes) == (65536, 65536)
+    assert (d.max_response_header_bytes, d.max_response_body_bytes) == (65536, 1024 * 1024)
     assert d.proxy is None and not d.trust_env and not d.proxy_enforces_egress
 
 
@@ -55,9 +55,10 @@ def test_an_unusable_proxy_url_stops_the_start_naming_the_field(
         load_settings()
 
 
-def test_response_limits_are_consistent() -> None:
-    with pytest.raises(ValueError, match="response_body_prefix_bytes"):
-        DeliverySettings(response_body_prefix_bytes=2 * 1024 * 1024, max_response_body_bytes=1024 * 1024)
+def test_the_transport_keeps_what_the_history_records_of_a_body_within_the_body_cap() -> None:
+    d = DeliverySettings(max_response_body_bytes=1024)
+    assert response_limits(d).body_prefix == 0
+    assert response_limits(d, 512).body_prefix == 512 and response_limits(d, 4096).body_prefix == 1024
 
 
 def test_proxy_routes_from_the_environment() -> None:

@@ -42,8 +42,8 @@ BODYLESS = (204, 304)
 
 class Connection(asyncio.Protocol):
     __slots__ = (
-        "_body", "_budget", "_closing", "_eof_body", "_framed", "_head_room", "_headers", "_in_head",
-        "_interim", "_limits", "_prefix_room", "_status", "_timer", "_waiter", "closed", "host",
+        "_body", "_body_size", "_budget", "_closing", "_eof_body", "_framed", "_head_room", "_headers",
+        "_in_head", "_interim", "_limits", "_prefix_room", "_status", "_timer", "_waiter", "closed", "host",
         "idle_since", "line_start", "parser", "proxy_line", "received", "transport",
     )  # fmt: skip
 
@@ -65,6 +65,7 @@ class Connection(asyncio.Protocol):
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: bytearray | None = None
+        self._body_size = 0
         self._prefix_room = self._limits.body_prefix
         self._head_room = self._limits.header_block
         self._budget = self._limits.header_block + self._limits.body
@@ -156,6 +157,7 @@ class Connection(asyncio.Protocol):
         self._eof_body = not self._framed and status not in BODYLESS
 
     def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
         room = self._prefix_room
         if room > 0:
             if self._body is None:
@@ -201,7 +203,7 @@ class Connection(asyncio.Protocol):
             self._timer = None
         if waiter is not None and not waiter.done():
             body = bytes(self._body) if self._body else b""
-            waiter.set_result(Response(self._status, self._headers, body))
+            waiter.set_result(Response(self._status, self._headers, body, self._body_size))
 
     def _fail(self, exc: TransportError) -> None:
         waiter, self._waiter = self._waiter, None
