@@ -1,23 +1,22 @@
 """Attempt records for the browser tests, written to the real attempts topic and read back by the
 history indexer the console runs with (``tests.browser.console.running_console``).
 
-The dispatcher on this branch writes no attempt records yet (issue 15's wiring), so the tests write
-them: either a known mix (``sample``) or, for an event a live dispatcher really delivered, records
-built from what the receiver saw (``from_receiver``)."""
+Where a test needs a known mix of outcomes over hours (``sample``) or a fixed event's history
+(``retried_once``), it writes the records itself; a test that runs a dispatcher reads the records the
+dispatcher wrote."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from fanout.config import Settings
 from fanout.history.codec import encode
-from fanout.history.record import AttemptRecord, Body, Failure, Outcome, Request, Response, Retry
+from fanout.history.record import AttemptRecord, Failure, Outcome, Request, Retry
 from fanout.history.store import HistoryStore
 from tests.history_records import make
 from tests.integration.engine import produce_records
-from tests.receivers import Received
 
 INDEX_TIMEOUT = 60.0
 
@@ -94,39 +93,6 @@ def sample(now_ms: int) -> list[AttemptRecord]:
             _failed(f"x{i}", "failing", now_ms - 600_000 + i * 60_000, outcome, "ConnectTimeout", reason)
         )
     return out
-
-
-def from_receiver(
-    event_id: str,
-    event_type: str,
-    sub: str,
-    seen: Sequence[Received],
-    answers: Sequence[tuple[int, bytes, float]],
-    retry_tier: int = 0,
-) -> list[AttemptRecord]:
-    """The records of ``event_id``'s attempts as the receiver saw them: ``seen`` (its requests with that
-    webhook-id, in order) and ``answers`` (the status, body and handling time in ms it gave each); each
-    non-2xx attempt scheduled for a retry due when the next one came, the last one delivered."""
-    records = []
-    for n, (request, (status, body, latency)) in enumerate(zip(seen, answers, strict=True), start=1):
-        assert request.headers["webhook-id"] == event_id
-        ok = 200 <= status < 300
-        time_ms = int(request.at * 1000)
-        records.append(
-            AttemptRecord(
-                event_id,
-                sub,
-                Outcome.DELIVERED if ok else Outcome.RETRY_SCHEDULED,
-                time_ms,
-                n,
-                event_type=event_type,
-                request=Request(event_id, int(request.headers["webhook-timestamp"]), latency),
-                response=Response(status, "text/plain", Body.of(body, 1024)),
-                error=None if ok else Failure("HTTPStatus", f"HTTP {status}"),
-                retry=None if ok else Retry(retry_tier, int(seen[n].at * 1000) if n < len(seen) else time_ms),
-            )
-        )
-    return records
 
 
 def retried_once(event_id: str, sub: str, now_ms: int) -> list[AttemptRecord]:
