@@ -194,22 +194,25 @@ class IndexedHistory:
             sub: (sub, window, buckets, None if s.last_failure is None else s.last_failure.at)
             for sub, s in shown.items()
         }
-        stale = [
-            sub
-            for sub, key in keys.items()
-            if (c := self._details.get(key)) is None or now - c[0] >= self.max_age
-        ]
-        hists = self.store.latencies([sub for sub in stale if shown[sub].attempts], window)
+        entries: dict[str, _Detail] = {}
+        for sub, key in keys.items():
+            cached = self._details.get(key)
+            if cached is not None and now - cached[0] < self.max_age:
+                entries[sub] = cached
+        stale = [sub for sub in shown if sub not in entries and shown[sub].attempts]
+        hists = self.store.latencies(stale, window)
         out = {}
         for sub, stats in shown.items():
-            if sub in stale:
+            entry = entries.get(sub)
+            if entry is None:
                 failure = None
                 if stats.last_failure is not None:
                     found = self._last_failure(sub)
                     failure = found if found is not None and found.at == stats.last_failure.at else None
                 figures = tuple(latency.percentiles(hists.get(sub, {}), QUANTILES))
-                self._details[keys[sub]] = (now, failure, self._series(sub, window, buckets), figures)
-            _, failure, series, figures = self._details[keys[sub]]
+                entry = (now, failure, self._series(sub, window, buckets), figures)
+                self._details[keys[sub]] = entry
+            _, failure, series, figures = entry
             p50, p95, p99 = figures
             stats = dataclasses.replace(stats, p50_ms=p50, p95_ms=p95, p99_ms=p99)
             if failure is not None:
