@@ -165,6 +165,7 @@ class DispatcherApp:
                     retry_topics,
                     settings.dispatcher.group_id,
                     d.transform_max_bytes,
+                    addressable=self.table,
                 ),
                 settings.dispatcher.group_id,
             ),
@@ -241,7 +242,7 @@ class DispatcherApp:
         if self._sender is not None:
             self._sender.prepare(table.subscriptions.values())
         unordered = self._unordered(table)
-        self.main.dispatcher.set_table(unordered)
+        self.main.dispatcher.set_table(unordered, addressable=table)
         self.main.subscribe(self._source_topics(unordered))
         self._sync_ordered(table)
         log.info("routing table updated: %d subscriptions", len(table))
