@@ -125,8 +125,6 @@ class DispatcherApp:
                 f"could not read {settings.topics.subscriptions}: {watcher.error or 'timed out'}"
             )
         self.table = await tables.get()
-        if self._own_process:
-            settle_heap()
 
         sizing = await loop.run_in_executor(None, self._producer_sizing, self._source_topics(self.table))
         producer = AsyncProducer(settings, loop, on_fatal=self._fail, extra=sizing.config())
@@ -174,6 +172,8 @@ class DispatcherApp:
             self._fail,
             self._instance_id(),
         )
+        if self._own_process:
+            settle_heap()  # the table, its sender targets and the shared group's pipeline, as built
         self.main.start()
         self._sync_ordered(self.table)
         self.started.set()
