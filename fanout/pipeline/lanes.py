@@ -262,7 +262,7 @@ class Lane:
     def stalled(self, now: float) -> float:
         """How long the endpoint has held the lane up: its oldest request out, or (waiting for a
         connection slot of its host) its oldest queued delivery."""
-        oldest = min(self._sending.values(), default=now)
+        oldest = next(iter(self._sending.values()), now)  # requests start in order: the first is the oldest
         if self._waiting_host and self.queue:
             oldest = min(oldest, self.queue[0].queued_at)
         return now - oldest
