@@ -239,15 +239,16 @@ class Dispatcher:
             self.settler.counts.skipped_other_group()
             ticket.release()
             return
+        fields, own = H.split(record.headers())
         try:
-            meta = H.RetryMeta.parse(record.headers())
+            meta = H.RetryMeta.of(fields)
             event = decode(
                 meta.origin_topic,
                 meta.origin_partition,
                 meta.origin_offset,
                 record.key(),
                 record.value(),
-                H.original(record.headers()),
+                own,
                 meta.origin_timestamp,
                 event_id=meta.event_id,
             )
@@ -257,7 +258,7 @@ class Dispatcher:
             self.settler.poison(record, str(exc), ticket, span)
             return
         if self.on_retry_lag is not None:
-            due = H.not_before_ms(record.headers())
+            due = H.not_before_of(fields)
             if due is not None:
                 self.on_retry_lag(record.topic() or "", max(0.0, time.time() - due / 1000))
         sub = self.addressable.get(meta.subscription)
