@@ -121,9 +121,8 @@ async def dial(
     """A connected non-blocking socket to one of ``addresses``, each given ``seconds``; raises
     ``ConnectTimeout`` when every address timed out, else ``ConnectError`` with the last failure."""
     order = interleave(addresses)
-    if (
-        len(order) == 1
-    ):  # nothing to race: no tasks (an endpoint that closes after each error reconnects often)
+    # Nothing to race with one address: no tasks (an endpoint that closes after each error reconnects often).
+    if len(order) == 1:
         where = f"{order[0][1]} port {port}"
         try:
             return await _connect_one(order[0], port, seconds)
