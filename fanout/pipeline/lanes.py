@@ -252,6 +252,7 @@ class Lane:
         if answered:
             self.pace.answered(duration)
         self._owner.on_done(delivery, error, duration)
+        error = None  # the traceback holds this frame: keep no cycle for the collector to find
         self._pump()
 
     def _spill_all(self, reason: str) -> None:
