@@ -6,13 +6,15 @@ attempts over the last hour, spread over ``sub-0000`` .. ``sub-0999``, about 10%
 1,000 subscriptions are written to a subscriptions topic of a fresh prefix on the running broker.
 Then ``fanout api`` (built in this process, with ``use_history`` on that index) serves
 ``GET /console/`` on loopback to a signed-in aiohttp client: the default view (sorted by id), sorted
-by volume (highest first), and a search. The server time is the page's own ``Server-Timing`` (from the
-handler's start to the rendered page): the list of subscriptions, every index query (the hour's totals
-of all subscriptions, the latest records of those failing, sparklines and last failures of the 100 rows
-shown) and the template. The machine may be shared: the CPU time of the process per request (server
-and client, every thread) is reported too, and does not grow with the load of other processes the way
-wall time does. "cold": nothing is reused, every request reads the index; "warm": the hour's overview
-and the rows' details are reused (``OVERVIEW_MAX_AGE``), as when a person sorts, searches or pages.
+by volume (highest first), sorted by p99 latency (the one view that merges every subscription's
+latency histograms), and a search. The server time is the page's own ``Server-Timing`` (from the
+handler's start to the rendered page): the list of subscriptions, every index query (the hour's counts
+of all subscriptions, the latest records of those failing, latency percentiles, sparklines and last
+failures of the 100 rows shown) and the template. The machine may be shared: the CPU time of the
+process per request (server and client, every thread) is reported too, and does not grow with the
+load of other processes the way wall time does. "cold": nothing is reused, every request reads the
+index; "warm": the hour's overview and the rows' details are reused (``OVERVIEW_MAX_AGE``), as when a
+person sorts, searches or pages.
 
 Usage: ``.venv/bin/python scripts/bench_console.py [--attempts N] [--runs N]``; ``scripts/bench``
 runs it as scenario ``console``. Prints a table, writes JSON to bench-results/.
@@ -61,6 +63,7 @@ GOAL_MS = 300
 VIEWS = {
     "default": "/console/",
     "by_volume": "/console/?sort=volume&dir=desc",
+    "by_p99": "/console/?sort=p99&dir=desc",
     "search": "/console/?q=sub-09",
 }
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -26,7 +24,6 @@ import uvloop  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 from fanout.history.record import AttemptRecord, Body, Origin, Outcome, Response, Retry  # noqa: E402
-from fanout.history.store import HistoryStore  # noqa: E402
 from tests.browser.console import chromium, running_console, sign_in  # noqa: E402
 from tests.browser.history import indexed, write_attempts  # noqa: E402
 from tests.conftest import delete_topics  # noqa: E402
@@ -144,14 +141,12 @@ async def main() -> None:
         start = datetime.now(UTC) - timedelta(seconds=5)
         records = history_for(int(time.time() * 1000))
         write_attempts(settings, records)
-        work = Path(tempfile.mkdtemp(prefix="fanout-shots-"))
-        store = HistoryStore(work / "history.sqlite", 7 * 86400)
         async with (
             running(settings),
-            running_console(settings, store) as api,
+            running_console(settings) as api,
             chromium(1280, 900) as browser,
         ):
-            await indexed(store, len(records))
+            await indexed(api, len(records))
             for n in range(3):
                 await api.call("POST", "/v1/events", {"event": "order.paid", "data": {"order": 1000 + n}})
             deadline = time.monotonic() + 60
@@ -180,7 +175,6 @@ async def main() -> None:
             await page.click("#start-replay")
             await page.wait_for_selector("#job[data-status=succeeded]", timeout=60_000)
             await page.screenshot(path=str(OUT / "replay-job.png"), full_page=True)
-    shutil.rmtree(work, ignore_errors=True)
     delete_topics(bootstrap, unique)
     print("wrote", ", ".join(sorted(p.name for p in OUT.glob("*.png"))), "under", OUT)
 

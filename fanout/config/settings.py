@@ -320,7 +320,9 @@ class DispatcherSettings(_Section):
         "after a crash.",
     )
     max_queued: int = Field(
-        default=5000, ge=1, description="Deliveries queued in all lanes above which fetching pauses."
+        default=1000,
+        ge=1,
+        description="Deliveries queued in all lanes above which fetching pauses (started ones do not count).",
     )
     commit_interval_ms: int = Field(default=250, ge=50)
     """Milliseconds between commits of the settled offsets (a revoke or a stop commits at once)."""

@@ -28,6 +28,12 @@ MAX_POINTS = 1440
 STREAK_CAP = 100_000
 QUANTILES = (0.5, 0.95, 0.99)
 _ROLLUP = ", ".join((*SUMS, "latency", "last_success_ms", "last_failure_ms"))
+_COUNTS = ", ".join((*SUMS, "NULL", "last_success_ms", "last_failure_ms"))
+_SUMMED = ", ".join((*(f"sum({c})" for c in SUMS), "NULL", "max(last_success_ms)", "max(last_failure_ms)"))
+# One subscription's blocks: SQLite's planner prefers the primary key's (span, minute) range, which
+# reads every subscription's blocks in the window (a thousand times too many with 1,000 of them).
+_OWN_BLOCKS = "FROM rollup INDEXED BY rollup_sub WHERE sub = ? AND span = ? AND minute BETWEEN ? AND ?"
+MAX_IDS = 500  # subscriptions per query of ``latencies``
 
 
 @dataclass(slots=True)
@@ -130,7 +136,7 @@ def subscription_stats(
         return SubscriptionStats(subscription, since_ms, until_ms, totals, None, None, None)
     for span, lo, hi in cover(*_minutes(since_ms, until_ms)):
         for row in con.execute(
-            f"SELECT {_ROLLUP} FROM rollup WHERE sub = ? AND span = ? AND minute BETWEEN ? AND ?",
+            f"SELECT {_ROLLUP} {_OWN_BLOCKS}",
             (sub, span, lo, hi),
         ):
             totals.add(row)
@@ -149,10 +155,16 @@ class Point:
 
 
 def series(
-    con: sqlite3.Connection, subscription: str, since_ms: int, until_ms: int, step_s: int
+    con: sqlite3.Connection,
+    subscription: str,
+    since_ms: int,
+    until_ms: int,
+    step_s: int,
+    with_latency: bool = True,
 ) -> list[Point]:
     """``subscription``'s totals per ``step_s`` (a multiple of 60, at most ``MAX_POINTS`` points) from
-    the step holding ``since_ms`` to the one holding ``until_ms``; steps without records included."""
+    the step holding ``since_ms`` to the one holding ``until_ms``; steps without records included.
+    Without ``with_latency`` the points' latency histograms stay empty (not read: counts cost less)."""
     if step_s < 60 or step_s % 60:
         raise ValueError("step must be a positive multiple of 60 seconds")
     step = step_s // 60
@@ -164,8 +176,9 @@ def series(
     span = COARSE if step % COARSE == 0 else 1
     sub = sub_id(con, subscription)
     if sub is not None:
+        columns = _ROLLUP if with_latency else _COUNTS
         for minute, *row in con.execute(
-            f"SELECT minute, {_ROLLUP} FROM rollup WHERE sub = ? AND span = ? AND minute BETWEEN ? AND ?",
+            f"SELECT minute, {columns} {_OWN_BLOCKS}",
             (sub, span, first, first + len(points) * step - 1),
         ):
             points[(minute - first) // step].totals.add(row)
@@ -178,18 +191,56 @@ class OverviewRow:
     totals: Totals
 
 
-def overview(con: sqlite3.Connection, since_ms: int, until_ms: int) -> list[OverviewRow]:
+def _within(ranges: Sequence[tuple[int, int, int]]) -> tuple[str, list[int]]:
+    """The SQL condition (on ``rollup r``) and its arguments for the blocks of ``cover``'s ``ranges``."""
+    sql = " OR ".join("(r.span = ? AND r.minute BETWEEN ? AND ?)" for _ in ranges)
+    return f"({sql})", [x for block in ranges for x in block]
+
+
+def overview(
+    con: sqlite3.Connection, since_ms: int, until_ms: int, with_latency: bool = True
+) -> list[OverviewRow]:
     """Every subscription with records in the window, by name, with its totals (volume, success rate,
-    p99 from ``Totals.percentiles``, dead letters, last failure in the window)."""
+    p99 from ``Totals.percentiles``, dead letters, last failure in the window). The counts are summed
+    in SQL; merging the latency histograms costs most (Python), so without ``with_latency`` they stay
+    empty: ``latencies`` reads them for the subscriptions that need them."""
+    where, args = _within(cover(*_minutes(since_ms, until_ms)))
     by_sub: dict[str, Totals] = {}
-    for span, lo, hi in cover(*_minutes(since_ms, until_ms)):
-        for name, *row in con.execute(
-            f"SELECT n.name, {_ROLLUP} FROM rollup r JOIN names n ON n.id = r.sub"
-            " WHERE r.span = ? AND r.minute BETWEEN ? AND ?",
-            (span, lo, hi),
+    for name, *row in con.execute(
+        f"SELECT n.name, {_SUMMED} FROM rollup r JOIN names n ON n.id = r.sub WHERE {where} GROUP BY r.sub",
+        args,
+    ):
+        totals = by_sub[name] = Totals()
+        totals.add(row)
+    if with_latency:
+        for name, blob in con.execute(
+            f"SELECT n.name, r.latency FROM rollup r JOIN names n ON n.id = r.sub WHERE {where}", args
         ):
-            totals = by_sub.get(name)
-            if totals is None:
-                totals = by_sub[name] = Totals()
-            totals.add(row)
+            latency.unpack(blob, by_sub[name].latency)
     return [OverviewRow(name, by_sub[name]) for name in sorted(by_sub)]
+
+
+def latencies(
+    con: sqlite3.Connection, subscriptions: Iterable[str], since_ms: int, until_ms: int
+) -> dict[str, latency.Histogram]:
+    """The latency histogram of each of ``subscriptions`` over the window: the same blocks, so the same
+    percentiles, as its ``subscription_stats`` (empty for one without records)."""
+    out: dict[str, latency.Histogram] = {}
+    names: dict[int, str] = {}
+    for name in subscriptions:
+        out[name] = {}
+        found = sub_id(con, name)
+        if found is not None:
+            names[found] = name
+    ids = sorted(names)
+    for span, lo, hi in cover(*_minutes(since_ms, until_ms)):
+        for i in range(0, len(ids), MAX_IDS):
+            chunk = ids[i : i + MAX_IDS]
+            marks = ", ".join("?" * len(chunk))
+            for sub, blob in con.execute(
+                f"SELECT sub, latency FROM rollup INDEXED BY rollup_sub WHERE sub IN ({marks})"
+                " AND span = ? AND minute BETWEEN ? AND ?",
+                (*chunk, span, lo, hi),
+            ):
+                latency.unpack(blob, out[names[sub]])
+    return out

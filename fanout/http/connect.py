@@ -41,14 +41,23 @@ class Addresses:
         self._policy = policy
         self._ttl = dns_ttl
         self._cache: dict[tuple[str, int], tuple[float, list[Address]]] = {}
+        self._literals: dict[str, list[Address]] = {}  # IP literals the policy permits (it never changes)
 
     async def lookup(self, host: str, port: int) -> list[Address]:
         """The addresses to try, in the resolver's order; raises ``EgressRefused`` or ``ConnectError``."""
+        permitted = self._literals.get(host)
+        if permitted is not None:
+            return permitted
         ip = ip_literal(host)
         if ip is not None:
             if self._policy is not None and not self._policy.permits(ip):
                 raise EgressRefused(f"address {ip} is not allowed (SSRF guard)")
-            return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, str(ip))]
+            if len(self._literals) >= DNS_CACHE_ENTRIES:
+                self._literals.clear()
+            permitted = self._literals[host] = [
+                (socket.AF_INET6 if ip.version == 6 else socket.AF_INET, str(ip))
+            ]
+            return permitted
         now = time.monotonic()
         cached = self._cache.get((host, port))
         if cached is not None and cached[0] > now:
@@ -112,6 +121,16 @@ async def dial(
     """A connected non-blocking socket to one of ``addresses``, each given ``seconds``; raises
     ``ConnectTimeout`` when every address timed out, else ``ConnectError`` with the last failure."""
     order = interleave(addresses)
+    # Nothing to race with one address: no tasks (an endpoint that closes after each error reconnects often).
+    if len(order) == 1:
+        where = f"{order[0][1]} port {port}"
+        try:
+            return await _connect_one(order[0], port, seconds)
+        except TimeoutError:
+            raise ConnectTimeout(f"connect to {where} timed out after {seconds:g}s") from None
+        except Exception as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise ConnectError(f"connect to {where} failed: {reason}") from None
     pending: set[asyncio.Task[socket.socket]] = set()
     errors: list[BaseException] = []
     winner: socket.socket | None = None

@@ -248,9 +248,12 @@ class HttpSender:
         error: DeliveryError | None = classify(
             status, retry_after, delivery.subscription.retry.retryable_statuses
         )
-        if error is not None:
+        if error is None:
+            return status
+        try:
             raise error
-        return status
+        finally:
+            del error  # no frame -> local -> exception -> traceback -> frame cycle left to the collector
 
     async def attempt(self, delivery: Delivery, max_seconds: float | None = None) -> tuple[int, str | None]:
         """One attempt: (status, Retry-After); raises DeliveryError when no response came."""

@@ -69,6 +69,31 @@ def as_dict(headers: Headers | None) -> dict[str, str]:
     }
 
 
+def split(headers: Headers | None) -> tuple[dict[str, str], Headers]:
+    """One pass over a record's headers: fanout's (as ``as_dict`` decodes them) and the source record's
+    own (as ``original`` keeps them)."""
+    fields: dict[str, str] = {}
+    own: Headers = []
+    for key, value in headers or ():
+        if key.startswith(PREFIX):
+            if value is not None:
+                fields[key] = value.decode("utf-8", "replace")
+        else:
+            own.append((key, value))
+    return fields, own
+
+
+def not_before_of(fields: dict[str, str]) -> int | None:
+    """``not_before_ms`` from headers already decoded by ``as_dict`` or ``split``."""
+    text = fields.get(NOT_BEFORE)
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def not_before_ms(headers: Headers | None) -> int | None:
     """The not-before time of a retry record, read without decoding the other headers."""
     for key, value in headers or ():
@@ -110,7 +135,11 @@ class RetryMeta:
     @classmethod
     def parse(cls, headers: Headers | None) -> RetryMeta:
         """Raise ValueError naming the header when one is missing or malformed."""
-        h = as_dict(headers)
+        return cls.of(as_dict(headers))
+
+    @classmethod
+    def of(cls, h: dict[str, str]) -> RetryMeta:
+        """``parse`` for headers already decoded by ``as_dict`` or ``split``."""
         try:
             return cls(
                 subscription=h[SUBSCRIPTION],

@@ -5,7 +5,11 @@ fetching (``ready`` clear): the contract is ``model.ports.BatchTarget``'s. ``on_
 unconditionally. Each record is tracked in its
 partition's tracker, then either decoded and routed (source topics) or turned back into the one
 delivery it carries (retry topics). A retry record written by another consumer group than ``group``
-is skipped (counted as ``skipped_other_group``) and its offset moves on. Every delivery is
+is skipped (counted as ``skipped_other_group``) and its offset moves on. A retry record finds its
+subscription in ``addressable`` (by default the routing table): the shared group routes only the
+unordered subscriptions, but replays to key-ordered ones come back through its retry tiers too, and
+are delivered by its (unordered) lanes, like any replay (replayed events are out of order by nature;
+a failing one spills to the tiers rather than pinning a shared offset). Every delivery is
 offered to its subscription's lane; a refusal spills it to a retry tier, due back when the lane said.
 Nothing here blocks or awaits: the loop keeps moving whatever one subscriber does.
 
@@ -60,8 +64,10 @@ class Dispatcher:
         retry_topics: Iterable[str],
         group: str | None = None,
         transform_max_bytes: int = DEFAULT_MAX_BYTES,
+        addressable: RoutingTable | None = None,
     ) -> None:
         self.table = table
+        self.addressable = addressable if addressable is not None else table
         self.lanes = lanes
         self.settler = settler
         self.retry_topics = frozenset(retry_topics)
@@ -82,17 +88,20 @@ class Dispatcher:
 
     # -- routing table ---------------------------------------------------------------------------
 
-    def set_table(self, table: RoutingTable) -> None:
-        """Swap in a new table. Lanes of deleted subscriptions drop their queued deliveries (counted)."""
+    def set_table(self, table: RoutingTable, addressable: RoutingTable | None = None) -> None:
+        """Swap in a new table (and the table retry records are looked up in, ``table`` itself by
+        default). Lanes of deleted subscriptions drop their queued deliveries (counted)."""
         old = self.table
         table.errors = old.errors
         self.table = table
-        gone = old.subscriptions.keys() - table.subscriptions.keys()
-        table.errors.forget(gone)
+        addressable = addressable if addressable is not None else table
+        before, self.addressable = self.addressable, addressable
+        gone = (old.subscriptions.keys() | before.subscriptions.keys()) - addressable.subscriptions.keys()
+        table.errors.forget(old.subscriptions.keys() - table.subscriptions.keys())
         for sub_id in gone:
             for d in self.lanes.remove(sub_id):
                 self.settler.dropped(d.event, sub_id, d.attempt, d.ticket, d.traceparent)
-        for sub in table.subscriptions.values():
+        for sub in addressable.subscriptions.values():
             lane = self.lanes.by_id.get(sub.id)
             if lane is not None and lane.sub is not sub:
                 lane.update(sub)
@@ -232,15 +241,16 @@ class Dispatcher:
             self.settler.counts.skipped_other_group()
             ticket.release()
             return
+        fields, own = H.split(record.headers())
         try:
-            meta = H.RetryMeta.parse(record.headers())
+            meta = H.RetryMeta.of(fields)
             event = decode(
                 meta.origin_topic,
                 meta.origin_partition,
                 meta.origin_offset,
                 record.key(),
                 record.value(),
-                H.original(record.headers()),
+                own,
                 meta.origin_timestamp,
                 event_id=meta.event_id,
             )
@@ -250,10 +260,10 @@ class Dispatcher:
             self.settler.poison(record, str(exc), ticket, span)
             return
         if self.on_retry_lag is not None:
-            due = H.not_before_ms(record.headers())
+            due = H.not_before_of(fields)
             if due is not None:
                 self.on_retry_lag(record.topic() or "", max(0.0, time.time() - due / 1000))
-        sub = self.table.get(meta.subscription)
+        sub = self.addressable.get(meta.subscription)
         if span is not None:
             span.decoded(event, 0 if sub is None else 1)
         if meta.origin_timestamp > 0:

@@ -252,6 +252,7 @@ class Lane:
         if answered:
             self.pace.answered(duration)
         self._owner.on_done(delivery, error, duration)
+        error = None  # the traceback holds this frame: keep no cycle for the collector to find
         self._pump()
 
     def _spill_all(self, reason: str) -> None:
@@ -262,7 +263,7 @@ class Lane:
     def stalled(self, now: float) -> float:
         """How long the endpoint has held the lane up: its oldest request out, or (waiting for a
         connection slot of its host) its oldest queued delivery."""
-        oldest = min(self._sending.values(), default=now)
+        oldest = next(iter(self._sending.values()), now)  # requests start in order: the first is the oldest
         if self._waiting_host and self.queue:
             oldest = min(oldest, self.queue[0].queued_at)
         return now - oldest

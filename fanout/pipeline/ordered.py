@@ -117,6 +117,7 @@ class KeyedLane:
         if self._closed:
             return  # ``close`` handed the delivery back: its caller settles it
         self._settle(key, delivery, error)
+        error = None  # the traceback holds this frame: keep no cycle for the collector to find
         self._pump()
 
     def _settle(self, key: Hashable, delivery: Delivery, error: DeliveryError | None) -> None:

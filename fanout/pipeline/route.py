@@ -33,8 +33,7 @@ Filtered = tuple[Subscription, tuple[tuple[str, str], ...]]
 @dataclass
 class _Bucket:
     plain: list[Subscription] = field(default_factory=list)
-    by_attribute: dict[tuple[str, str], list[Filtered]] = field(default_factory=dict)
-    attribute_names: set[str] = field(default_factory=set)
+    by_attribute: dict[str, dict[str, list[Filtered]]] = field(default_factory=dict)
     filtered: list[Subscription] = field(default_factory=list)
     by_data: DataIndex | None = None
     data_filtered: list[Subscription] = field(default_factory=list)
@@ -48,8 +47,9 @@ class _Bucket:
             self.plain.append(sub)
 
     def seal(self) -> None:
-        """Index each filtered subscription by its rarest (attribute, value) pair in this bucket, and
-        those with only a ``filter_expr`` by one of its equalities."""
+        """Index each filtered subscription by its rarest (attribute, value) pair in this bucket
+        (``by_attribute[name][value]``: no pair to build and hash per lookup), and those with only a
+        ``filter_expr`` by one of its equalities."""
         if self.data_filtered:
             self.by_data = DataIndex(self.data_filtered)
             self.data_filtered = []
@@ -58,8 +58,7 @@ class _Bucket:
             items = sorted(sub.filter.items())
             first = min(items, key=counts.__getitem__)
             rest = tuple(pair for pair in items if pair != first)
-            self.by_attribute.setdefault(first, []).append((sub, rest))
-            self.attribute_names.add(first[0])
+            self.by_attribute.setdefault(first[0], {}).setdefault(first[1], []).append((sub, rest))
         self.filtered.clear()
 
     def collect(
@@ -68,13 +67,11 @@ class _Bucket:
         out.extend(self.plain)
         if self.by_data is not None:
             self.by_data.collect(event, out, accepted)
-        if not self.by_attribute:
-            return
-        for name in self.attribute_names:
+        for name, by_value in self.by_attribute.items():
             value = attributes.get(name)
             if value is None:
                 continue
-            for sub, rest in self.by_attribute.get((name, value), ()):
+            for sub, rest in by_value.get(value, ()):
                 if not rest or all(attributes.get(k) == v for k, v in rest):
                     out.append(sub)
 

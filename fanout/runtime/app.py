@@ -128,8 +128,6 @@ class DispatcherApp:
                 f"could not read {settings.topics.subscriptions}: {watcher.error or 'timed out'}"
             )
         self.table = await tables.get()
-        if self._own_process:
-            settle_heap()
 
         if settings.history.record != "off":
             await loop.run_in_executor(None, self._require_attempts_topic)
@@ -174,6 +172,7 @@ class DispatcherApp:
                     retry_topics,
                     settings.dispatcher.group_id,
                     d.transform_max_bytes,
+                    addressable=self.table,
                 ),
                 settings.dispatcher.group_id,
             ),
@@ -182,6 +181,8 @@ class DispatcherApp:
             self._fail,
             self._instance_id(),
         )
+        if self._own_process:
+            settle_heap()  # the table, its sender targets and the shared group's pipeline, as built
         self.main.start()
         self._sync_ordered(self.table)
         self.started.set()
@@ -264,7 +265,7 @@ class DispatcherApp:
         if self._sender is not None:
             self._sender.prepare(table.subscriptions.values())
         unordered = self._unordered(table)
-        self.main.dispatcher.set_table(unordered)
+        self.main.dispatcher.set_table(unordered, addressable=table)
         self.main.subscribe(self._source_topics(unordered))
         self._sync_ordered(table)
         log.info("routing table updated: %d subscriptions", len(table))

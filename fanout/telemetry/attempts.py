@@ -54,6 +54,14 @@ class AttemptMetrics:
         )
         self._cap = cap
         self._cells: dict[str, dict[str, HistogramCell]] = {}
+        self._succeeded: dict[str, tuple[HistogramCell, HistogramCell]] = {}
+
+    def succeeded(self, sub_id: str) -> tuple[HistogramCell, HistogramCell]:
+        """The subscription's (``2xx`` attempt-duration, latency) cells: one lookup per delivered attempt."""
+        pair = self._succeeded.get(sub_id)
+        if pair is None:
+            pair = self._succeeded[sub_id] = (self.cell(sub_id, "2xx"), self.cell(sub_id, ""))
+        return pair
 
     def cell(self, sub_id: str, result: str) -> HistogramCell:
         """``result`` "" is the subscription's latency cell; otherwise its attempt-duration cell."""
@@ -88,7 +96,7 @@ def instrument_send(send: Send, metrics: AttemptMetrics, tracer: Tracer | None) 
 
 
 def _measured(send: Send, metrics: AttemptMetrics) -> Send:
-    cell = metrics.cell
+    cell, succeeded = metrics.cell, metrics.succeeded
 
     async def attempt(delivery: Delivery) -> object:
         sub_id = delivery.subscription.id
@@ -100,15 +108,16 @@ def _measured(send: Send, metrics: AttemptMetrics) -> Send:
         except DeliveryError as exc:
             cell(sub_id, result_of(exc)).record(time.monotonic() - started)
             raise
-        cell(sub_id, "2xx").record(time.monotonic() - started)
-        cell(sub_id, "").record(max(0.0, time.time() - delivery.event.time))
+        duration, latency = succeeded(sub_id)
+        duration.record(time.monotonic() - started)
+        latency.record(max(0.0, time.time() - delivery.event.time))
         return status
 
     return attempt
 
 
 def _traced(send: Send, metrics: AttemptMetrics, tracer: Tracer) -> Send:
-    cell = metrics.cell
+    cell, succeeded = metrics.cell, metrics.succeeded
     urls: dict[str, tuple[str, str, int]] = {}
 
     def url_attributes(url: str) -> tuple[str, str, int]:
@@ -163,8 +172,9 @@ def _traced(send: Send, metrics: AttemptMetrics, tracer: Tracer) -> Send:
         if isinstance(status, int):
             span.set_attribute("http.response.status_code", status)
         span.end()
-        cell(sub.id, "2xx").record(time.monotonic() - started)
-        cell(sub.id, "").record(max(0.0, time.time() - delivery.event.time))
+        duration, latency = succeeded(sub.id)
+        duration.record(time.monotonic() - started)
+        latency.record(max(0.0, time.time() - delivery.event.time))
         return status
 
     return attempt

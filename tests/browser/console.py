@@ -1,5 +1,5 @@
 """Helpers for the browser tests: Debian's Chromium driven by Playwright, the API (with its console
-and, when asked, the delivery-history indexer) running in this event loop, signing in as a person
+and its delivery-history index) running in this event loop, signing in as a person
 does, and a record of every request a page made.
 
 The browser is ``/usr/bin/chromium`` (``scripts/browser-setup`` installs it); Playwright's own browser
@@ -22,18 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import aiohttp
 import pytest
-from aiohttp import web
 from playwright.async_api import BrowserContext, Page, Request, async_playwright
 
-from fanout.api.app import build_app
-from fanout.api.app import runner as api_runner
-from fanout.api.console import use_history
+from fanout.api.context import API
 from fanout.config import Settings
-from fanout.history.indexer import HistoryIndexer
 from fanout.history.store import HistoryStore
-from tests.integration.api import Client
+from tests.integration.api import Client, running_api
 
 CHROMIUM = Path(os.environ.get("FANOUT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -154,29 +149,19 @@ async def chromium(width: int = 1280, height: int = 900) -> AsyncIterator[Browse
 
 
 @contextlib.asynccontextmanager
-async def running_console(settings: Settings, history: HistoryStore | None = None) -> AsyncIterator[Client]:
-    """The API, console included, on 127.0.0.1 (a free port). With ``history``, a history indexer
-    follows the attempts topic into that store and the console's history pages read it: ``fanout
-    api`` does not run one yet on this branch, so the tests start it the way it is meant to be used
-    (``HistoryIndexer(settings, store).start()`` before serving, ``stop()`` after)."""
-    app = build_app(settings)
-    indexer = None
-    if history is not None:
-        indexer = HistoryIndexer(settings, history, poll_seconds=0.1, metadata_interval=0.5)
-        indexer.start()
-        use_history(app, history)
-    runner = api_runner(app)
-    try:
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        async with aiohttp.ClientSession() as session:
-            yield Client(f"http://127.0.0.1:{port}", session, runner.app)
-    finally:
-        await runner.cleanup()
-        if indexer is not None:
-            indexer.stop()
+async def running_console(settings: Settings) -> AsyncIterator[Client]:
+    """The API, console included, on 127.0.0.1 (a free port), as ``fanout api`` runs it: it indexes
+    the attempts topic into its own history index (in a directory of its own) and the console's
+    history pages read that index (``history_of``)."""
+    async with running_api(settings) as client:
+        yield client
+
+
+def history_of(api: Client) -> HistoryStore:
+    """The history index the running API keeps (and its console reads)."""
+    history = api.app[API].history
+    assert history is not None
+    return history.store
 
 
 async def sign_in(page: Page, base: str, credential: str) -> None:

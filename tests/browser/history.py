@@ -1,5 +1,5 @@
 """Attempt records for the browser tests, written to the real attempts topic and read back by the
-history indexer the console runs with (``tests.browser.console.running_console``).
+history indexer of the API the console runs in (``tests.browser.console.running_console``).
 
 Where a test needs a known mix of outcomes over hours (``sample``) or a fixed event's history
 (``retried_once``), it writes the records itself; a test that runs a dispatcher reads the records the
@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from fanout.config import Settings
 from fanout.history.codec import encode
 from fanout.history.record import AttemptRecord, Failure, Outcome, Request, Retry
-from fanout.history.store import HistoryStore
+from tests.browser.console import history_of
 from tests.history_records import make
+from tests.integration.api import Client
 from tests.integration.engine import produce_records
 
 INDEX_TIMEOUT = 60.0
@@ -28,8 +29,9 @@ def write_attempts(settings: Settings, records: Iterable[AttemptRecord]) -> int:
     )
 
 
-async def indexed(store: HistoryStore, n: int, timeout: float = INDEX_TIMEOUT) -> None:
-    """Wait until the indexer has indexed ``n`` records into ``store``."""
+async def indexed(api: Client, n: int, timeout: float = INDEX_TIMEOUT) -> None:
+    """Wait until the running API's history indexer has indexed ``n`` records."""
+    store = history_of(api)
     deadline = time.monotonic() + timeout
     while store.indexed < n:
         assert time.monotonic() < deadline, f"{store.indexed} of {n} attempt records indexed after {timeout}s"

@@ -5,9 +5,7 @@ any host but fanout's."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-from fanout.history.store import HistoryStore
 from tests.browser.console import chromium, csrf_of, foreign, running_console, sign_in, text_of
 from tests.browser.history import indexed, retried_once, write_attempts
 from tests.integration.api import FULL_KEY, READ_KEY, api_settings, create_api_topics, source_topic
@@ -116,14 +114,11 @@ async def test_a_post_without_the_csrf_token_is_refused(bootstrap: str, unique: 
         assert status == 200 and sub["enabled"] is False
 
 
-async def test_no_request_leaves_for_another_host_and_the_csp_holds(
-    bootstrap: str, unique: str, tmp_path: Path
-) -> None:
+async def test_no_request_leaves_for_another_host_and_the_csp_holds(bootstrap: str, unique: str) -> None:
     settings = await _setup(bootstrap, unique)
-    store = HistoryStore(tmp_path / "history.sqlite", 86400)
     write_attempts(settings, retried_once("evt_1", "crm", int(time.time() * 1000)))
-    async with running_console(settings, store) as api, chromium() as browser:
-        await indexed(store, 2)
+    async with running_console(settings) as api, chromium() as browser:
+        await indexed(api, 2)
         page = await browser.page()
         await sign_in(page, api.base, FULL_KEY)
         pages = [

@@ -5,11 +5,9 @@ for large text), and every control can be reached with the Tab key."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from fanout.history.store import HistoryStore
 from tests.browser.console import chromium, running_console, sign_in
 from tests.browser.history import indexed, retried_once, write_attempts
 from tests.integration.api import FULL_KEY, api_settings, create_api_topics, source_topic
@@ -74,15 +72,14 @@ FOCUSED = """() => { const el = document.activeElement;
 
 @pytest.mark.parametrize("width", [1280, 390])
 async def test_every_page_is_labelled_readable_reachable_and_fits(
-    bootstrap: str, unique: str, width: int, tmp_path: Path
+    bootstrap: str, unique: str, width: int
 ) -> None:
     settings = api_settings(bootstrap, unique)
     create_api_topics(settings)
     await apply(settings, [subscription("crm", "http://127.0.0.1:9/hook", [source_topic(settings)])])
-    store = HistoryStore(tmp_path / "history.sqlite", 86400)
     write_attempts(settings, retried_once("evt_1", "crm", int(time.time() * 1000)))
-    async with running_console(settings, store) as api, chromium(width=width, height=800) as browser:
-        await indexed(store, 2)
+    async with running_console(settings) as api, chromium(width=width, height=800) as browser:
+        await indexed(api, 2)
         page = await browser.page()
         await page.goto(api.base + "/console/login")
         assert await page.evaluate(UNLABELLED) == []

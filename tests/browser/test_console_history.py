@@ -6,29 +6,19 @@ the history store's own answers."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from aiohttp import web
 from playwright.async_api import expect
 
 from fanout.api.console.render import ms, pct
-from fanout.history.store import HistoryStore
-from tests.browser.console import chromium, running_console, sign_in, text_of
+from tests.browser.console import chromium, history_of, running_console, sign_in, text_of
 from tests.browser.history import indexed, sample, write_attempts
 from tests.integration.api import FULL_KEY, api_settings, create_api_topics, source_topic
 from tests.integration.engine import apply, running, subscription
 from tests.receivers import Receiver
 
-HOUR = 3600.0
 
-
-def store_at(tmp_path: Path) -> HistoryStore:
-    return HistoryStore(tmp_path / "history.sqlite", 7 * 86400)
-
-
-async def test_overview_numbers_equal_the_stats_and_sort_and_search_work(
-    bootstrap: str, unique: str, tmp_path: Path
-) -> None:
+async def test_overview_numbers_equal_the_stats_and_sort_and_search_work(bootstrap: str, unique: str) -> None:
     settings = api_settings(bootstrap, unique)
     topic = source_topic(settings)
     create_api_topics(settings)
@@ -40,11 +30,10 @@ async def test_overview_numbers_equal_the_stats_and_sort_and_search_work(
     )
     subs += [subscription(f"bulk-{n:04d}", "http://127.0.0.1:9/hook", [topic]) for n in range(996)]
     await apply(settings, subs)  # 1,000 subscriptions
-    store = store_at(tmp_path)
     records = sample(int(time.time() * 1000))
     write_attempts(settings, records)
-    async with running_console(settings, store) as api, chromium() as browser:
-        await indexed(store, len(records))
+    async with running_console(settings) as api, chromium() as browser:
+        await indexed(api, len(records))
         page = await browser.page()
         await sign_in(page, api.base, FULL_KEY)
         assert (await text_of(page, "#total-subscriptions")).startswith("1000")
@@ -59,12 +48,13 @@ async def test_overview_numbers_equal_the_stats_and_sort_and_search_work(
         )
         assert ids[:3] == ["healthy", "flaky", "failing"] and len(ids) == 100  # a page of the 1,000
         for sub_id in ("healthy", "flaky", "failing"):
-            totals = store.stats(sub_id, HOUR).totals  # what GET /v1/subscriptions/{id}/stats answers
+            status, _, stats = await api.call("GET", f"/v1/subscriptions/{sub_id}/stats?window=1h")
+            assert status == 200
             row = page.locator(f"tr[data-subscription='{sub_id}']")
-            assert await row.locator("[data-col=attempts]").inner_text() == str(totals.attempted)
-            assert await row.locator("[data-col=success]").inner_text() == pct(totals.success_rate)
-            assert await row.locator("[data-col=p99]").inner_text() == ms(totals.percentiles()["p99"])
-            assert await row.locator("[data-col=dead]").inner_text() == str(totals.counts["dead_lettered"])
+            assert await row.locator("[data-col=attempts]").inner_text() == str(stats["attempted"])
+            assert await row.locator("[data-col=success]").inner_text() == pct(stats["success_rate"])
+            assert await row.locator("[data-col=p99]").inner_text() == ms(stats["latency_ms"]["p99"])
+            assert await row.locator("[data-col=dead]").inner_text() == str(stats["counts"]["dead_lettered"])
             assert await row.locator("svg.spark").count() == 1
         assert (
             await text_of(page, "tr[data-subscription='healthy'] [data-col=attempts]") == "40"
@@ -83,9 +73,7 @@ async def test_overview_numbers_equal_the_stats_and_sort_and_search_work(
         assert await text_of(page, "tr[data-subscription='paused'] .reason") == "by ops"
 
 
-async def test_an_event_delivered_after_one_retry_shows_both_attempts(
-    bootstrap: str, unique: str, tmp_path: Path
-) -> None:
+async def test_an_event_delivered_after_one_retry_shows_both_attempts(bootstrap: str, unique: str) -> None:
     settings = api_settings(bootstrap, unique)
     create_api_topics(settings)
 
@@ -94,10 +82,9 @@ async def test_an_event_delivered_after_one_retry_shows_both_attempts(
             return web.Response(status=503, text="busy", content_type="text/plain")
         return web.Response(status=204)
 
-    store = store_at(tmp_path)
     async with Receiver(first_busy) as receiver:
         await apply(settings, [subscription("crm", receiver.url, [source_topic(settings)])])
-        async with running(settings), running_console(settings, store) as api, chromium() as browser:
+        async with running(settings), running_console(settings) as api, chromium() as browser:
             status, _, published = await api.call(
                 "POST", "/v1/events", {"event": "order.paid", "data": {"n": 1}}
             )
@@ -105,8 +92,8 @@ async def test_an_event_delivered_after_one_retry_shows_both_attempts(
             await receiver.wait_count(2, timeout=60)  # the 503, then the retry the dispatcher scheduled
             event_id = published["id"]
             assert [r.headers["webhook-id"] for r in receiver.requests] == [event_id, event_id]
-            await indexed(store, 2)  # the dispatcher's own records of both attempts
-            history = store.event(event_id)
+            await indexed(api, 2)  # the dispatcher's own records of both attempts
+            history = history_of(api).event(event_id)
             assert history is not None
             assert [r.outcome.value for r in history.subscriptions[0].attempts] == [
                 "retry_scheduled",
@@ -131,21 +118,18 @@ async def test_an_event_delivered_after_one_retry_shows_both_attempts(
             await page.wait_for_selector("#not-found")
 
 
-async def test_subscription_health_and_the_failures_only_filter(
-    bootstrap: str, unique: str, tmp_path: Path
-) -> None:
+async def test_subscription_health_and_the_failures_only_filter(bootstrap: str, unique: str) -> None:
     settings = api_settings(bootstrap, unique)
     create_api_topics(settings)
     await apply(settings, [subscription("flaky", "http://127.0.0.1:9/hook", [source_topic(settings)])])
-    store = store_at(tmp_path)
     records = sample(int(time.time() * 1000))
     write_attempts(settings, records)
-    async with running_console(settings, store) as api, chromium() as browser:
-        await indexed(store, len(records))
+    async with running_console(settings) as api, chromium() as browser:
+        await indexed(api, len(records))
         page = await browser.page()
         await sign_in(page, api.base, FULL_KEY)
         await page.goto(api.base + "/console/subscriptions/flaky")
-        totals = store.stats("flaky", 86400).totals
+        totals = history_of(api).stats("flaky", 86400).totals
         assert (await text_of(page, "[data-fact=attempts]")).startswith(f"{totals.attempted} ")
         assert await text_of(page, "[data-fact=success]") == pct(totals.success_rate)
         assert await page.locator("svg.chart rect").count() > 0

@@ -97,6 +97,41 @@ async def test_dead_letter_then_replay_then_delivered(bootstrap: str, unique: st
     assert header(replayed, H.REASON) is None and header(replayed, H.NOT_BEFORE) is not None
 
 
+async def test_dead_letter_of_a_key_ordered_subscription_replayed_is_delivered(
+    bootstrap: str, unique: str
+) -> None:
+    """An ordered subscription is consumed by its own group, but its replays come back through the
+    shared group's retry tier: they must find the subscription there, not be dropped as deleted."""
+    settings = api_settings(bootstrap, unique)
+    topic = source_topic(settings)
+    create_api_topics(settings)
+    rejecting = True
+
+    async def answer(request: web.Request, n: int) -> web.StreamResponse:
+        return web.Response(status=422 if rejecting else 204)
+
+    async with Receiver(answer) as receiver:
+        await apply(settings, [subscription("ordered", receiver.url, [topic], ordering="key")])
+        async with running(settings), running_api(settings) as api:
+            status, _, published = await api.call(
+                "POST", "/v1/events", {"event": "user_registered", "data": {"n": 1}}, params={"key": "k1"}
+            )
+            assert status == 202
+            await receiver.wait_count(1)
+            deadline = time.monotonic() + 30
+            while True:
+                page = (await api.call("GET", "/v1/dead-letters", params={"subscription": "ordered"}))[2]
+                if page["items"] or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert [d["event_id"] for d in page["items"]] == [published["id"]]
+            rejecting = False
+            status, _, counts = await api.call("POST", "/v1/dead-letters/replay", {"subscription": "ordered"})
+            assert status == 200 and counts == {"replayed": 1, "skipped": 0}
+            await receiver.wait_count(2)
+    assert receiver.requests[1].headers["webhook-id"] == published["id"], "the same message"
+
+
 async def test_source_range_replay_redelivers_exactly_the_range(bootstrap: str, unique: str) -> None:
     settings = api_settings(bootstrap, unique, partitions=2)
     topic = source_topic(settings)

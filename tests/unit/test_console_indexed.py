@@ -4,6 +4,7 @@ found, sparklines cover the window, and a slow query becomes a 503."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,17 +149,45 @@ async def test_the_overview_is_reused_for_max_age_only(store: HistoryStore) -> N
     calls = []
     real = store.overview
 
-    def counted(window_s: float = 3600) -> list[OverviewRow]:
+    def counted(window_s: float = 3600, with_latency: bool = True) -> list[OverviewRow]:
         calls.append(window_s)
-        return real(window_s)
+        return real(window_s, with_latency)
 
     store.overview = counted  # type: ignore[method-assign]
     reused = IndexedHistory(store, max_age=3600)
     first = await reused.overview(HOUR)
     assert await reused.overview(HOUR) is first and len(calls) == 1
+    assert await reused.overview(HOUR, with_latency=False) is first  # an answer with latency serves both
     await reused.overview(2 * HOUR)  # another window is another answer
     assert len(calls) == 2
+    counts = await reused.overview(HOUR, with_latency=False)
+    assert await reused.overview(HOUR, with_latency=False) is counts and len(calls) == 3
+    assert await reused.overview(HOUR) is not counts and len(calls) == 4  # one without cannot serve
     fresh = IndexedHistory(store, max_age=0)
     await fresh.overview(HOUR)
     await fresh.overview(HOUR)
-    assert len(calls) == 4
+    assert len(calls) == 6
+
+
+async def test_without_latency_the_overview_leaves_it_to_the_rows_shown(store: HistoryStore) -> None:
+    history = IndexedHistory(store)
+    counts = await history.overview(HOUR, with_latency=False)
+    full = await IndexedHistory(store).overview(HOUR)
+    assert set(counts) == set(full)
+    for sub, health in counts.items():
+        assert health.stats.p99_ms is None and health.stats.p50_ms is None
+        assert dataclasses.replace(
+            health.stats, p50_ms=None, p95_ms=None, p99_ms=None
+        ) == dataclasses.replace(full[sub].stats, p50_ms=None, p95_ms=None, p99_ms=None)
+    detail = await history.detail({sub: h.stats for sub, h in counts.items()}, HOUR, 6)
+    for sub in counts:
+        totals = store.stats(sub, HOUR).totals  # what GET /v1/subscriptions/{id}/stats answers
+        p = totals.percentiles()
+        shown = detail[sub].stats
+        assert (shown.p50_ms, shown.p95_ms, shown.p99_ms) == (p["p50"], p["p95"], p["p99"])
+        assert (shown.p50_ms, shown.p95_ms, shown.p99_ms) == (
+            full[sub].stats.p50_ms,
+            full[sub].stats.p95_ms,
+            full[sub].stats.p99_ms,
+        )
+    assert detail["crm"].stats.p99_ms is not None and detail["paused"].stats.p99_ms is None

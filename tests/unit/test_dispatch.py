@@ -277,3 +277,28 @@ async def test_submit_takes_a_whole_batch_then_refuses_while_the_lanes_hold_fetc
     await until(dispatcher.ready.is_set)
     assert dispatcher.submit([source(4)])
     await until(lambda: len(gate.waiting) == 1)
+
+
+async def test_a_retry_for_a_subscription_routed_elsewhere_is_delivered_from_the_addressable_table() -> None:
+    """The shared group routes only unordered subscriptions, but a replay to a key-ordered one comes
+    back through its retry tiers: it is delivered, not dropped as deleted; and swapping tables keeps
+    that subscription's lane while it stays addressable."""
+    harness = Harness()
+    sent: list[Delivery] = []
+    ordered = make_sub(ordering="key")
+    dispatcher = make_dispatcher(harness, [], sent=sent)
+    dispatcher.set_table(RoutingTable.build([]), addressable=RoutingTable.build([ordered]))
+    dispatcher.assign([("fx.retry.0", 0)], 1)
+    dispatcher.on_records([RetryRecord(0, retry_headers("replayed", None))])
+    await until(lambda: dispatcher.committable() == {("fx.retry.0", 0): 1})
+    assert [d.event.id for d in sent] == ["replayed"] and not harness.counts.outcomes[(ordered.id, "dropped")]
+    assert ordered.id in dispatcher.lanes.by_id
+    dispatcher.set_table(RoutingTable.build([]), addressable=RoutingTable.build([ordered]))
+    assert ordered.id in dispatcher.lanes.by_id, "still addressable: its lane stays"
+    dispatcher.set_table(RoutingTable.build([]))
+    assert ordered.id not in dispatcher.lanes.by_id, "deleted: its lane goes"
+    dispatcher.on_records([RetryRecord(1, retry_headers("late", None))])
+    assert harness.counts.outcomes[(ordered.id, "dropped")] == 1 and [d.event.id for d in sent] == [
+        "replayed"
+    ]
+    assert dispatcher.committable() == {("fx.retry.0", 0): 2}

@@ -138,3 +138,20 @@ def test_retry_meta_ignores_a_source_header_posing_as_fanout_ones() -> None:
     """Only fanout's own keys count: a source header 'Fanout-Attempt' is not 'fanout-attempt'."""
     headers = [("Fanout-Attempt", b"99"), *retry_headers()]
     assert H.RetryMeta.parse(headers).attempt == 2
+
+
+def test_split_is_as_dict_and_original_in_one_pass() -> None:
+    headers: Headers = [
+        ("traceparent", b"00-abc-def-01"),
+        ("Fanout-Attempt", b"99"),
+        ("empty", None),
+        ("fanout-none", None),
+        *retry_headers(**{H.NOT_BEFORE: 1_714_564_801_000}),
+        ("fanout-bad-utf8", b"\xff"),
+    ]
+    fields, own = H.split(headers)
+    assert fields == H.as_dict(headers) and own == H.original(headers)
+    assert H.RetryMeta.of(fields) == H.RetryMeta.parse(headers)
+    assert H.not_before_of(fields) == H.not_before_ms(headers) == 1_714_564_801_000
+    assert H.not_before_of(H.split(retry_headers(**{H.NOT_BEFORE: "soon"}))[0]) is None
+    assert H.not_before_of({}) is None

@@ -414,6 +414,11 @@ def test_a_series_has_one_point_per_step_adding_up_to_the_stats(store: HistorySt
     ingest(store, [make(event_id=f"e{i}", time_ms=T0 + i * 60_000) for i in range(60)])
     points = store.series("hook-1", 3600, 300)
     assert len(points) in (12, 13)
+    counted = store.series("hook-1", 3600, 300, with_latency=False)
+    assert [(p.start_ms, p.totals.counts, p.totals.attempted) for p in counted] == [
+        (p.start_ms, p.totals.counts, p.totals.attempted) for p in points
+    ]
+    assert any(p.totals.latency for p in points) and not any(p.totals.latency for p in counted)
     assert all(p.start_ms % 300_000 == 0 for p in points)
     assert (
         sum(p.totals.counts["delivered"] for p in points)
@@ -496,14 +501,27 @@ def test_stats_and_overview_count_exactly_the_records_in_the_window(
         )
         got = s.stats("hook-1", window_min * 60).totals
         overview = {r.subscription: r.totals for r in s.overview(window_min * 60)}
+        counts = {r.subscription: r.totals for r in s.overview(window_min * 60, with_latency=False)}
+        hists = s.latencies(["hook-1", "nobody"], window_min * 60)
         s.close()
     since_minute = (clock.now_ms - window_min * 60_000) // 60_000
     now_minute = clock.now_ms // 60_000
     inside = [o for m, o in records_ if since_minute <= (base // 60_000 + m) <= now_minute]
     assert got.counts == {o: inside.count(o) for o in Outcome}
     assert set(overview) == ({"hook-1"} if inside else set())
+    assert hists == {"hook-1": got.latency, "nobody": {}}
+    assert set(counts) == set(overview)
     if inside:
-        assert overview["hook-1"].counts == got.counts
+        assert overview["hook-1"].counts == got.counts and overview["hook-1"].latency == got.latency
+        c = counts["hook-1"]  # the same totals, summed in SQL, without the latency histogram
+        assert (c.counts, c.attempted, c.failed, c.last_success_ms, c.last_failure_ms, c.latency) == (
+            got.counts,
+            got.attempted,
+            got.failed,
+            got.last_success_ms,
+            got.last_failure_ms,
+            {},
+        )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

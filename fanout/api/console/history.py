@@ -134,13 +134,15 @@ class EventHistory:
 class HistoryQueries(Protocol):
     """The queries the console's pages need (see the module's contract)."""
 
-    async def overview(self, window: float) -> Mapping[str, Health]:
-        """Every subscription with records in the window, by id: its stats (``series`` may be empty and
-        ``last_failure`` may lack its status: ``detail`` fills both in for the rows shown)."""
+    async def overview(self, window: float, with_latency: bool = True) -> Mapping[str, Health]:
+        """Every subscription with records in the window, by id: its stats (``series`` may be empty,
+        ``last_failure`` may lack its status and, without ``with_latency``, the latency figures may be
+        ``None``: ``detail`` fills them in for the rows shown)."""
         ...
 
     async def detail(self, shown: Mapping[str, Stats], window: float, buckets: int) -> Mapping[str, Health]:
-        """The rows of ``overview`` a page shows, completed: each one's series and last failure."""
+        """The rows of ``overview`` a page shows, completed: each one's series, last failure and
+        latency figures."""
         ...
 
     async def stats(self, subscription: str, window: float) -> Stats:

@@ -11,8 +11,10 @@ value objects (``fanout.api.console.history``):
   not: it reads the latest ``FAILING_STREAK`` records (an index seek) of the subscriptions whose
   latest record in the window is a failure, and counts the failures that lead them (a spill ends
   that count there; the subscription page shows the store's whole streak). The rest have none.
-- sparklines and the last failure's status are read for the rows of the page shown only
-  (``detail``); the overview and those details are reused for ``OVERVIEW_MAX_AGE`` seconds.
+- the overview sums counts in SQL; merging latency histograms costs most, so it does that for every
+  subscription only when asked (``with_latency``: sorting by p99). Latency percentiles, sparklines
+  (counts only) and the last failure's status are read for the rows of the page shown (``detail``);
+  the overview and those details are reused for ``OVERVIEW_MAX_AGE`` seconds.
 - the outcome ``retry_scheduled`` reads ``retry``; a response body that is not UTF-8 is shown as its
   size.
 
@@ -39,13 +41,16 @@ from fanout.api.console.history import (
 )
 from fanout.api.console.overview import FAILING_STREAK
 from fanout.api.problems import Problem
+from fanout.history import latency
 from fanout.history.queries import AttemptQuery
 from fanout.history.record import AttemptRecord
 from fanout.history.schema import IndexCorrupt
-from fanout.history.stats import SubscriptionStats, Totals
+from fanout.history.stats import QUANTILES, SubscriptionStats, Totals
 from fanout.history.store import HistoryStore, QueryTimeout
 
 T = TypeVar("T")
+# a shown row's last failure, series and latency percentiles (p50, p95, p99), and when they were read
+_Detail = tuple[float, Failure | None, tuple[Bucket, ...], tuple[float | None, ...]]
 MINUTE = 60
 OVERVIEW_MAX_AGE = 5.0  # seconds an overview answer is reused (the index has minute resolution)
 MAX_DETAILS = 5000  # rows' details kept for reuse (then all are dropped)
@@ -118,10 +123,8 @@ class IndexedHistory:
         self.store = store
         self.max_age = max_age
         self._overview_lock = asyncio.Lock()
-        self._cached: tuple[float, float, Mapping[str, Health]] | None = None
-        self._details: dict[
-            tuple[str, float, int, float | None], tuple[float, Failure | None, tuple[Bucket, ...]]
-        ] = {}
+        self._cached: tuple[float, float, bool, Mapping[str, Health]] | None = None
+        self._details: dict[tuple[str, float, int, float | None], _Detail] = {}
 
     async def _run(self, fn: Callable[[], T]) -> T:
         try:
@@ -148,27 +151,32 @@ class IndexedHistory:
             streak += 1
         return streak
 
-    def _overview(self, window: float) -> dict[str, Health]:
+    def _overview(self, window: float, with_latency: bool) -> dict[str, Health]:
         out = {}
-        for row in self.store.overview(window):
+        for row in self.store.overview(window, with_latency):
             t, streak = row.totals, 0
             if t.last_failure_ms is not None and (t.last_success_ms or 0) < t.last_failure_ms:
                 streak = self._latest_failures(row.subscription)
             out[row.subscription] = Health(stats_of(t, streak))
         return out
 
-    async def overview(self, window: float) -> Mapping[str, Health]:
+    async def overview(self, window: float, with_latency: bool = True) -> Mapping[str, Health]:
         async with self._overview_lock:
             cached = self._cached
-            if cached is not None and cached[1] == window and time.monotonic() - cached[0] < self.max_age:
-                return cached[2]
-            fresh = await self._run(lambda: self._overview(window))
-            self._cached = (time.monotonic(), window, fresh)
+            if (
+                cached is not None
+                and cached[1] == window
+                and (cached[2] or not with_latency)
+                and time.monotonic() - cached[0] < self.max_age
+            ):
+                return cached[3]
+            fresh = await self._run(lambda: self._overview(window, with_latency))
+            self._cached = (time.monotonic(), window, with_latency, fresh)
             return fresh
 
     def _series(self, subscription: str, window: float, buckets: int) -> tuple[Bucket, ...]:
         step = max(MINUTE, int(window / buckets) // MINUTE * MINUTE)
-        points = self.store.series(subscription, window, step)[-buckets:]
+        points = self.store.series(subscription, window, step, with_latency=False)[-buckets:]
         return tuple(
             Bucket(
                 p.start_ms / 1000,
@@ -179,22 +187,34 @@ class IndexedHistory:
         )
 
     def _detail(self, shown: Mapping[str, Stats], window: float, buckets: int) -> dict[str, Health]:
-        out = {}
         now = time.monotonic()
         if len(self._details) > MAX_DETAILS:
             self._details.clear()
-        for sub, stats in shown.items():
-            key = (sub, window, buckets, None if stats.last_failure is None else stats.last_failure.at)
+        keys = {
+            sub: (sub, window, buckets, None if s.last_failure is None else s.last_failure.at)
+            for sub, s in shown.items()
+        }
+        entries: dict[str, _Detail] = {}
+        for sub, key in keys.items():
             cached = self._details.get(key)
             if cached is not None and now - cached[0] < self.max_age:
-                _, failure, series = cached
-            else:
+                entries[sub] = cached
+        stale = [sub for sub in shown if sub not in entries and shown[sub].attempts]
+        hists = self.store.latencies(stale, window)
+        out = {}
+        for sub, stats in shown.items():
+            entry = entries.get(sub)
+            if entry is None:
                 failure = None
                 if stats.last_failure is not None:
                     found = self._last_failure(sub)
                     failure = found if found is not None and found.at == stats.last_failure.at else None
-                series = self._series(sub, window, buckets)
-                self._details[key] = (now, failure, series)
+                figures = tuple(latency.percentiles(hists.get(sub, {}), QUANTILES))
+                entry = (now, failure, self._series(sub, window, buckets), figures)
+                self._details[keys[sub]] = entry
+            _, failure, series, figures = entry
+            p50, p95, p99 = figures
+            stats = dataclasses.replace(stats, p50_ms=p50, p95_ms=p95, p99_ms=p99)
             if failure is not None:
                 stats = dataclasses.replace(stats, last_failure=failure)
             out[sub] = Health(stats, series)
