@@ -543,9 +543,22 @@ def main() -> int:
             )  # fmt: skip
             report.api = asdict(api)
         if run_console:
-            from bench_console import run_console_scenario
-
-            report.console = run_console_scenario()
+            # in a process of its own, like the other tools: one full run crashed (SIGSEGV) in this
+            # process after the API scenario, and never alone; faulthandler names where if it recurs
+            out = bench.workdir / "console.json"
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-X",
+                    "faulthandler",
+                    str(ROOT / "scripts" / "bench_console.py"),
+                    "--out",
+                    str(out),
+                ],
+                check=True,
+                timeout=1800,
+            )
+            report.console = orjson.loads(out.read_bytes())
         succeeded = True
     finally:
         bench.clean_up(succeeded)

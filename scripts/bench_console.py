@@ -237,10 +237,11 @@ def main() -> None:
     parser.add_argument("--attempts", type=int, default=1_000_000, help="attempts in the index (last hour)")
     parser.add_argument("--runs", type=int, default=20, help="requests timed per view")
     parser.add_argument("--index", type=Path, help="an index file to reuse (built there when missing; kept)")
+    parser.add_argument("--out", type=Path, help="where to write the JSON result")
     args = parser.parse_args()
     result = run_console_scenario(args.attempts, args.runs, args.index)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"console-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = args.out or RESULTS / f"console-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))
     print("\n".join(table(result)))
     print(f"JSON: {out}")
