@@ -560,18 +560,18 @@ def main() -> int:
             )
             report.console = orjson.loads(out.read_bytes())
         succeeded = True
+        report.machine["seconds"] = round(time.time() - started, 1)
+        from bench_report import write_report
+
+        write_report(report, RESULTS, asdict)  # before the clean-up: two full runs died (SIGSEGV) in it
+        if args.publish:
+            published = RESULTS / "published"
+            published.mkdir(exist_ok=True)
+            for suffix in ("json", "txt", "png"):
+                shutil.copyfile(RESULTS / f"latest.{suffix}", published / f"bench.{suffix}")
+            print(f"published to {published}/bench.{{json,txt,png}}", flush=True)
     finally:
         bench.clean_up(succeeded)
-    report.machine["seconds"] = round(time.time() - started, 1)
-    from bench_report import write_report
-
-    write_report(report, RESULTS, asdict)
-    if args.publish:
-        published = RESULTS / "published"
-        published.mkdir(exist_ok=True)
-        for suffix in ("json", "txt", "png"):
-            shutil.copyfile(RESULTS / f"latest.{suffix}", published / f"bench.{suffix}")
-        print(f"published to {published}/bench.{{json,txt,png}}")
     return 0
 
 
