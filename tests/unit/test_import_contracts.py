@@ -194,3 +194,9 @@ def test_aiohttps_server_and_the_client_inside_http_pass(tmp_path: Path) -> None
     _tree(tmp_path, extra)
     done = _check_http_clients(tmp_path)
     assert done.returncode == 0, done.stdout
+
+
+def test_the_top_of_the_package_holds_only_init_main_and_cli() -> None:
+    """Every other module belongs to a layer (a sub-package)."""
+    top = sorted(p.name for p in (ROOT / "fanout").glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "cli.py"]
