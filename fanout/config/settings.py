@@ -397,6 +397,14 @@ class HistorySettings(_Section):
         le=HISTORY_MAX_BODY_BYTES,
         description="Bytes of the event's payload kept with its first record per subscription (0: none).",
     )
+    linger_ms: int = Field(
+        default=50,
+        ge=0,
+        le=1000,
+        description="Milliseconds the dispatcher's producer gathers attempt records into one batch per "
+        "partition (librdkafka's linger.ms for the attempts topic). Larger batches cost the dispatcher "
+        "and the broker less per record; a source offset commits up to this much later.",
+    )
     path: Path = Field(
         default=Path(".fanout/history.sqlite"),
         description="The API's index file (SQLite); rebuilt from the attempts topic when missing or corrupt.",

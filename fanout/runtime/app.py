@@ -144,7 +144,12 @@ class DispatcherApp:
         )
         history_sink = None
         if settings.history.record != "off":
-            history_sink = LoopProducer(settings, loop, on_fatal=self._fail, extra=sizing.config())
+            history_sink = LoopProducer(
+                settings,
+                loop,
+                on_fatal=self._fail,
+                extra={**sizing.config(), "linger.ms": settings.history.linger_ms},
+            )
             self.settler.history = wiring.attempt_log(settings, history_sink, self._member())
         telemetry.attach_settler(self.settler, settings.dispatcher.group_id)
         self._send = telemetry.send(sender.send)
