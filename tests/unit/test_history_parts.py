@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Callable
 
@@ -153,6 +154,12 @@ def test_trace_ids_come_from_the_traceparent() -> None:
     )
     assert trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01") is None
     assert trace_id_of(None) is None and trace_id_of("garbage") is None
+
+
+@given(st.text(alphabet="0123456789abcdefABCDEF -g\u0669\n", min_size=32, max_size=32))
+def test_a_trace_id_is_32_lowercase_hex_digits_not_all_zero(trace_id: str) -> None:
+    valid = re.fullmatch(r"[0-9a-f]{32}", trace_id) is not None and trace_id != "0" * 32
+    assert trace_id_of(f"00-{trace_id}-00f067aa0ba902b7-01") == (trace_id if valid else None)
 
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
