@@ -9,6 +9,7 @@ and polls, so that rebalances are still served.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fanout.model.event import Delivery
@@ -59,6 +60,7 @@ class Lanes(LaneRegistry[Lane]):
         self._relieved_at = limits.queue_size // 4
         self._next_scan = 0.0
         self.lag = LoopLag()
+        self.tasks: dict[Delivery, asyncio.Future[None]] = {}  # every lane's requests out
 
     def enqueued(self, lane: Lane) -> None:
         self.queued += 1

@@ -19,8 +19,12 @@ at the lane's pace.
 
 Sends are started by ``_pump`` whenever an in-flight slot of the lane, a connection slot of the host
 (``HostSlots``), a token and a queued delivery are all available; when only the token is missing a
-single timer re-runs ``_pump`` when the next token is due, and when the host is saturated the lane is
-woken when a slot frees. No task waits.
+single timer re-runs ``_pump`` when the next token is due, and when the host is saturated the lane
+queues at its host and is woken, in turn, when a slot frees. No task waits.
+
+With thousands of busy lanes what a delivery costs is mostly the memory it touches: a lane is one
+slotted object with its breaker, pace and queue, and holds no timer, task or callback of its own
+while it waits (its requests' tasks are kept by the registry, ``LaneOwner.tasks``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class LaneOwner(Protocol):
     limits: LaneLimits
     slots: HostSlots
     lag: LoopLag
+    tasks: dict[Delivery, asyncio.Future[None]]
 
     def enqueued(self, lane: Lane) -> None: ...
 
@@ -74,8 +79,28 @@ class LaneOwner(Protocol):
 class Lane:
     """The delivery lane of one subscription."""
 
+    __slots__ = (
+        "_limits",
+        "_most",
+        "_owner",
+        "_sending",
+        "_share",
+        "_timer",
+        "_waiting_host",
+        "breaker",
+        "bucket",
+        "closed",
+        "host",
+        "in_flight",
+        "pace",
+        "queue",
+        "rate_waits",
+        "sub",
+    )
+
     def __init__(self, sub: Subscription, owner: LaneOwner, share: float) -> None:
         self.sub = sub
+        self._most = sub.max_in_flight
         self._owner = owner
         self._limits = owner.limits
         self._share = max(share, MIN_SHARE)
@@ -86,7 +111,6 @@ class Lane:
         self.bucket: TokenBucket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
-        self._tasks: set[asyncio.Future[None]] = set()
         self.rate_waits = 0
         self._waiting_host = False
         self.host = sub.origin
@@ -100,6 +124,7 @@ class Lane:
     def update(self, sub: Subscription) -> None:
         """Adopt a new version of the subscription (limits apply from now on)."""
         self.sub = sub
+        self._most = sub.max_in_flight
         self.host = sub.origin
         self._configure_bucket()
         self._pump()
@@ -169,7 +194,8 @@ class Lane:
         self._owner.dequeued(self)
         return delivery
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """A connection slot of the host freed (``HostSlots.give_back``): start what can start."""
         self._waiting_host = False
         self._pump()
 
@@ -181,7 +207,8 @@ class Lane:
         queue = self.queue
         breaker = self.breaker
         slots = self._owner.slots
-        while queue and self.in_flight < self.sub.max_in_flight and not self._waiting_host:
+        most = self._most
+        while queue and self.in_flight < most and not self._waiting_host:
             if queue[0].ticket.fenced:
                 self._pop()
                 continue
@@ -189,7 +216,7 @@ class Lane:
                 return
             if not slots.take(self.host):
                 self._waiting_host = True
-                slots.wait(self.host, self._wake)
+                slots.wait(self.host, self)
                 return
             if self.bucket is not None:
                 wait = self.bucket.take()
@@ -203,9 +230,8 @@ class Lane:
                 slots.give_back(self.host)
                 return
             self.in_flight += 1
-            task = asyncio.ensure_future(self._run(self._pop()))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            delivery = self._pop()
+            self._owner.tasks[delivery] = asyncio.ensure_future(self._run(delivery))
 
     async def _run(self, delivery: Delivery) -> None:
         started = self._sending[delivery] = time.monotonic()
@@ -247,7 +273,9 @@ class Lane:
         finally:
             self.in_flight -= 1
             del self._sending[delivery]
-            self._owner.slots.give_back(self.host)
+            owner = self._owner
+            del owner.tasks[delivery]  # no await below: the task runs to its end
+            owner.slots.give_back(self.host)
         duration = time.monotonic() - started
         if answered:
             self.pace.answered(duration)
