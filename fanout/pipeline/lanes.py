@@ -92,6 +92,7 @@ class Lane:
         "closed",
         "host",
         "in_flight",
+        "listed",
         "pace",
         "queue",
         "rate_waits",
@@ -111,6 +112,7 @@ class Lane:
         self.bucket: TokenBucket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
+        self.listed = False  # in its registry's list of lanes to scan (``Lanes.expire``)
         self.rate_waits = 0
         self._waiting_host = False
         self.host = sub.origin
