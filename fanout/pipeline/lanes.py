@@ -233,7 +233,7 @@ class Lane:
                 return
             self.in_flight += 1
             delivery = self._pop()
-            self._owner.tasks[delivery] = asyncio.ensure_future(self._run(delivery))
+            self._owner.tasks[delivery] = asyncio.get_running_loop().create_task(self._run(delivery))
 
     async def _run(self, delivery: Delivery) -> None:
         started = self._sending[delivery] = time.monotonic()
