@@ -147,7 +147,8 @@ class Lane:
     def offer(self, delivery: Delivery) -> Spilled | None:
         if self.closed:
             return Spilled("lane closed")
-        if self.breaker.cooling():
+        breaker = self.breaker
+        if breaker.failures >= breaker.threshold and breaker.cooling():
             return self.spill("circuit open")
         queue = self.queue
         ahead = len(queue)
@@ -156,10 +157,8 @@ class Lane:
             if ahead >= 2 * limits.queue_size:
                 return self.spill(self.full_reason)
         elif ahead >= limits.queue_size or (
-            (self.bucket is not None or ahead + self.in_flight >= self.sub.max_in_flight)
-            and self.pace.wait(
-                ahead, self.in_flight, self.sub.max_in_flight, self.bucket, lag=self._owner.lag.peak
-            )
+            (self.bucket is not None or ahead + self.in_flight >= self._most)
+            and self.pace.wait(ahead, self.in_flight, self._most, self.bucket, lag=self._owner.lag.peak)
             > limits.max_wait
         ):
             return self.spill(self.full_reason)
@@ -228,7 +227,7 @@ class Lane:
                     if self._timer is None:
                         self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
                     return
-            if not breaker.sending():
+            if breaker.failures >= breaker.threshold and not breaker.sending():
                 slots.give_back(self.host)
                 return
             self.in_flight += 1
