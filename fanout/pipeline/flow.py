@@ -9,6 +9,7 @@ and polls, so that rebalances are still served.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fanout.model.event import Delivery
@@ -48,7 +49,7 @@ class Lanes(LaneRegistry[Lane]):
         super().__init__()
         self.send = send
         self.slots = HostSlots(connections_per_host)
-        self.waiting: set[Lane] = set()
+        self.waiting: list[Lane] = []  # lanes that queued since the last scan (``Lane.listed``)
         self.on_done = on_done
         self.limits = limits
         self.queued = 0
@@ -59,10 +60,13 @@ class Lanes(LaneRegistry[Lane]):
         self._relieved_at = limits.queue_size // 4
         self._next_scan = 0.0
         self.lag = LoopLag()
+        self.tasks: dict[Delivery, asyncio.Future[None]] = {}  # every lane's requests out
 
     def enqueued(self, lane: Lane) -> None:
         self.queued += 1
-        self.waiting.add(lane)
+        if not lane.listed:
+            lane.listed = True
+            self.waiting.append(lane)
         queued = len(lane.queue)
         if (
             queued >= self._congested_at
@@ -76,8 +80,6 @@ class Lanes(LaneRegistry[Lane]):
 
     def dequeued(self, lane: Lane) -> None:
         self.queued -= 1
-        if not lane.queue:
-            self.waiting.discard(lane)
         if lane in self.congested and len(lane.queue) <= self._relieved_at:
             self.congested.discard(lane)
             self._update()
@@ -113,14 +115,22 @@ class Lanes(LaneRegistry[Lane]):
 
         Queues are scanned every quarter of ``max_wait`` (so a stalled endpoint's queue spills after
         between 1 and 1.25 times ``max_wait``): with thousands of lanes waiting for a busy host, scanning
-        them all at every tick cost a few microseconds per delivery."""
+        them all at every tick cost a few microseconds per delivery. The lanes scanned are those that
+        queued since the previous scan and those that still queue (a lane is listed once, by a flag,
+        not looked up in a set per delivery)."""
         self.lag.start()
         now = time.monotonic()
         if now >= self._next_scan:
             self._next_scan = now + self.limits.max_wait / 4
             lag = self.lag.peak
-            for lane in list(self.waiting):
+            waiting, self.waiting = self.waiting, []
+            for lane in waiting:
+                lane.listed = False
+            for lane in waiting:
                 lane.expire(now, lag)
+                if lane.queue and not lane.listed:
+                    lane.listed = True
+                    self.waiting.append(lane)
         full = self.limits.queue_size
         slow = {
             lane for lane in self.congested if lane.closed or (len(lane.queue) < full and not lane.keeps_up())

@@ -19,8 +19,12 @@ at the lane's pace.
 
 Sends are started by ``_pump`` whenever an in-flight slot of the lane, a connection slot of the host
 (``HostSlots``), a token and a queued delivery are all available; when only the token is missing a
-single timer re-runs ``_pump`` when the next token is due, and when the host is saturated the lane is
-woken when a slot frees. No task waits.
+single timer re-runs ``_pump`` when the next token is due, and when the host is saturated the lane
+queues at its host and is woken, in turn, when a slot frees. No task waits.
+
+With thousands of busy lanes what a delivery costs is mostly the memory it touches: a lane is one
+slotted object with its breaker, pace and queue, and holds no timer, task or callback of its own
+while it waits (its requests' tasks are kept by the registry, ``LaneOwner.tasks``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class LaneOwner(Protocol):
     limits: LaneLimits
     slots: HostSlots
     lag: LoopLag
+    tasks: dict[Delivery, asyncio.Future[None]]
 
     def enqueued(self, lane: Lane) -> None: ...
 
@@ -74,8 +79,29 @@ class LaneOwner(Protocol):
 class Lane:
     """The delivery lane of one subscription."""
 
+    __slots__ = (
+        "_limits",
+        "_most",
+        "_owner",
+        "_sending",
+        "_share",
+        "_timer",
+        "_waiting_host",
+        "breaker",
+        "bucket",
+        "closed",
+        "host",
+        "in_flight",
+        "listed",
+        "pace",
+        "queue",
+        "rate_waits",
+        "sub",
+    )
+
     def __init__(self, sub: Subscription, owner: LaneOwner, share: float) -> None:
         self.sub = sub
+        self._most = sub.max_in_flight
         self._owner = owner
         self._limits = owner.limits
         self._share = max(share, MIN_SHARE)
@@ -86,7 +112,7 @@ class Lane:
         self.bucket: TokenBucket | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
-        self._tasks: set[asyncio.Future[None]] = set()
+        self.listed = False  # in its registry's list of lanes to scan (``Lanes.expire``)
         self.rate_waits = 0
         self._waiting_host = False
         self.host = sub.origin
@@ -100,6 +126,7 @@ class Lane:
     def update(self, sub: Subscription) -> None:
         """Adopt a new version of the subscription (limits apply from now on)."""
         self.sub = sub
+        self._most = sub.max_in_flight
         self.host = sub.origin
         self._configure_bucket()
         self._pump()
@@ -120,7 +147,8 @@ class Lane:
     def offer(self, delivery: Delivery) -> Spilled | None:
         if self.closed:
             return Spilled("lane closed")
-        if self.breaker.cooling():
+        breaker = self.breaker
+        if breaker.failures >= breaker.threshold and breaker.cooling():
             return self.spill("circuit open")
         queue = self.queue
         ahead = len(queue)
@@ -129,10 +157,8 @@ class Lane:
             if ahead >= 2 * limits.queue_size:
                 return self.spill(self.full_reason)
         elif ahead >= limits.queue_size or (
-            (self.bucket is not None or ahead + self.in_flight >= self.sub.max_in_flight)
-            and self.pace.wait(
-                ahead, self.in_flight, self.sub.max_in_flight, self.bucket, lag=self._owner.lag.peak
-            )
+            (self.bucket is not None or ahead + self.in_flight >= self._most)
+            and self.pace.wait(ahead, self.in_flight, self._most, self.bucket, lag=self._owner.lag.peak)
             > limits.max_wait
         ):
             return self.spill(self.full_reason)
@@ -169,7 +195,8 @@ class Lane:
         self._owner.dequeued(self)
         return delivery
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """A connection slot of the host freed (``HostSlots.give_back``): start what can start."""
         self._waiting_host = False
         self._pump()
 
@@ -181,7 +208,8 @@ class Lane:
         queue = self.queue
         breaker = self.breaker
         slots = self._owner.slots
-        while queue and self.in_flight < self.sub.max_in_flight and not self._waiting_host:
+        most = self._most
+        while queue and self.in_flight < most and not self._waiting_host:
             if queue[0].ticket.fenced:
                 self._pop()
                 continue
@@ -189,7 +217,7 @@ class Lane:
                 return
             if not slots.take(self.host):
                 self._waiting_host = True
-                slots.wait(self.host, self._wake)
+                slots.wait(self.host, self)
                 return
             if self.bucket is not None:
                 wait = self.bucket.take()
@@ -199,13 +227,12 @@ class Lane:
                     if self._timer is None:
                         self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
                     return
-            if not breaker.sending():
+            if breaker.failures >= breaker.threshold and not breaker.sending():
                 slots.give_back(self.host)
                 return
             self.in_flight += 1
-            task = asyncio.ensure_future(self._run(self._pop()))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            delivery = self._pop()
+            self._owner.tasks[delivery] = asyncio.get_running_loop().create_task(self._run(delivery))
 
     async def _run(self, delivery: Delivery) -> None:
         started = self._sending[delivery] = time.monotonic()
@@ -247,7 +274,9 @@ class Lane:
         finally:
             self.in_flight -= 1
             del self._sending[delivery]
-            self._owner.slots.give_back(self.host)
+            owner = self._owner
+            del owner.tasks[delivery]  # no await below: the task runs to its end
+            owner.slots.give_back(self.host)
         duration = time.monotonic() - started
         if answered:
             self.pace.answered(duration)

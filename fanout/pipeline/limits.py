@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from typing import Protocol
 
 from fanout.model.subscription import RateLimit
 
@@ -130,18 +130,26 @@ class Breaker:
         return False
 
 
+class Waiter(Protocol):
+    def wake(self) -> None: ...
+
+
 class HostSlots:
     """At most ``limit`` deliveries in flight per host (scheme, host and port), across every lane.
 
     A lane takes a slot before it starts a send and gives it back when the send ends. When the host is
-    saturated the lane waits here (its deliveries stay in its queue, where flow control and
-    ``max_wait`` see them) and is woken, in turn, when a slot frees. Without this, thousands of lanes
-    with one delivery each would all start sends that then wait inside the connection pool."""
+    saturated the lane queues here (its deliveries stay in its queue, where flow control and
+    ``max_wait`` see them) and is woken, in turn, when a slot frees: each freed slot wakes the first
+    lane in line, which takes it (or, if it has nothing to start, gives it back to the next). Without
+    this, thousands of lanes with one delivery each would all start sends that then wait inside the
+    connection pool. Waiting costs a lane nothing but its place in its host's line."""
+
+    __slots__ = ("_busy", "_waiting", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._busy: dict[str, int] = {}
-        self._waiting: dict[str, deque[Callable[[], None]]] = {}
+        self._waiting: dict[str, deque[Waiter]] = {}
 
     def take(self, host: str) -> bool:
         busy = self._busy.get(host, 0)
@@ -150,9 +158,12 @@ class HostSlots:
         self._busy[host] = busy + 1
         return True
 
-    def wait(self, host: str, wake: Callable[[], None]) -> None:
-        """Call ``wake`` when a slot of ``host`` frees (once; a lane registers at most once at a time)."""
-        self._waiting.setdefault(host, deque()).append(wake)
+    def wait(self, host: str, lane: Waiter) -> None:
+        """Call ``lane.wake()`` when a slot of ``host`` frees (once; a lane waits at most once at a time)."""
+        waiting = self._waiting.get(host)
+        if waiting is None:
+            waiting = self._waiting[host] = deque()
+        waiting.append(lane)
 
     def give_back(self, host: str) -> None:
         busy = self._busy[host] - 1
@@ -162,9 +173,10 @@ class HostSlots:
             del self._busy[host]
         waiting = self._waiting.get(host)
         if waiting:
-            waiting.popleft()()
+            lane = waiting.popleft()
             if not waiting:
                 del self._waiting[host]
+            lane.wake()
 
     def in_flight(self, host: str) -> int:
         return self._busy.get(host, 0)

@@ -849,12 +849,14 @@ async def test_lanes_share_a_host_limit_and_wake_in_turn() -> None:
     assert a.in_flight + b.in_flight == 2 and other.in_flight == 1
     assert lanes.slots.in_flight("https://hooks.example.com:443") == 2
     assert len(a.queue) + len(b.queue) == 3  # waiting in their queues, not as tasks
+    assert len(lanes.tasks) == 3  # one task per request out, held by the registry
     for _ in range(6):
         await until(lambda: len(gate.waiting) > 0)
         assert lanes.slots.in_flight("https://hooks.example.com:443") <= 2
         gate.finish(gate.waiting[0])
     await until(lambda: lanes.slots.in_flight("https://hooks.example.com:443") == 0)
     assert not a.queue and not b.queue and gate.peak <= 3 and len(gate.calls) == 6
+    await until(lambda: not lanes.tasks)  # each request's task is let go when it ends
 
 
 async def test_a_failed_attempt_leaves_no_reference_cycle_for_the_collector() -> None:
