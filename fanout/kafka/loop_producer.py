@@ -1,5 +1,4 @@
-"""A producer polled on the event loop, for records written by the thousand (attempt records) and the
-dispatcher's other records (retry, dead-letter, ops: ``produce``, a ``RecordSink``).
+"""A producer polled on the event loop, for records written by the thousand (attempt records).
 
 ``AsyncProducer`` serves delivery reports on a thread of its own; confluent-kafka takes the GIL for
 every report it hands to Python, so at thousands of records a second that thread and the loop trade the
@@ -7,11 +6,6 @@ GIL for each record. ``LoopProducer`` has no thread: ``produce_then`` starts a t
 calls ``poll(0)`` every ``interval`` seconds while records are outstanding, so each report's ``done``
 runs on the loop, in line, without a future or a thread switch.
 
-One producer for all of them: a retry record rides in the same produce request as the attempt records
-written at the same time (a second producer cost its own requests, broker-thread wake-ups, and a
-thread taking the GIL for each delivery report).
-
-``produce`` returns a future resolved on the loop, like ``AsyncProducer.produce``. ``produce_then``:
 ``done(None)`` once the broker acknowledged the record (``acks=all``, idempotent), ``done(error)`` with
 ``produce_error``'s class when it failed; ``done`` may run before ``produce_then`` returns (a full local
 queue, a refused record). ``close`` waits for the outstanding records (their reports are then dropped:
@@ -23,15 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from fanout.config import LibrdkafkaConfig, Settings
 from fanout.kafka.producer import produce_error, producer_config
 from fanout.model.errors import FatalKafkaError, ProduceFailed
-from fanout.model.event import Headers
-from fanout.model.ports import RecordMetadata
 
 log = logging.getLogger("fanout.kafka.producer")
 
@@ -79,35 +71,6 @@ class LoopProducer:
         if self._timer is None:
             self._timer = self._loop.call_later(self._interval, self._poll)
 
-    def produce(
-        self, topic: str, value: bytes | None, key: bytes | None, headers: Headers
-    ) -> asyncio.Future[RecordMetadata]:
-        """``RecordSink.produce``: the future resolves on the loop to where the record was written, or
-        fails with ``produce_error``'s class (at once for a full local queue or a refused record)."""
-        future: asyncio.Future[RecordMetadata] = self._loop.create_future()
-
-        def delivered(error: KafkaError | None, msg: Message) -> None:
-            if self._closing or future.done():
-                return
-            if error is None:
-                future.set_result(RecordMetadata(topic, msg.partition() or 0, msg.offset() or 0))
-            else:
-                future.set_exception(produce_error(error))
-
-        try:
-            self._producer.produce(
-                topic, value=value, key=key, headers=cast(Any, headers), on_delivery=delivered
-            )
-        except KafkaException as exc:
-            future.set_exception(produce_error(exc.args[0]))
-            return future
-        except BufferError as exc:
-            future.set_exception(ProduceFailed(str(exc)))
-            return future
-        if self._timer is None:
-            self._timer = self._loop.call_later(self._interval, self._poll)
-        return future
-
     def _poll(self) -> None:
         self._timer = None
         if self._closing:
@@ -124,4 +87,4 @@ class LoopProducer:
             self._timer = None
         remaining: Any = await self._loop.run_in_executor(None, self._producer.flush, seconds)
         if remaining:
-            log.error("%d records were not acknowledged before shutdown", remaining)
+            log.error("%d attempt records were not acknowledged before shutdown", remaining)

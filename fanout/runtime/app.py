@@ -26,6 +26,7 @@ from fanout.control.disable import Disables
 from fanout.control.subscriptions import SubscriptionStore, TableWatcher
 from fanout.http.sender import HttpSender
 from fanout.kafka.loop_producer import LoopProducer
+from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.topics import ProducerSizing, missing_topics, producer_sizing
 from fanout.model.errors import FanoutError, FatalKafkaError
 from fanout.model.ports import DispatcherStats
@@ -131,8 +132,7 @@ class DispatcherApp:
         if settings.history.record != "off":
             await loop.run_in_executor(None, self._require_attempts_topic)
         sizing = await loop.run_in_executor(None, self._producer_sizing, self._source_topics(self.table))
-        # One loop-polled producer: retry, dead-letter, ops and attempt records (kafka.loop_producer).
-        producer = LoopProducer(settings, loop, on_fatal=self._fail, extra=sizing.config())
+        producer = AsyncProducer(settings, loop, on_fatal=self._fail, extra=sizing.config())
         sender = HttpSender(settings.delivery, self._resolver, wiring.response_prefix(settings))
         await sender.start()
         sender.prepare(self.table.subscriptions.values())
@@ -142,8 +142,10 @@ class DispatcherApp:
         self.settler = wiring.settler(
             settings, producer, ops, on_gone=self._disables.gone, counts=self.counts
         )
+        history_sink = None
         if settings.history.record != "off":
-            self.settler.history = wiring.attempt_log(settings, producer, self._member())
+            history_sink = LoopProducer(settings, loop, on_fatal=self._fail, extra=sizing.config())
+            self.settler.history = wiring.attempt_log(settings, history_sink, self._member())
         telemetry.attach_settler(self.settler, settings.dispatcher.group_id)
         self._send = telemetry.send(sender.send)
         d = settings.delivery
@@ -192,6 +194,8 @@ class DispatcherApp:
         finally:
             await asyncio.gather(*(m.stop() for m in self.members()), *self._stopping)
             await producer.close()
+            if history_sink is not None:
+                await history_sink.close()
             await sender.close()
             await loop.run_in_executor(None, watcher.stop)
             await loop.run_in_executor(None, self.store.close)
