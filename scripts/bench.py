@@ -196,12 +196,20 @@ class Bench:
         producer = Producer(
             {**settings.kafka.librdkafka(), "linger.ms": 20, "batch.size": 1_000_000, "acks": 1}
         )
+        # Round-robin over the partitions: the sticky partitioner put 1 MB batches on random partitions,
+        # so a run ended on one or two partitions and its tail measured one partition's fetch rate.
+        partitions = settings.topics.partitions
         for i in range(scenario.events):
             headers = [("tenant", f"t{i % scenario.tenants}".encode())] if scenario.tenants else None
             value = (
                 data_body(self.args.size, i % scenario.data_filters) if scenario.data_filters else self.body
             )
-            producer.produce(topic, value, headers=headers)
+            while True:
+                try:
+                    producer.produce(topic, value, headers=headers, partition=i % partitions)
+                    break
+                except BufferError:  # the local queue is full: wait for deliveries
+                    producer.poll(0.1)
             if i % 20_000 == 0:
                 producer.poll(0)
         producer.flush(60)
