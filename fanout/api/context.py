@@ -34,10 +34,12 @@ class Api:
     idempotency: IdempotencyKeys = field(default_factory=IdempotencyKeys)
     history: History | None = None
     publish_topics: frozenset[str] = field(init=False)  # api.topics but the internal ones
+    default_topic: str | None = field(init=False)  # api.default_topic
 
     def __post_init__(self) -> None:
         topics = self.settings.topics
         self.publish_topics = frozenset(t for t in self.settings.api.topics if not topics.is_internal(t))
+        self.default_topic = self.settings.api.default_topic
 
 
 API: web.AppKey[Api] = web.AppKey("api")

@@ -145,7 +145,7 @@ def _publish_span(app: Api, request: web.Request, topic: str, trace: Headers) ->
 
 
 def chosen_topic(app: Api, params: dict[str, Any]) -> str:
-    topic = params.get("topic") or app.settings.api.default_topic
+    topic = params.get("topic") or app.default_topic
     if topic is None:
         raise Problem(400, "no topic: give ?topic= (api.default_topic is not set)", slug="no-topic")
     if topic not in app.publish_topics:

@@ -103,7 +103,13 @@ class Operation:
 
     def read_params(self, request: web.Request) -> dict[str, Any]:
         found = {}
+        headers, query = request.headers, request.query_string
         for param in self.parameters:
+            if not param.required and (
+                (param.where == "header" and param.name not in headers)
+                or (param.where == "query" and not query)
+            ):
+                continue  # absent and optional: nothing to read
             value = param.read(request)
             if value is not _NO_VALUE:
                 found[param.name] = value
