@@ -1,16 +1,16 @@
 """``fanout api``: the aiohttp application and its lifecycle.
 
-Middlewares, outermost first: ``read_deadline`` (``fanout.api.connections``: the request's read
-deadline; connections are guarded by ``ApiRunner``), ``count_requests``, ``problems`` (every error is
-problem+json), ``authenticate`` (credential and scope of the operation), ``validate`` (parameters and
-body against the OpenAPI document). The
-routes are in one module per area; ``/console/`` is the web console (``fanout.api.console``);
+One middleware (``fanout.api.middleware``): the request's read deadline (connections are guarded by
+``ApiRunner``, ``fanout.api.connections``), request counts, problem+json for every error, credential and
+scope of the operation, parameters and body against the OpenAPI document. The routes are in one module
+per area; ``/console/`` is the web console (``fanout.api.console``);
 ``/metrics`` serves this process's metrics (``fanout.telemetry``), and a ``traceparent`` sent to
 ``POST /v1/events`` continues into the Kafka headers.
 
 On start: open the delivery-history index (``history.path``) and start indexing the attempts topic into
 it (``fanout.api.history``), follow the subscriptions topic (reads are served from memory), start the
-producer (publish, ops events), the HTTP sender (``.../test``) and the broker probe (``/readyz``); then,
+producer (publish, ops events; polled on the loop, ``fanout.kafka.loop_sink``), the HTTP sender
+(``.../test``) and the broker probe (``/readyz``); then,
 as the dispatcher does (``fanout.runtime.gc_tuning``), freeze the start-up heap and let the young
 generation grow (with CPython's defaults a full collection of that heap ran every few thousand requests
 and paused them all for about 50 ms). On SIGTERM/SIGINT: stop accepting, finish requests in flight,
@@ -23,17 +23,14 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections import Counter
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
-from aiohttp.typedefs import Handler, Middleware
-from opentelemetry.metrics import CallbackOptions, Observation
 
 from fanout.api import deadletters, health, history, ingest, jobs, publish, signing_keys, subscriptions
-from fanout.api.auth import AUTHENTICATOR, Authenticator, authenticate
-from fanout.api.connections import LIMITS, ApiRunner, ConnectionLimits, read_deadline
+from fanout.api.auth import AUTHENTICATOR, Authenticator
+from fanout.api.connections import LIMITS, ApiRunner, ConnectionLimits
 from fanout.api.console import setup_console, use_history
 from fanout.api.context import API, Api
 from fanout.api.health import BrokerProbe
@@ -41,16 +38,17 @@ from fanout.api.history import History
 from fanout.api.idempotency import IdempotencyKeys
 from fanout.api.jobs import Jobs
 from fanout.api.live import LiveSubscriptions
+from fanout.api.middleware import api_middleware
 from fanout.api.openapi import bundle
-from fanout.api.problems import problems
-from fanout.api.validation import OPERATIONS, operation_of, operations, validate
+from fanout.api.publish import REPORT_GRACE_SECONDS
+from fanout.api.validation import OPERATIONS, operations
 from fanout.config import Settings
 from fanout.history.indexer import HistoryIndexer
 from fanout.history.metrics import register_history_metrics
 from fanout.history.otlp_logs import AttemptLogs
 from fanout.history.store import HistoryStore
 from fanout.http.sender import HttpSender
-from fanout.kafka.producer import AsyncProducer
+from fanout.kafka.loop_sink import LoopSink
 from fanout.kafka.topics import admin_client, publish_topic_problems
 from fanout.pipeline.ops import OpsEvents
 from fanout.runtime.gc_tuning import settle_heap, tune_gc
@@ -70,46 +68,12 @@ PUBLISH_LINGER_MS = 2
 MAX_LINE_BYTES = 64 * 1024
 
 
-def count_requests(metrics: Metrics) -> Middleware:
-    """``fanout_api_requests_total{operation,status}``: every request, by OpenAPI operation and status.
-    Counted in a plain dict and read by the metrics reader when it collects (an SDK counter's ``add``
-    cost more than the rest of the middleware chain)."""
-    counts: Counter[tuple[str, int]] = Counter()
-
-    def observe(_options: CallbackOptions) -> list[Observation]:
-        return [
-            Observation(n, {"operation": name, "status": str(status)})
-            for (name, status), n in list(counts.items())
-        ]
-
-    metrics.meter.create_observable_counter(
-        "fanout.api.requests", callbacks=[observe], description="HTTP requests served by the API"
-    )
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        op = operation_of(request)
-        name = op.name if op is not None else "unknown"
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            counts[name, status] += 1
-
-    return middleware
-
-
 def build_app(
     settings: Settings, resolver: AbstractResolver | None = None, tracing: Tracing | None = None
 ) -> web.Application:
     metrics = Metrics("fanout-api")
     app = web.Application(
-        middlewares=[read_deadline, count_requests(metrics), problems, authenticate, validate],
+        middlewares=[api_middleware(metrics.meter)],
         client_max_size=settings.api.max_body_bytes,
         handler_args={"max_line_size": MAX_LINE_BYTES, "max_field_size": MAX_LINE_BYTES},
     )
@@ -133,8 +97,11 @@ def build_app(
         live = LiveSubscriptions(settings)
         await live.start()
         timeout_ms = int(settings.api.produce_timeout * 1000)
-        producer = AsyncProducer(
-            settings, loop, extra={"message.timeout.ms": timeout_ms, "linger.ms": PUBLISH_LINGER_MS}
+        producer = LoopSink(
+            settings,
+            loop,
+            extra={"message.timeout.ms": timeout_ms, "linger.ms": PUBLISH_LINGER_MS},
+            report_deadline=settings.api.produce_timeout + REPORT_GRACE_SECONDS,
         )
         sender = HttpSender(settings.delivery, resolver)
         await sender.start()

@@ -3,7 +3,9 @@
 A credential comes as ``Authorization: Bearer <credential>`` or ``X-API-Key: <key>``.
 
 - **API keys** (``api.keys``) are stored as SHA-256 digests; a key is random and long, so a plain
-  digest is enough, and the lookup is by digest (no per-key comparison to time).
+  digest is enough, and the lookup is by digest (no per-key comparison to time). A key that matched is
+  remembered in memory by its text (at most one entry per configured key), so a caller's next requests
+  skip the digest.
 - **JWTs** (``api.jwt``) must be signed by a key in the issuer's JWKS (fetched from ``jwks_url`` by
   ``fanout.http.jwks``, cached, and fetched again, at most every ``MIN_REFETCH`` seconds, when a token names
   an unknown key) with an allowed algorithm, and carry the configured ``iss`` and ``aud`` and an unexpired
@@ -30,8 +32,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from fanout.api.problems import Handler, Problem
-from fanout.api.validation import operation_of
+from fanout.api.problems import Problem
 from fanout.config import ApiSettings, JwtSettings
 from fanout.http.jwks import JwksUnavailable, fetch_jwks
 
@@ -130,23 +131,37 @@ class VerifiedTokens:
 class Authenticator:
     def __init__(self, settings: ApiSettings) -> None:
         self._keys = {k.sha256: Principal(k.name, "api-key", frozenset(k.scopes)) for k in settings.keys}
+        self._known: dict[str, Principal] = {}
         self._jwt = settings.jwt
         self._jwks = Jwks(settings.jwt) if settings.jwt else None
         self.verified = VerifiedTokens()
 
-    async def authenticate(self, request: web.Request) -> Principal:
+    def credential(self, request: web.Request) -> str:
+        """The request's credential (``X-API-Key``, or ``Authorization: Bearer``); 401 without one."""
         credential = request.headers.get("X-API-Key")
         if credential is None:
             scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not credential.strip():
                 raise _unauthorized("a credential is required: Authorization: Bearer <API key or JWT>", None)
             credential = credential.strip()
-        return await self.check(credential)
+        return credential
+
+    def api_key(self, credential: str) -> Principal | None:
+        """The principal of a configured API key; None for anything else (a JWT, say). A key that
+        matched is remembered, so its next requests skip the digest: only strings whose digest is a
+        configured key's get in, so there is at most one entry per configured key (static keys do not
+        expire; a new key set is a restart)."""
+        principal = self._known.get(credential)
+        if principal is None:
+            principal = self._keys.get(key_digest(credential))
+            if principal is not None:
+                self._known[credential] = principal
+        return principal
 
     async def check(self, credential: str) -> Principal:
         """Who ``credential`` (an API key or a JWT) is; a ``Problem`` (401, or 503 without the JWKS)
         if it is neither. The console checks the credential of a session with this on every request."""
-        principal = self._keys.get(key_digest(credential))
+        principal = self.api_key(credential)
         if principal is not None:
             return principal
         if self._jwks is not None and credential.count(".") == 2:
@@ -206,15 +221,3 @@ def _scopes(claim: Any) -> frozenset[str]:
 
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
-
-
-@web.middleware
-async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every operation needs a credential with its ``x-scope`` unless the document marks it public."""
-    op = operation_of(request)
-    if op is not None and not op.public:
-        principal = await request.app[AUTHENTICATOR].authenticate(request)
-        if op.scope is not None and op.scope not in principal.scopes:
-            raise Problem(403, f"this needs the scope {op.scope}")
-        request[PRINCIPAL] = principal
-    return await handler(request)

@@ -8,11 +8,11 @@ application through ``GuardedHandler``, aiohttp's connection protocol with three
 
 - **Read deadline.** A request (head and body) must arrive within ``read_timeout`` seconds of its first
   byte (for a new connection: of the connection). While the head is incomplete a timer enforces it: the
-  client gets a ``408`` and the connection is closed. Once the head is in, the ``read_deadline``
-  middleware hands the rest of the deadline to the body read (``read_body``), which answers 408 and
-  closes the connection when the body is late. A body the handler did not read (a 401, say) is drained
-  by aiohttp only until the same deadline. Waiting for the broker afterwards is not reading, and is
-  bounded by ``api.produce_timeout``.
+  client gets a ``408`` and the connection is closed. Once the head is in, the API's middleware
+  (``fanout.api.middleware``) hands the rest of the deadline to the body read (``read_body``), which
+  answers 408 and closes the connection when the body is late. A body the handler did not read (a 401,
+  say) is drained by aiohttp only until the same deadline. Waiting for the broker afterwards is not
+  reading, and is bounded by ``api.produce_timeout``.
 - **Connections per client.** At most ``max_connections_per_client`` open connections per client
   address (0: no cap); one more is answered ``429`` and closed at once. Behind a proxy the client
   address is the proxy's.
@@ -35,7 +35,7 @@ from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooL
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from fanout.api.problems import Handler, Problem
+from fanout.api.problems import Problem
 
 log = logging.getLogger("fanout.api")
 
@@ -205,22 +205,6 @@ class ApiRunner(web.AppRunner):
             limits=self.app[LIMITS],
             **server._kwargs,
         )
-
-
-@web.middleware
-async def read_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Hands the request's read deadline to ``read_body``; closes the connection after a 408."""
-    protocol = request.protocol
-    if not isinstance(protocol, GuardedHandler):
-        return await handler(request)
-    request[READ_DEADLINE] = protocol.request_started()
-    try:
-        response = await handler(request)
-    finally:
-        protocol.request_finished()
-    if response.status == 408:
-        response.force_close()
-    return response
 
 
 async def read_body(request: web.Request) -> bytes:

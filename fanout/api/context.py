@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from fanout.api.live import LiveSubscriptions
     from fanout.config import Settings
     from fanout.http.sender import HttpSender
-    from fanout.kafka.producer import AsyncProducer
+    from fanout.kafka.loop_sink import LoopSink
     from fanout.pipeline.ops import OpsEvents
 
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class Api:
     settings: Settings
     live: LiveSubscriptions
-    producer: AsyncProducer
+    producer: LoopSink
     sender: HttpSender
     ops: OpsEvents
     jobs: Jobs
@@ -33,6 +33,13 @@ class Api:
     tracing: Tracing = TRACING_OFF
     idempotency: IdempotencyKeys = field(default_factory=IdempotencyKeys)
     history: History | None = None
+    publish_topics: frozenset[str] = field(init=False)  # api.topics but the internal ones
+    default_topic: str | None = field(init=False)  # api.default_topic
+
+    def __post_init__(self) -> None:
+        topics = self.settings.topics
+        self.publish_topics = frozenset(t for t in self.settings.api.topics if not topics.is_internal(t))
+        self.default_topic = self.settings.api.default_topic
 
 
 API: web.AppKey[Api] = web.AppKey("api")

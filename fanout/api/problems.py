@@ -1,8 +1,9 @@
 """RFC 9457 problem details: every 4xx and 5xx the API sends is ``application/problem+json``.
 
-Handlers raise ``Problem``; the ``problems`` middleware renders it, turns aiohttp's own HTTP errors
-(404 for an unknown path, 405, 413 from the body limit) into problems too, and answers anything
-unexpected with a 500 problem whose detail names no internals (the traceback goes to the log).
+Handlers raise ``Problem``; ``error_response`` (called by the API's middleware) renders it, turns
+aiohttp's own HTTP errors (404 for an unknown path, 405, 413 from the body limit) into problems too, and
+answers anything unexpected with a 500 problem whose detail names no internals (the traceback goes to
+the log).
 """
 
 from __future__ import annotations
@@ -92,22 +93,21 @@ def not_found(what: str) -> Problem:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Problem as problem:
-        return problem.response(request.path)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+def error_response(request: web.Request, error: Exception) -> web.Response:
+    """The problem answer for what a handler raised: a ``Problem`` as it is, aiohttp's own HTTP errors
+    (4xx/5xx) as problems, anything else a 500 whose detail names no internals (the traceback is
+    logged). An ``HTTPException`` below 400 (a redirect) is not an error: it is raised again."""
+    if isinstance(error, Problem):
+        return error.response(request.path)
+    if isinstance(error, web.HTTPException):
+        if error.status < 400:
+            raise error
         detail = {
             404: f"no route {request.path}",
             405: f"{request.method} is not allowed on {request.path}",
             413: "the body is larger than the limit (api.max_body_bytes)",
-        }.get(exc.status, exc.reason)
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return Problem(exc.status, detail, headers=headers).response(request.path)
-    except Exception:
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return Problem(500, "unexpected error; see the server log").response(request.path)
+        }.get(error.status, error.reason)
+        headers = {"Allow": error.headers["Allow"]} if "Allow" in error.headers else None
+        return Problem(error.status, detail, headers=headers).response(request.path)
+    log.error("unexpected error in %s %s", request.method, request.path, exc_info=error)
+    return Problem(500, "unexpected error; see the server log").response(request.path)

@@ -1,6 +1,6 @@
 """``POST /v1/events``: publish an event (simple shape or CloudEvents JSON) or a JSON array of them.
 
-The body was validated against ``schemas/envelope.schema.json`` (the ``validate`` middleware). The topic
+The body was validated against ``schemas/envelope.schema.json`` (``fanout.api.middleware``). The topic
 is the ``topic`` query parameter or ``api.default_topic`` and must be on ``api.topics``. Every event gets
 an id before it is written, so the answer can name it: its own, or one derived from the
 ``Idempotency-Key`` (with the caller, the topic, the event's index in the batch and the request's
@@ -65,20 +65,13 @@ new_id = RandomIds()
 REPORT_GRACE_SECONDS = 5.0  # after api.produce_timeout, librdkafka's own bound on a delivery report
 
 
-def _expire(futures: list[asyncio.Future[RecordMetadata]]) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_exception(ProduceFailed(""))
-
-
 async def write(app: Api, topic: str, records: list[Record]) -> list[RecordMetadata]:
     """Produce ``records`` and wait for every acknowledgement; 413 when one is too large for Kafka,
     503 when the broker did not acknowledge (the caller may retry: with an Idempotency-Key the ids
-    stay the same). librdkafka reports every record within ``api.produce_timeout``; one timer bounds
-    the wait to ``REPORT_GRACE_SECONDS`` after that in any case."""
-    futures = [app.producer.produce(topic, value, key, headers) for value, key, headers in records]
-    wait = app.settings.api.produce_timeout + REPORT_GRACE_SECONDS
-    timer = asyncio.get_running_loop().call_later(wait, _expire, futures)
+    stay the same). librdkafka reports every record within ``api.produce_timeout``; the producer fails
+    a record without a report ``REPORT_GRACE_SECONDS`` after that in any case (``LoopSink``)."""
+    produce = app.producer.produce
+    futures = [produce(topic, value, key, headers) for value, key, headers in records]
     try:
         if len(futures) == 1:
             return [await futures[0]]
@@ -91,7 +84,6 @@ async def write(app: Api, topic: str, records: list[Record]) -> list[RecordMetad
             detail = f"topic {topic} does not exist; create it with `fanout topics create {topic}`"
         raise Problem(503, f"the broker did not acknowledge the write: {detail}") from None
     finally:
-        timer.cancel()
         for future in futures:
             future.cancel()
 
@@ -104,6 +96,10 @@ WIRE_CHECKS = {
 
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+CONTENT_TYPES = {
+    False: ("content-type", b"application/json"),
+    True: ("content-type", b"application/cloudevents+json"),
+}
 
 
 def checked(value: str, name: str, field: str) -> str:
@@ -149,10 +145,10 @@ def _publish_span(app: Api, request: web.Request, topic: str, trace: Headers) ->
 
 
 def chosen_topic(app: Api, params: dict[str, Any]) -> str:
-    topic = params.get("topic") or app.settings.api.default_topic
+    topic = params.get("topic") or app.default_topic
     if topic is None:
         raise Problem(400, "no topic: give ?topic= (api.default_topic is not set)", slug="no-topic")
-    if topic not in app.settings.api.topics or app.settings.topics.is_internal(topic):
+    if topic not in app.publish_topics:
         raise Problem(
             400, f"topic {topic!r} is not on the publish allow-list (api.topics)", "topic-not-allowed"
         )
@@ -195,8 +191,8 @@ async def publish(request: web.Request) -> web.Response:
                 if idempotency
                 else new_id(),
             }
-        content_type = b"application/cloudevents+json" if "specversion" in event else b"application/json"
-        records.append((orjson.dumps(event), key, [*trace, ("content-type", content_type)]))
+        content_type = CONTENT_TYPES["specversion" in event]
+        records.append((orjson.dumps(event), key, [*trace, content_type] if trace else [content_type]))
         ids.append(str(event["id"]))
     try:
         written = await write(app, topic, records)

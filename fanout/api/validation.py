@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 
 from fanout.api.connections import read_body
-from fanout.api.problems import Handler, Problem
+from fanout.api.problems import Problem
 from fanout.api.schema_check import SchemaCheck
 from fanout.api.schema_check import field_errors as field_errors
 from fanout.model.wire_syntax import media_type
@@ -103,7 +103,13 @@ class Operation:
 
     def read_params(self, request: web.Request) -> dict[str, Any]:
         found = {}
+        headers, query = request.headers, request.query_string
         for param in self.parameters:
+            if not param.required and (
+                (param.where == "header" and param.name not in headers)
+                or (param.where == "query" and not query)
+            ):
+                continue  # absent and optional: nothing to read
             value = param.read(request)
             if value is not _NO_VALUE:
                 found[param.name] = value
@@ -120,14 +126,19 @@ class Operation:
         if "*/*" in self.bodies:
             return raw
         given = request.headers.get("Content-Type")
-        if given is not None and media_type(given) is None:
+        if (
+            given is not None and given in self.bodies
+        ):  # exactly a listed media type (no parameters): nothing to parse
+            media = given
+        elif given is not None and media_type(given) is None:
             message = "must be a media type: type/subtype[; name=value]..."
             raise Problem(
                 400,
                 f"header.Content-Type is invalid: it {message}",
                 errors=[{"field": "header.Content-Type", "message": message}],
             )
-        media = request.content_type
+        else:
+            media = request.content_type
         if media not in self.bodies:
             listed = ", ".join(self.bodies)
             raise Problem(415, f"Content-Type {media or '(none)'} is not accepted here; use {listed}")
@@ -181,30 +192,13 @@ def _resolve_all(document: dict[str, Any], items: list[dict[str, Any]]) -> list[
 
 
 OPERATIONS: web.AppKey[dict[tuple[str, str], Operation]] = web.AppKey("operations")
-OPERATION: web.RequestKey[Operation | None] = web.RequestKey("operation")
 PARAMS: web.RequestKey[dict[str, Any]] = web.RequestKey("params")
 BODY: web.RequestKey[Any] = web.RequestKey("body")
 
 
 def operation_of(request: web.Request) -> Operation | None:
-    """The request's operation in the document (None for a route it does not describe); looked up once
-    per request."""
-    try:
-        return request[OPERATION]
-    except KeyError:
-        pass
+    """The request's operation in the document (None for a route it does not describe)."""
     resource = request.match_info.route.resource
-    op = None
-    if resource is not None:
-        op = request.app[OPERATIONS].get((request.method, resource.canonical))
-    request[OPERATION] = op
-    return op
-
-
-@web.middleware
-async def validate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    op = operation_of(request)
-    if op is not None:
-        request[PARAMS] = op.read_params(request)
-        request[BODY] = await op.read_body(request)
-    return await handler(request)
+    if resource is None:
+        return None
+    return request.app[OPERATIONS].get((request.method, resource.canonical))
