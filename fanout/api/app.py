@@ -9,8 +9,7 @@ per area; ``/console/`` is the web console (``fanout.api.console``);
 
 On start: open the delivery-history index (``history.path``) and start indexing the attempts topic into
 it (``fanout.api.history``), follow the subscriptions topic (reads are served from memory), start the
-producer (publish, ops events; polled on the loop, ``fanout.kafka.loop_sink``), the HTTP sender
-(``.../test``) and the broker probe (``/readyz``); then,
+producer (publish, ops events), the HTTP sender (``.../test``) and the broker probe (``/readyz``); then,
 as the dispatcher does (``fanout.runtime.gc_tuning``), freeze the start-up heap and let the young
 generation grow (with CPython's defaults a full collection of that heap ran every few thousand requests
 and paused them all for about 50 ms). On SIGTERM/SIGINT: stop accepting, finish requests in flight,
@@ -40,7 +39,6 @@ from fanout.api.jobs import Jobs
 from fanout.api.live import LiveSubscriptions
 from fanout.api.middleware import api_middleware
 from fanout.api.openapi import bundle
-from fanout.api.publish import REPORT_GRACE_SECONDS
 from fanout.api.validation import OPERATIONS, operations
 from fanout.config import Settings
 from fanout.history.indexer import HistoryIndexer
@@ -48,7 +46,7 @@ from fanout.history.metrics import register_history_metrics
 from fanout.history.otlp_logs import AttemptLogs
 from fanout.history.store import HistoryStore
 from fanout.http.sender import HttpSender
-from fanout.kafka.loop_sink import LoopSink
+from fanout.kafka.producer import AsyncProducer
 from fanout.kafka.topics import admin_client, publish_topic_problems
 from fanout.pipeline.ops import OpsEvents
 from fanout.runtime.gc_tuning import settle_heap, tune_gc
@@ -97,11 +95,8 @@ def build_app(
         live = LiveSubscriptions(settings)
         await live.start()
         timeout_ms = int(settings.api.produce_timeout * 1000)
-        producer = LoopSink(
-            settings,
-            loop,
-            extra={"message.timeout.ms": timeout_ms, "linger.ms": PUBLISH_LINGER_MS},
-            report_deadline=settings.api.produce_timeout + REPORT_GRACE_SECONDS,
+        producer = AsyncProducer(
+            settings, loop, extra={"message.timeout.ms": timeout_ms, "linger.ms": PUBLISH_LINGER_MS}
         )
         sender = HttpSender(settings.delivery, resolver)
         await sender.start()

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from fanout.api.live import LiveSubscriptions
     from fanout.config import Settings
     from fanout.http.sender import HttpSender
-    from fanout.kafka.loop_sink import LoopSink
+    from fanout.kafka.producer import AsyncProducer
     from fanout.pipeline.ops import OpsEvents
 
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class Api:
     settings: Settings
     live: LiveSubscriptions
-    producer: LoopSink
+    producer: AsyncProducer
     sender: HttpSender
     ops: OpsEvents
     jobs: Jobs

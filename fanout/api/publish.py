@@ -65,13 +65,20 @@ new_id = RandomIds()
 REPORT_GRACE_SECONDS = 5.0  # after api.produce_timeout, librdkafka's own bound on a delivery report
 
 
+def _expire(futures: list[asyncio.Future[RecordMetadata]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(ProduceFailed(""))
+
+
 async def write(app: Api, topic: str, records: list[Record]) -> list[RecordMetadata]:
     """Produce ``records`` and wait for every acknowledgement; 413 when one is too large for Kafka,
     503 when the broker did not acknowledge (the caller may retry: with an Idempotency-Key the ids
-    stay the same). librdkafka reports every record within ``api.produce_timeout``; the producer fails
-    a record without a report ``REPORT_GRACE_SECONDS`` after that in any case (``LoopSink``)."""
-    produce = app.producer.produce
-    futures = [produce(topic, value, key, headers) for value, key, headers in records]
+    stay the same). librdkafka reports every record within ``api.produce_timeout``; one timer bounds
+    the wait to ``REPORT_GRACE_SECONDS`` after that in any case."""
+    futures = [app.producer.produce(topic, value, key, headers) for value, key, headers in records]
+    wait = app.settings.api.produce_timeout + REPORT_GRACE_SECONDS
+    timer = asyncio.get_running_loop().call_later(wait, _expire, futures)
     try:
         if len(futures) == 1:
             return [await futures[0]]
@@ -84,6 +91,7 @@ async def write(app: Api, topic: str, records: list[Record]) -> list[RecordMetad
             detail = f"topic {topic} does not exist; create it with `fanout topics create {topic}`"
         raise Problem(503, f"the broker did not acknowledge the write: {detail}") from None
     finally:
+        timer.cancel()
         for future in futures:
             future.cancel()
 

@@ -126,10 +126,9 @@ class Operation:
         if "*/*" in self.bodies:
             return raw
         given = request.headers.get("Content-Type")
-        if (
-            given is not None and given in self.bodies
-        ):  # exactly a listed media type (no parameters): nothing to parse
-            media = given
+        listed = given is not None and given in self.bodies  # exactly a listed media type: nothing to parse
+        if listed:
+            media = str(given)
         elif given is not None and media_type(given) is None:
             message = "must be a media type: type/subtype[; name=value]..."
             raise Problem(
@@ -140,8 +139,8 @@ class Operation:
         else:
             media = request.content_type
         if media not in self.bodies:
-            listed = ", ".join(self.bodies)
-            raise Problem(415, f"Content-Type {media or '(none)'} is not accepted here; use {listed}")
+            accepted = ", ".join(self.bodies)
+            raise Problem(415, f"Content-Type {media or '(none)'} is not accepted here; use {accepted}")
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

@@ -324,6 +324,15 @@ class DispatcherSettings(_Section):
         ge=1,
         description="Deliveries queued in all lanes above which fetching pauses (started ones do not count).",
     )
+    linger_ms: int = Field(
+        default=50,
+        ge=0,
+        le=1000,
+        description="Milliseconds the dispatcher's producers gather records into one batch per partition "
+        "(librdkafka's linger.ms for attempt records and retry, dead-letter and operational records). "
+        "Larger batches cost the dispatcher and the broker less per record; a source offset whose records "
+        "wait commits up to this much later.",
+    )
     commit_interval_ms: int = Field(default=250, ge=50)
     """Milliseconds between commits of the settled offsets (a revoke or a stop commits at once)."""
     drain_timeout: float = Field(default=30, gt=0)
@@ -396,14 +405,6 @@ class HistorySettings(_Section):
         ge=0,
         le=HISTORY_MAX_BODY_BYTES,
         description="Bytes of the event's payload kept with its first record per subscription (0: none).",
-    )
-    linger_ms: int = Field(
-        default=50,
-        ge=0,
-        le=1000,
-        description="Milliseconds the dispatcher's producer gathers attempt records into one batch per "
-        "partition (librdkafka's linger.ms for the attempts topic). Larger batches cost the dispatcher "
-        "and the broker less per record; a source offset commits up to this much later.",
     )
     path: Path = Field(
         default=Path(".fanout/history.sqlite"),

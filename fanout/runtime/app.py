@@ -132,7 +132,8 @@ class DispatcherApp:
         if settings.history.record != "off":
             await loop.run_in_executor(None, self._require_attempts_topic)
         sizing = await loop.run_in_executor(None, self._producer_sizing, self._source_topics(self.table))
-        producer = AsyncProducer(settings, loop, on_fatal=self._fail, extra=sizing.config())
+        linger = {**sizing.config(), "linger.ms": settings.dispatcher.linger_ms}
+        producer = AsyncProducer(settings, loop, on_fatal=self._fail, extra=linger)
         sender = HttpSender(settings.delivery, self._resolver, wiring.response_prefix(settings))
         await sender.start()
         sender.prepare(self.table.subscriptions.values())
@@ -148,7 +149,7 @@ class DispatcherApp:
                 settings,
                 loop,
                 on_fatal=self._fail,
-                extra={**sizing.config(), "linger.ms": settings.history.linger_ms},
+                extra=linger,
             )
             self.settler.history = wiring.attempt_log(settings, history_sink, self._member())
         telemetry.attach_settler(self.settler, settings.dispatcher.group_id)

@@ -22,7 +22,7 @@ records were not yet acknowledged are lost with the process. What commit safety 
 asserted: every event has a final state for every subscription (an offset committed only after its
 records were acknowledged, so a lost record means a re-sent delivery), every recorded attempt is a
 request the receiver answered with that status (in order), and the records lost are at most the
-requests answered without a record on the topic at the kill. This case gives ``history.linger_ms`` a
+requests answered without a record on the topic at the kill. This case gives ``dispatcher.linger_ms`` a
 second, so that many records wait unacknowledged at any moment: an offset committed before its records
 were acknowledged would leave events without a final state.
 """
@@ -174,7 +174,6 @@ async def run_with_a_kill(
     seed: int,
     kill_at: int,
     hold: bool,
-    history: dict[str, Any] | None = None,
     **dispatcher: Any,
 ) -> Run:
     """Publish N events to the three subscriptions, run ``fanout run``, kill -9 it once the healthy
@@ -186,7 +185,6 @@ async def run_with_a_kill(
         unique,
         partitions=3,
         dispatcher={"session_timeout_ms": 6000, "commit_interval_ms": 200, **dispatcher},
-        history=history or {},
     )
     topic = f"{unique}.events"
     create_engine_topics(settings, [topic])
@@ -353,7 +351,7 @@ async def test_a_kill_9_at_any_point_loses_no_event_from_the_history(
         seed,
         kill_at,
         hold=False,
-        history={"linger_ms": 1000},
+        linger_ms=1000,
         max_queued=MAX_QUEUED,
         batch_size=BATCH,
     )
