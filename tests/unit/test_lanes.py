@@ -270,6 +270,31 @@ async def test_in_flight_cap_is_never_exceeded() -> None:
     assert lane.idle and lanes.queued == 0 and lanes.in_flight() == 0
 
 
+async def test_a_lane_holds_a_queue_only_while_it_queues() -> None:
+    lanes, lane, gate, outcomes, sub = setup(make_sub(max_in_flight=1))
+    other = lanes.get(make_sub(id="other"))
+    idle = lanes_module._IDLE
+    assert lane.queue is idle and other.queue is idle  # no deque of their own yet
+    first, second, third, fourth = deliveries(sub, 4)
+    assert all(lane.offer(d) is None for d in (first, second, third))
+    await until(lambda: len(gate.calls) == 1)
+    assert lane.queue is not idle and list(lane.queue) == [second, third] and not idle
+    gate.finish(first)
+    await until(lambda: len(gate.calls) == 2)
+    gate.finish(second)
+    await until(lambda: len(gate.calls) == 3)
+    assert lane.queue is idle and not idle  # drained: its deque let go, the shared one still empty
+    assert other.queue is idle and not other.queue
+    gate.finish(third)
+    await outcomes.reach(3)
+    assert [d for d, _ in outcomes.items] == [first, second, third]
+    assert lane.offer(fourth) is None and lane.queue is idle  # started at once: nothing queued
+    await until(lambda: len(gate.calls) == 4)
+    gate.finish(fourth)
+    await outcomes.reach(4)
+    assert lane.idle and not idle
+
+
 async def test_send_errors_are_reported_and_a_crashing_sender_does_not_strand_the_delivery() -> None:
     async def send(delivery: Delivery) -> None:
         if delivery.event.offset == 0:
