@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 
 import orjson
@@ -223,8 +224,15 @@ async def test_permanent_failures_gone_and_ops_events(bootstrap: str, unique: st
         assert dead["failing"]["reason"] == "retries exhausted" and dead["failing"]["attempts"] == 5
         assert dead["bad-request"]["reason"] == "permanent failure: HTTP 400"
 
+        # The ops event goes out before the compare-and-set write of the subscription (off the loop): read
+        # the store until that write shows, within a deadline.
         store = SubscriptionStore(settings)
-        stored = await asyncio.get_running_loop().run_in_executor(None, store.read)
+        deadline = time.monotonic() + 30
+        while True:
+            stored = await asyncio.get_running_loop().run_in_executor(None, store.read)
+            if stored["gone"].enabled is False or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
         store.close()
         assert stored["gone"].enabled is False and "410" in (stored["gone"].disabled_reason or "")
 
