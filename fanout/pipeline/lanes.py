@@ -152,7 +152,7 @@ class Lane:
         if self.closed:
             return Spilled("lane closed")
         breaker = self.breaker
-        if breaker.failures >= breaker.threshold and breaker.cooling():
+        if breaker.tripped and breaker.cooling():
             return self.spill("circuit open")
         queue = self.queue
         ahead = len(queue)
@@ -222,7 +222,7 @@ class Lane:
             if queue[0].ticket.fenced:
                 self._pop()
                 continue
-            if breaker.failures >= breaker.threshold and not breaker.accepting():
+            if breaker.tripped and not breaker.accepting():
                 return
             if not slots.take(self.host):
                 self._waiting_host = True
@@ -236,7 +236,7 @@ class Lane:
                     if self._timer is None:
                         self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
                     return
-            if breaker.failures >= breaker.threshold and not breaker.sending():
+            if breaker.tripped and not breaker.sending():
                 slots.give_back(self.host)
                 return
             self.in_flight += 1

@@ -73,6 +73,7 @@ class Breaker:
         "failures",
         "max_cooldown",
         "threshold",
+        "tripped",
     )
 
     def __init__(self, threshold: int, cooldown: float, max_cooldown: float | None = None) -> None:
@@ -80,26 +81,27 @@ class Breaker:
         self.base_cooldown = self.cooldown = cooldown
         self.max_cooldown = max(cooldown, max_cooldown or cooldown)
         self.failures = 0
+        self.tripped = self.failures >= threshold  # not closed: the failures reached the threshold
         self._open_until = 0.0
         self._probing = False
 
     @property
     def state(self) -> str:
-        if self.failures < self.threshold:
+        if not self.tripped:
             return "closed"
         return "open" if time.monotonic() < self._open_until or self._probing else "half-open"
 
     def cooling(self) -> bool:
         """Open, and its cool-down still running."""
-        return self.failures >= self.threshold and time.monotonic() < self._open_until
+        return self.tripped and time.monotonic() < self._open_until
 
     def accepting(self) -> bool:
         """May the lane take new deliveries? Not while open, nor while a probe is out."""
-        return self.failures < self.threshold or (not self._probing and time.monotonic() >= self._open_until)
+        return not self.tripped or (not self._probing and time.monotonic() >= self._open_until)
 
     def sending(self) -> bool:
         """About to send: True if allowed (when half-open this reserves the one probe)."""
-        if self.failures < self.threshold:
+        if not self.tripped:
             return True
         if self._probing or time.monotonic() < self._open_until:
             return False
@@ -111,6 +113,7 @@ class Breaker:
 
     def success(self) -> None:
         self.failures = 0
+        self.tripped = self.failures >= self.threshold
         self._probing = False
         self.cooldown = self.base_cooldown
 
@@ -121,8 +124,9 @@ class Breaker:
     def failure(self) -> bool:
         """Record a failure; True when this failure opened (or re-opened) the breaker."""
         self.failures += 1
+        self.tripped = self.failures >= self.threshold
         was_probing, self._probing = self._probing, False
-        if self.failures >= self.threshold:
+        if self.tripped:
             if was_probing:  # the endpoint is still down: wait longer before the next probe
                 self.cooldown = min(self.cooldown * 2, self.max_cooldown)
             self._open_until = time.monotonic() + self.cooldown
