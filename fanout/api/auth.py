@@ -161,9 +161,11 @@ class Authenticator:
     async def check(self, credential: str) -> Principal:
         """Who ``credential`` (an API key or a JWT) is; a ``Problem`` (401, or 503 without the JWKS)
         if it is neither. The console checks the credential of a session with this on every request."""
-        principal = self.api_key(credential)
-        if principal is not None:
-            return principal
+        return self.api_key(credential) or await self.token(credential)
+
+    async def token(self, credential: str) -> Principal:
+        """Who the JWT ``credential`` is; a ``Problem`` (401, or 503 without the JWKS) if it is none. For a
+        credential ``api_key`` did not know (``check`` is both)."""
         if self._jwks is not None and credential.count(".") == 2:
             return await self._token(credential)
         raise _unauthorized("the credential is not a valid API key or token")

@@ -57,7 +57,7 @@ def api_middleware(meter: Meter) -> Middleware:
                     if not op.public:
                         authenticator = request.app[AUTHENTICATOR]
                         credential = authenticator.credential(request)
-                        principal = authenticator.api_key(credential) or await authenticator.check(credential)
+                        principal = authenticator.api_key(credential) or await authenticator.token(credential)
                         if op.scope is not None and op.scope not in principal.scopes:
                             raise Problem(403, f"this needs the scope {op.scope}")
                         request[PRINCIPAL] = principal

@@ -132,8 +132,8 @@ class DispatcherApp:
         if settings.history.record != "off":
             await loop.run_in_executor(None, self._require_attempts_topic)
         sizing = await loop.run_in_executor(None, self._producer_sizing, self._source_topics(self.table))
-        linger = {**sizing.config(), "linger.ms": settings.dispatcher.linger_ms}
-        producer = AsyncProducer(settings, loop, on_fatal=self._fail, extra=linger)
+        producer_config = {**sizing.config(), "linger.ms": settings.dispatcher.linger_ms}
+        producer = AsyncProducer(settings, loop, on_fatal=self._fail, extra=producer_config)
         sender = HttpSender(settings.delivery, self._resolver, wiring.response_prefix(settings))
         await sender.start()
         sender.prepare(self.table.subscriptions.values())
@@ -145,12 +145,7 @@ class DispatcherApp:
         )
         history_sink = None
         if settings.history.record != "off":
-            history_sink = LoopProducer(
-                settings,
-                loop,
-                on_fatal=self._fail,
-                extra=linger,
-            )
+            history_sink = LoopProducer(settings, loop, on_fatal=self._fail, extra=producer_config)
             self.settler.history = wiring.attempt_log(settings, history_sink, self._member())
         telemetry.attach_settler(self.settler, settings.dispatcher.group_id)
         self._send = telemetry.send(sender.send)
