@@ -39,9 +39,15 @@ async def trickle(port: int, kind: str, bound: float, source: str = "127.0.0.1")
     sent = 0
     try:
         while time.monotonic() - started < bound:
-            if kind != "silent" and sent < len(data):
-                writer.write(data[sent : sent + 1])
-                sent += 1
+            # Once the server has answered or closed, there is nothing left to trickle: writing to a
+            # transport the server closed raises (uvloop: RuntimeError). Stop writing and read what
+            # the server sent before it closed.
+            if kind != "silent" and sent < len(data) and not received:
+                try:
+                    writer.write(data[sent : sent + 1])
+                    sent += 1
+                except (ConnectionError, RuntimeError):
+                    sent = len(data)
             try:
                 chunk = await asyncio.wait_for(reader.read(4096), 0.5)
             except TimeoutError:
