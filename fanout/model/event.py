@@ -6,6 +6,7 @@ on the hot path. Validation happens where input enters (decode, subscription par
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -83,8 +84,25 @@ class Event:
         )
 
 
+_last_second: tuple[float, str] = (math.nan, "")  # (whole seconds, "YYYY-MM-DDTHH:MM:SS") of the last call
+
+
 def iso_time(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``epoch`` as RFC 3339 UTC with milliseconds (``2026-11-30T01:02:03.456Z``): datetime's own
+    rendering (microseconds rounded half to even, then cut to milliseconds), with the part up to the
+    second kept from the previous call, since events come in time order (one call per event)."""
+    global _last_second
+    frac, whole = math.modf(epoch)
+    micros = round(frac * 1_000_000)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    second, prefix = _last_second
+    if whole != second:
+        prefix = datetime.fromtimestamp(whole, UTC).isoformat()[:-6]  # cut "+00:00"
+        _last_second = (whole, prefix)
+    return f"{prefix}.{micros // 1000:03d}Z"
 
 
 @dataclass(slots=True, eq=False)

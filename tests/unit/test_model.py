@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime
 
 import orjson
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from fanout.model.event import Event, iso_time
 from tests.unit.factories import make_delivery, make_event
@@ -26,6 +29,32 @@ def test_standard_payload_timestamp_is_utc_iso8601_with_z() -> None:
     stamp = orjson.loads(make_event(time_=0.0).payload("standard"))["timestamp"]
     assert stamp == "1970-01-01T00:00:00.000Z"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", iso_time(time.time()))
+
+
+def _datetime_iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@given(
+    st.floats(min_value=-62135596800 + 86400, max_value=253402300799.0, allow_nan=False),
+    st.sampled_from([0.0, 0.0005, 0.0004995, 0.9995, 0.9999995, 0.0000005, 0.4999995, -0.9999996]),
+)
+@example(1.9999996, 0.0)
+@example(253402300799.9994, 0.0)
+@example(-0.0000004, 0.0)
+def test_iso_time_renders_exactly_as_datetime(whole: float, frac: float) -> None:
+    """iso_time keeps the seconds part between calls: every time, including the half-microsecond roundings
+    that carry into the next second and times before 1970, renders as datetime renders it."""
+    for epoch in (whole, float(int(whole)) + frac):
+        try:
+            expected = _datetime_iso(epoch)
+        except (OverflowError, ValueError, OSError) as exc:
+            expected = type(exc).__name__
+        try:
+            got = iso_time(epoch)
+        except (OverflowError, ValueError, OSError) as exc:
+            got = type(exc).__name__
+        assert got == expected, epoch
 
 
 def test_standard_payload_parses_unparsed_data_lazily() -> None:
