@@ -89,6 +89,7 @@ class Run:
     ratio_throughput: float = 0.0
     ratio_cpu: float = 0.0
     transport: str = "fast"
+    round: int = 1  # rounds after the first repeat the 1-worker runs (--rounds)
 
 
 @dataclass
@@ -461,7 +462,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=60_000, help="deliveries per scenario run")
+    parser.add_argument("--events", type=int, default=150_000, help="deliveries per scenario run")
     parser.add_argument("--size", type=int, default=1024, help="event size in bytes")
     parser.add_argument(
         "--scenarios",
@@ -474,6 +475,9 @@ def main() -> int:
     )
     parser.add_argument("--api-seconds", type=float, default=10, help="api: seconds per load")
     parser.add_argument("--api-rounds", type=int, default=3, help="api: rounds of (minimal, fanout)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of the 1-worker runs (ratios: their median)"
+    )
     parser.add_argument("--workers", default="1,2", help="worker counts to run, e.g. 1,2")
     parser.add_argument(
         "--transports",
@@ -509,32 +513,45 @@ def main() -> int:
             if letters:
                 report.sink_capacity = bench.sink_capacity(sink)
                 print(f"sink alone: {report.sink_capacity:.0f} requests/s")
-            for key in letters:
-                scenario = SCENARIOS[key](args.events)
-                prefix, _ = bench.prepare(scenario, sink.url)
-                # The machine's speed drifts (it is shared): each scenario is compared with a ceiling
-                # measured right before it, not with one measured minutes earlier.
-                ceiling = bench.ceiling(sink)
-                report.ceilings[key] = ceiling
-                print(f"  ceiling before ({key}): {ceiling['per_second']:.0f} requests/s", flush=True)
-                worker_counts = [int(w) for w in args.workers.split(",")]
-                transports = args.transports.split(",") if key == "a" else ["fast"]
-                plan = [(transports[0], w) for w in worker_counts]
-                plan += [(t, worker_counts[0]) for t in transports[1:]]
-                for transport, workers in plan:
-                    run = bench.dispatch(scenario, prefix, workers, sink, transport)
-                    run.ceiling_per_second = ceiling["per_second"]
-                    run.ratio_throughput = run.per_second / ceiling["per_second"]
-                    run.ratio_cpu = run.cpu_per_1000 / ceiling["cpu_per_1000"]
-                    report.runs.append(run)
-                    print(
-                        f"  ({key}) {scenario.title}, {workers} worker(s), {transport}: {run.per_second:.0f}/s",
-                        flush=True,
-                    )
+            prefixes: dict[str, str] = {}
+            # One run of a scenario swings by +-10% on this shared machine, so the 1-worker runs the
+            # ratios between scenarios are taken from are repeated in interleaved rounds (a, c, d, e, a,
+            # c, ...): each round's ratios are from that round, and the summary gives their median.
+            for round_ in range(1, args.rounds + 1):
+                for key in letters:
+                    scenario = SCENARIOS[key](args.events)
+                    if key not in prefixes:
+                        prefixes[key], _ = bench.prepare(scenario, sink.url)
+                    prefix = prefixes[key]
+                    # The machine's speed drifts (it is shared): each scenario is compared with a ceiling
+                    # measured right before it, not with one measured minutes earlier.
+                    ceiling = bench.ceiling(sink)
+                    report.ceilings[key if round_ == 1 else f"{key}#{round_}"] = ceiling
+                    print(f"  ceiling before ({key}): {ceiling['per_second']:.0f} requests/s", flush=True)
+                    worker_counts = [int(w) for w in args.workers.split(",")]
+                    transports = args.transports.split(",") if key == "a" else ["fast"]
+                    plan = [(transports[0], w) for w in worker_counts]
+                    plan += [(t, worker_counts[0]) for t in transports[1:]]
+                    if round_ > 1:
+                        plan = [("fast", 1)]
+                    for transport, workers in plan:
+                        run = bench.dispatch(scenario, prefix, workers, sink, transport)
+                        run.round = round_
+                        run.ceiling_per_second = ceiling["per_second"]
+                        run.ratio_throughput = run.per_second / ceiling["per_second"]
+                        run.ratio_cpu = run.cpu_per_1000 / ceiling["cpu_per_1000"]
+                        report.runs.append(run)
+                        print(
+                            f"  round {round_} ({key}) {scenario.title}, {workers} worker(s), {transport}: "
+                            f"{run.per_second:.0f}/s",
+                            flush=True,
+                        )
             if "e" in letters:
                 report.cel = cel_libraries()
             a_runs = [
-                r for r in report.runs if r.scenario == "a" and r.workers == 1 and r.transport == "fast"
+                r
+                for r in report.runs
+                if r.scenario == "a" and r.workers == 1 and r.transport == "fast" and r.round == 1
             ]
             if a_runs and args.latency_seconds > 0:
                 report.latency = bench.latency(a_runs[0].per_second * 0.5, sink)

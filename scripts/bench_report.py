@@ -51,6 +51,13 @@ def table(report: Any) -> str:
 
         lines += ["", *history_table(report.history)]
     lines += [""] + [f"{name}: {value:.2f}" for name, value in summary(report).items()]
+    spread = {name: values for name, values in per_round(report).items() if len(values) > 1}
+    if spread:
+        lines += [
+            "",
+            f"per round (the dispatcher's ratios above are the median of {len(rounds(report))} rounds):",
+        ]
+        lines += [f"  {name}: " + ", ".join(f"{v:.2f}" for v in values) for name, values in spread.items()]
     lines += ["", TARGETS, f"total time: {report.machine.get('seconds', 0):.0f} s"]
     return "\n".join(lines)
 
@@ -61,13 +68,15 @@ def dispatcher_table(report: Any) -> list[str]:
         "ceiling: aiohttp + uvloop, one process, 64 in flight, no Kafka, the same bodies to the same sink; "
         "measured right before each scenario, which is compared with it",
         "",
-        f"{'scenario':<36}{'workers':>8}{'deliv/s':>9}{'ceiling/s':>10}{'x ceil':>8}"
+        f"{'scenario':<40}{'workers':>8}{'deliv/s':>9}{'ceiling/s':>10}{'x ceil':>8}"
         f"{'CPU-s/1k':>10}{'x ceil':>8}{'peak RSS':>10}",
     ]
     for r in report.runs:
         title = TITLES.get(r.scenario, r.scenario) + (f" [{r.transport}]" if r.transport != "fast" else "")
+        if getattr(r, "round", 1) > 1:
+            title = f"{title} #{r.round}"
         lines.append(
-            f"{title:<36}{r.workers:>8}{r.per_second:>9,.0f}"
+            f"{title:<40}{r.workers:>8}{r.per_second:>9,.0f}"
             f"{r.ceiling_per_second:>10,.0f}{r.ratio_throughput:>8.2f}"
             f"{r.cpu_per_1000:>10.3f}{r.ratio_cpu:>8.2f}{r.peak_rss_mib:>7.0f}MiB"
         )
@@ -97,13 +106,24 @@ def cel_table(cel: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summary(report: Any) -> dict[str, float]:
-    """The ratios the targets are stated in. Scenarios are compared through their ratios to their own
-    ceilings, so that the machine's drift between them cancels out."""
-    fast = [r for r in report.runs if r.transport == "fast"]
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def rounds(report: Any) -> list[int]:
+    return sorted({getattr(r, "round", 1) for r in report.runs})
+
+
+def round_summary(report: Any, round_: int) -> dict[str, float]:
+    """The dispatcher's ratios from the runs of one round. Scenarios are compared through their ratios
+    to their own ceilings, so that the machine's drift between them cancels out."""
+    runs = [r for r in report.runs if getattr(r, "round", 1) == round_]
+    fast = [r for r in runs if r.transport == "fast"]
     one = {r.scenario: r for r in fast if r.workers == 1}
     two = {r.scenario: r for r in fast if r.workers == 2}
-    other = [r for r in report.runs if r.transport != "fast" and r.scenario == "a" and r.workers == 1]
+    other = [r for r in runs if r.transport != "fast" and r.scenario == "a" and r.workers == 1]
     out = {}
     if "a" in one:
         out["(a) 1 worker / ceiling, deliveries/s"] = one["a"].ratio_throughput
@@ -130,6 +150,21 @@ def summary(report: Any) -> dict[str, float]:
     if "a" in one and "f" in one:
         out["(f) / (a), deliveries/s, 1 worker, unadjusted"] = one["f"].per_second / one["a"].per_second
         out["(f) / (a), CPU per delivery, 1 worker"] = one["f"].cpu_per_1000 / one["a"].cpu_per_1000
+    return out
+
+
+def per_round(report: Any) -> dict[str, list[float]]:
+    """Each dispatcher ratio, round by round (the runs only round 1 has give one value)."""
+    values: dict[str, list[float]] = {}
+    for round_ in rounds(report):
+        for name, value in round_summary(report, round_).items():
+            values.setdefault(name, []).append(value)
+    return values
+
+
+def summary(report: Any) -> dict[str, float]:
+    """The ratios the targets are stated in: the dispatcher's as the median of the rounds' own ratios."""
+    out = {name: _median(values) for name, values in per_round(report).items()}
     if report.api:
         out.update(report.api["summary"])
     if report.console:
@@ -148,7 +183,9 @@ def chart(report: Any, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
     labels = [
-        f"({r.scenario}) {r.workers}w" + ("" if r.transport == "fast" else f" {r.transport}")
+        f"({r.scenario}) {r.workers}w"
+        + ("" if r.transport == "fast" else f" {r.transport}")
+        + ("" if getattr(r, "round", 1) == 1 else f" #{r.round}")
         for r in report.runs
     ]
     colours = ["#4c78a8" if r.workers == 1 else "#72b7b2" for r in report.runs]
