@@ -528,11 +528,12 @@ def main() -> int:
                     ceiling = bench.ceiling(sink)
                     report.ceilings[key if round_ == 1 else f"{key}#{round_}"] = ceiling
                     print(f"  ceiling before ({key}): {ceiling['per_second']:.0f} requests/s", flush=True)
-                    worker_counts = [int(w) for w in args.workers.split(",")]
-                    transports = args.transports.split(",") if key == "a" else ["fast"]
-                    plan = [(transports[0], w) for w in worker_counts]
-                    plan += [(t, worker_counts[0]) for t in transports[1:]]
-                    if round_ > 1:
+                    if round_ == 1:
+                        worker_counts = [int(w) for w in args.workers.split(",")]
+                        transports = args.transports.split(",") if key == "a" else ["fast"]
+                        plan = [(transports[0], w) for w in worker_counts]
+                        plan += [(t, worker_counts[0]) for t in transports[1:]]
+                    else:
                         plan = [("fast", 1)]
                     for transport, workers in plan:
                         run = bench.dispatch(scenario, prefix, workers, sink, transport)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,7 +74,7 @@ def dispatcher_table(report: Any) -> list[str]:
     ]
     for r in report.runs:
         title = TITLES.get(r.scenario, r.scenario) + (f" [{r.transport}]" if r.transport != "fast" else "")
-        if getattr(r, "round", 1) > 1:
+        if r.round > 1:
             title = f"{title} #{r.round}"
         lines.append(
             f"{title:<40}{r.workers:>8}{r.per_second:>9,.0f}"
@@ -106,20 +107,14 @@ def cel_table(cel: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def rounds(report: Any) -> list[int]:
-    return sorted({getattr(r, "round", 1) for r in report.runs})
+    return sorted({r.round for r in report.runs})
 
 
 def round_summary(report: Any, round_: int) -> dict[str, float]:
     """The dispatcher's ratios from the runs of one round. Scenarios are compared through their ratios
     to their own ceilings, so that the machine's drift between them cancels out."""
-    runs = [r for r in report.runs if getattr(r, "round", 1) == round_]
+    runs = [r for r in report.runs if r.round == round_]
     fast = [r for r in runs if r.transport == "fast"]
     one = {r.scenario: r for r in fast if r.workers == 1}
     two = {r.scenario: r for r in fast if r.workers == 2}
@@ -164,7 +159,7 @@ def per_round(report: Any) -> dict[str, list[float]]:
 
 def summary(report: Any) -> dict[str, float]:
     """The ratios the targets are stated in: the dispatcher's as the median of the rounds' own ratios."""
-    out = {name: _median(values) for name, values in per_round(report).items()}
+    out = {name: statistics.median(values) for name, values in per_round(report).items()}
     if report.api:
         out.update(report.api["summary"])
     if report.console:
@@ -185,7 +180,7 @@ def chart(report: Any, path: Path) -> None:
     labels = [
         f"({r.scenario}) {r.workers}w"
         + ("" if r.transport == "fast" else f" {r.transport}")
-        + ("" if getattr(r, "round", 1) == 1 else f" #{r.round}")
+        + ("" if r.round == 1 else f" #{r.round}")
         for r in report.runs
     ]
     colours = ["#4c78a8" if r.workers == 1 else "#72b7b2" for r in report.runs]
