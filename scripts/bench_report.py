@@ -85,7 +85,8 @@ def dispatcher_table(report: Any) -> list[str]:
         lat = report.latency
         lines += [
             "",
-            f"latency, produce to receipt, at {lat['offered_per_second']:,.0f} events/s (50% of (a)'s maximum), "
+            f"latency, produce to receipt, at {lat['offered_per_second']:,.0f} events/s "
+            "(50% of (a)'s maximum, the median of its rounds), "
             f"{lat['samples']:,} samples: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, "
             f"p99 {lat['p99_ms']:.1f} ms, max {lat['max_ms']:.1f} ms",
         ]
