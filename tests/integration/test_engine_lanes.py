@@ -88,11 +88,14 @@ async def test_rate_limited_subscription_and_an_unlimited_one(bootstrap: str, un
                 await limited.wait_for(lambda reqs: len({r.headers["webhook-id"] for r in reqs}) == n, 60)
                 limited_done = time.time() - start
 
-    # What fanout controls: requests start at most at the rate plus the burst (one token of slack for the
-    # clock reads between the bucket and this list).
+    # What fanout controls: requests start at most at the rate plus the burst. A request starts in the loop
+    # iteration after its token was taken, so a stall of the loop can bunch starts too: the loop's worst
+    # stall is allowed on top, and one token of slack for the clock reads.
     for window in (0.5, 1.0, 2.0, 5.0):
-        allowed = 20 * window + 5 + 1
-        assert max_in_window(started, window) <= allowed, f"more than {allowed} requests started in {window}s"
+        allowed = 20 * (window + stalls.worst) + 5 + 1
+        assert max_in_window(started, window) <= allowed, (
+            f"more than {allowed} requests started in {window}s (loop stalled at most {stalls.worst:.3f}s)"
+        )
     # What the endpoint sees: the receiver runs in this event loop, so a request can wait for the loop
     # before it is read and arrive bunched with later ones: JITTER plus the loop's worst stall.
     times = [r.at for r in limited.requests]
