@@ -83,6 +83,11 @@ class Receiver:
         finally:
             self._changed.set()
 
+    def connections(self) -> int:
+        """Client connections open now (one closes once the requests it carried have been handled)."""
+        server = self._runner.server if self._runner is not None else None
+        return len(server.connections) if server is not None else 0
+
     async def __aenter__(self) -> Receiver:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)

@@ -210,6 +210,14 @@ async def run_with_a_kill(
                     held = sum(len(a.held) for a in answers.values())
                 recorded = reader.attempts()
                 process.kill()
+                if not hold:
+                    # what the dead process sent is in the receivers' sockets, not yet read: let them
+                    # handle it (each of its connections closes once its requests were handled), so
+                    # that ``received`` counts every request it sent
+                    deadline = time.monotonic() + TIMEOUT
+                    while any(r.connections() for r in receivers.values()):
+                        assert time.monotonic() < deadline, "the killed dispatcher's connections stayed open"
+                        await asyncio.sleep(0.01)  # polling the receivers' state, with a deadline
                 at_kill = {name: len(a.answered) for name, a in answers.items()}
                 in_flight = sum(a.received for a in answers.values()) - recorded
                 for a in answers.values():
