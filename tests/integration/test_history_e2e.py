@@ -148,11 +148,11 @@ def all_committed(settings: Settings, topics: list[str]) -> bool:
 
 
 async def until(predicate: object, what: str, timeout: float = TIMEOUT, every: float = 0.25) -> None:
-    """Poll ``predicate`` (a blocking call, run on a thread) until it holds, or fail naming ``what``."""
+    """Poll ``predicate`` (run on a thread: it may block) until it holds, or fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while not await asyncio.to_thread(predicate):  # type: ignore[arg-type]
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting until {what}"
-        await asyncio.sleep(every)  # polling the broker, with a deadline
+        await asyncio.sleep(every)  # polling, with a deadline
 
 
 @dataclass
@@ -214,10 +214,11 @@ async def run_with_a_kill(
                     # what the dead process sent is in the receivers' sockets, not yet read: let them
                     # handle it (each of its connections closes once its requests were handled), so
                     # that ``received`` counts every request it sent
-                    deadline = time.monotonic() + TIMEOUT
-                    while any(r.connections() for r in receivers.values()):
-                        assert time.monotonic() < deadline, "the killed dispatcher's connections stayed open"
-                        await asyncio.sleep(0.01)  # polling the receivers' state, with a deadline
+                    await until(
+                        lambda: not any(r.connections() for r in receivers.values()),
+                        "the killed dispatcher's connections are closed",
+                        every=0.01,
+                    )
                 at_kill = {name: len(a.answered) for name, a in answers.items()}
                 in_flight = sum(a.received for a in answers.values()) - recorded
                 for a in answers.values():
