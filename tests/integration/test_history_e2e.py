@@ -19,11 +19,14 @@ status by status and in order; and every record of the topic validates against
 
 The second case kills without holding anything, at a point drawn at random, so answered requests whose
 records were not yet acknowledged are lost with the process. What commit safety still guarantees is
-asserted: every event has a final state for every subscription (an offset committed only after its
-records were acknowledged, so a lost record means a re-sent delivery), every recorded attempt is a
-request the receiver answered with that status (in order), and the records lost are at most the
-deliveries the dispatcher may hold in flight (``dispatcher.max_queued`` plus one fetched batch per
-subscription).
+asserted: every event has a final state for every subscription, every recorded attempt is a request the
+receiver answered with that status (in order), only requests in flight at the kill (received, with no
+record on the topic yet) lost their records, and each of those was sent again after the restart (an
+offset is committed only after its records were acknowledged, so a lost record means a re-sent
+delivery) unless ``gone`` was disabled by then. How many records a kill loses is not bounded by the
+lanes' queue (``dispatcher.max_queued`` counts queued deliveries, not answered ones whose records wait
+for the broker): with seed 957357 a kill lost the records of 162 answered requests per subscription;
+``dispatcher.max_uncommitted`` bounds it, as it bounds the deliveries sent twice.
 """
 
 from __future__ import annotations
@@ -281,12 +284,17 @@ async def get(api: Client, path: str) -> Any:
 
 def answered_by_event(run: Run) -> dict[tuple[str, str], list[int]]:
     """The statuses each receiver answered, by (event id, subscription), in the order of the requests."""
+    return {key: [run.answers[key[1]].answered[n] for n in ns] for key, ns in requests_by_event(run).items()}
+
+
+def requests_by_event(run: Run) -> dict[tuple[str, str], list[int]]:
+    """The numbers of the answered requests each receiver got, by (event id, subscription), in order."""
     out: dict[tuple[str, str], list[int]] = defaultdict(list)
     for name, receiver in run.receivers.items():
         answered = run.answers[name].answered
         for n, request in enumerate(receiver.requests):
             if n in answered:
-                out[(request.headers["webhook-id"], name)].append(answered[n])
+                out[(request.headers["webhook-id"], name)].append(n)
     return out
 
 
@@ -334,30 +342,19 @@ async def test_every_events_history_matches_what_the_receivers_saw_across_a_kill
     assert run.held > 0, "requests were in flight when the dispatcher was killed"
 
 
-MAX_QUEUED = 100
-BATCH = 50
-
-
 async def test_a_kill_9_at_any_point_loses_no_event_from_the_history(
     bootstrap: str, unique: str, tmp_path: Path
 ) -> None:
     seed = int(os.environ.get("FANOUT_TEST_SEED", random.randrange(1_000_000)))
     kill_at = random.Random(seed).randrange(100, 800)
-    # librdkafka's 5 ms linger (dispatcher.linger_ms defaults to 50): the loss bound below counts the
-    # deliveries the dispatcher holds, not records waiting in its producers.
+    # small batches and queues, and librdkafka's 5 ms linger (dispatcher.linger_ms defaults to 50), so
+    # that a kill finds deliveries at every stage
     run = await run_with_a_kill(
-        bootstrap,
-        unique,
-        tmp_path,
-        seed,
-        kill_at,
-        hold=False,
-        max_queued=MAX_QUEUED,
-        batch_size=BATCH,
-        linger_ms=5,
+        bootstrap, unique, tmp_path, seed, kill_at, hold=False, max_queued=100, batch_size=50, linger_ms=5
     )
     histories = await fetch_histories(run, unique, bootstrap, tmp_path)
     seen = answered_by_event(run)
+    numbers = requests_by_event(run)
     lost = 0
     states: Counter[str] = Counter()
     for event_id, history in histories.items():
@@ -370,7 +367,12 @@ async def test_a_kill_9_at_any_point_loses_no_event_from_the_history(
             got = attempts_of(sub)
             assert sub["state"] in STATES, f"seed={seed} {event_id} {name}: left {sub['state']}"
             assert subsequence(got, want), f"seed={seed} {event_id} {name}: recorded {got}, answered {want}"
-            lost += len(want) - len(got)
+            if len(got) < len(want):  # a record lost: its delivery was sent again after the restart
+                lost += len(want) - len(got)
+                resent = any(n >= run.at_kill[name] for n in numbers[(event_id, name)])
+                assert resent or (name, sub["state"]) == ("gone", "disabled"), (
+                    f"seed={seed} kill_at={kill_at} {event_id} {name}: recorded {got} of {want}, not re-sent"
+                )
             if "delivered" not in [a["outcome"] for a in sub["attempts"]]:
                 # answered 2xx but its record lost: the offset stayed uncommitted and the re-sent
                 # delivery met a 410 (only ``gone`` answers one)
@@ -380,7 +382,5 @@ async def test_a_kill_9_at_any_point_loses_no_event_from_the_history(
             states[f"{name}:{sub['state']}"] += 1
     print(f"seed={seed} kill_at={kill_at}: {lost} of {run.in_flight} in flight lost a record; {dict(states)}")
     assert states["healthy:delivered"] == N
-    # lost: only requests in flight at the kill (received, no record on the topic yet), and at most the
-    # deliveries the dispatcher holds (queued in its lanes, plus one batch fetched beyond, per subscription)
+    # lost: only requests in flight at the kill (received, no record on the topic yet)
     assert lost <= run.in_flight, f"seed={seed}: {lost} records lost, {run.in_flight} in flight at the kill"
-    assert lost <= MAX_QUEUED + BATCH * len(run.receivers), f"seed={seed}: {lost} records lost"
