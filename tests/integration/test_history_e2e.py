@@ -26,7 +26,7 @@ offset is committed only after its records were acknowledged, so a lost record m
 delivery) unless ``gone`` was disabled by then. How many records a kill loses is not bounded by the
 lanes' queue (``dispatcher.max_queued`` counts queued deliveries, not answered ones whose records wait
 for the broker): with seed 957357, killed 0.2 s after its first request (about 2,000 requests/s), the
-dispatcher lost the records of 58 to 324 answered requests in 9 runs. ``dispatcher.max_uncommitted``
+dispatcher lost the records of 58 to 324 answered requests in 10 runs. ``dispatcher.max_uncommitted``
 bounds the loss, as it bounds the deliveries sent twice.
 """
 
