@@ -12,8 +12,9 @@ import orjson
 
 TARGETS = """\
 targets: (a) 1 worker >= 0.8x ceiling/s | 2 workers <= 1.1x the CPU per delivery of 1 | (b) >= 0.8x ceiling/s
-         (c) within 10% of (a), each worker < 250 MiB | p99 < 50 ms at 50% load | (d) drop <= the failing share
-         (e) >= 0.8x (a)'s deliveries/s
+         (c) within 10% of (a), each worker < 250 MiB | p99 < 50 ms at 50% load
+         (d) >= 0.9x (a)'s successful deliveries/s (the drop at most twice the 5% failing share)
+         (e) >= 0.8x (a)'s deliveries/s | all three: ratios of deliveries/s in the same round
          API: publish >= 0.6x the minimal handler's requests/s | batches >= 20,000 events/s
          console: the overview's server time < 300 ms (1,000 subscriptions, 1M attempts in the index)
          history: (a) with history.record all >= 0.9x off | index ingest >= 30,000 attempts/s |
@@ -113,8 +114,14 @@ def rounds(report: Any) -> list[int]:
 
 
 def round_summary(report: Any, round_: int) -> dict[str, float]:
-    """The dispatcher's ratios from the runs of one round. Scenarios are compared through their ratios
-    to their own ceilings, so that the machine's drift between them cancels out."""
+    """The dispatcher's ratios from the runs of one round. A scenario is compared with (a) by their
+    deliveries/s in the round, as the targets state it. Not through each one's ratio to the ceiling
+    measured before it: that adjustment was meant to cancel the machine's drift between the runs, but
+    measured over the 7 runs of 3 or more rounds in bench-results/ (75 round-to-round deviations of
+    (b) to (f) against (a)), it spread the rounds of one run wider (standard deviation of the log ratio
+    0.174) than the plain ratio (0.128) or the ratio of CPU per delivery (0.121): a 10-second ceiling
+    catches the machine's speed at another moment than the run. The adjusted ratio is still given,
+    named so."""
     runs = [r for r in report.runs if r.round == round_]
     fast = [r for r in runs if r.transport == "fast"]
     one = {r.scenario: r for r in fast if r.workers == 1}
@@ -133,19 +140,19 @@ def round_summary(report: Any, round_: int) -> dict[str, float]:
         out["(a) 2 workers / 1 worker, CPU per delivery"] = two["a"].cpu_per_1000 / one["a"].cpu_per_1000
     if "b" in one:
         out["(b) 1 worker / ceiling, deliveries/s"] = one["b"].ratio_throughput
-    if "a" in one and "c" in one:
-        out["(c) / (a), deliveries/s, 1 worker"] = one["c"].ratio_throughput / one["a"].ratio_throughput
-    if "a" in one and "d" in one:
-        out["(d) / (a), successful deliveries/s, 1 worker"] = (
-            one["d"].ratio_throughput / one["a"].ratio_throughput
-        )
-    if "a" in one and "e" in one:
-        out["(e) / (a), deliveries/s, 1 worker"] = one["e"].ratio_throughput / one["a"].ratio_throughput
-        out["(e) / (a), deliveries/s, 1 worker, unadjusted"] = one["e"].per_second / one["a"].per_second
-        out["(e) / (a), CPU per delivery, 1 worker"] = one["e"].cpu_per_1000 / one["a"].cpu_per_1000
-    if "a" in one and "f" in one:
-        out["(f) / (a), deliveries/s, 1 worker, unadjusted"] = one["f"].per_second / one["a"].per_second
-        out["(f) / (a), CPU per delivery, 1 worker"] = one["f"].cpu_per_1000 / one["a"].cpu_per_1000
+    a = one.get("a")
+    for key, what in (
+        ("c", "deliveries/s"),
+        ("d", "successful deliveries/s"),
+        ("e", "deliveries/s"),
+        ("f", "deliveries/s"),
+    ):
+        run = one.get(key)
+        if a is None or run is None:
+            continue
+        out[f"({key}) / (a), {what}, 1 worker"] = run.per_second / a.per_second
+        out[f"({key}) / (a), CPU per delivery, 1 worker"] = run.cpu_per_1000 / a.cpu_per_1000
+        out[f"({key}) / (a), {what}, 1 worker, ceiling-adjusted"] = run.ratio_throughput / a.ratio_throughput
     return out
 
 
