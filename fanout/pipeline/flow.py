@@ -61,6 +61,7 @@ class Lanes(LaneRegistry[Lane]):
         self._next_scan = 0.0
         self.lag = LoopLag()
         self.tasks: dict[Delivery, asyncio.Future[None]] = {}  # every lane's requests out
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by the first request a lane starts
 
     def enqueued(self, lane: Lane) -> None:
         self.queued += 1

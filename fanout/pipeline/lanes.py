@@ -74,6 +74,7 @@ class LaneOwner(Protocol):
     slots: HostSlots
     lag: LoopLag
     tasks: dict[Delivery, asyncio.Future[None]]
+    loop: asyncio.AbstractEventLoop | None  # the loop requests start in, once known
 
     def enqueued(self, lane: Lane) -> None: ...
 
@@ -241,7 +242,11 @@ class Lane:
                 return
             self.in_flight += 1
             delivery = self._pop()
-            self._owner.tasks[delivery] = asyncio.get_running_loop().create_task(self._run(delivery))
+            owner = self._owner
+            loop = owner.loop
+            if loop is None:  # get_running_loop() makes a getpid() system call in Python 3.11: once only
+                loop = owner.loop = asyncio.get_running_loop()
+            owner.tasks[delivery] = loop.create_task(self._run(delivery))
 
     async def _run(self, delivery: Delivery) -> None:
         started = self._sending[delivery] = time.monotonic()

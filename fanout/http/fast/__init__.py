@@ -47,6 +47,7 @@ class FastTransport:
         self._targets = Addresses(guarded, options.policy, options.dns_ttl)
         self._proxy_addresses = Addresses(options.resolver, None, options.dns_ttl)
         self._routes: dict[Origin, Proxy | None] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def pool(self) -> Pool:
@@ -63,14 +64,16 @@ class FastTransport:
         target = encode_target(request.target)
         pool = self._pool
         host = pool.host(request.origin)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # get_running_loop() makes a getpid() system call in Python 3.11: once only
+            loop = self._loop = asyncio.get_running_loop()
         connection = await pool.acquire(host, loop.time() + timeouts.pool)
         reused = connection is not None
         deadline = loop.time() + timeouts.total
         if connection is None:
             connection = await self._open(host, timeouts, deadline)
         try:
-            return await self._exchange(host, connection, request, target, head, timeouts, deadline)
+            return await self._exchange(loop, host, connection, request, target, head, timeouts, deadline)
         except (ServerDisconnected, WriteError) as exc:
             if not reused or getattr(exc, "received", False):
                 raise
@@ -78,10 +81,11 @@ class FastTransport:
         # once more, on a new connection (receivers de-duplicate on webhook-id).
         await pool.acquire(host, loop.time() + timeouts.pool, fresh=True)
         connection = await self._open(host, timeouts, deadline)
-        return await self._exchange(host, connection, request, target, head, timeouts, deadline)
+        return await self._exchange(loop, host, connection, request, target, head, timeouts, deadline)
 
     async def _exchange(
         self,
+        loop: asyncio.AbstractEventLoop,
         host: HostPool,
         connection: Connection,
         request: Request,
@@ -98,7 +102,6 @@ class FastTransport:
                 connection.proxy_line, fixed, head, b"content-length: %d\r\n\r\n" % len(body), body,
             )
         )  # fmt: skip
-        loop = asyncio.get_running_loop()
         try:
             response = await connection.send(data, min(deadline, loop.time() + timeouts.read))
         except BaseException:

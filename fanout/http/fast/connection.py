@@ -43,9 +43,10 @@ BODYLESS = (204, 304)
 class Connection(asyncio.Protocol):
     __slots__ = (
         "_body", "_body_size", "_budget", "_closing", "_eof_body", "_framed", "_head_room", "_headers",
-        "_in_head", "_interim", "_limits", "_prefix_room", "_status", "_timer", "_waiter", "closed", "host",
-        "idle_since", "line_start", "parser", "proxy_line", "received", "transport",
+        "_in_head", "_interim", "_limits", "_loop", "_prefix_room", "_status", "_timer", "_waiter", "closed",
+        "host", "idle_since", "line_start", "parser", "proxy_line", "received", "transport",
     )  # fmt: skip
+    _loop: asyncio.AbstractEventLoop  # set by connection_made, with ``transport``
 
     def __init__(self, limits: ResponseLimits) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -79,6 +80,9 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        # Python 3.11's get_running_loop() makes a getpid() system call (its fork check): once per
+        # connection, not per request
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:  # nothing was asked: the connection cannot be trusted with a request
@@ -184,7 +188,7 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             raise WriteError("the connection closed before the request was written")
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._reset()
         self.received = False
         waiter = self._waiter = loop.create_future()
