@@ -9,8 +9,8 @@ events go round all 10,000, so every subscription's lane is busy); (d) 5% of del
 evaluation of each CEL library; (f), not run by default, is (e) with the same 1,000 busy lanes
 chosen by an attribute filter instead of CEL (the cost of the lanes without CEL's). Then
 produce-to-receipt latency at 50% of (a)'s measured maximum (the median of its rounds). Events are
-produced in advance; each run is a fresh consumer group reading from the beginning. The ceiling (a plain aiohttp client, no Kafka)
-is measured right before each scenario, which is compared with it.
+produced in advance; each run is a fresh consumer group reading from the beginning. The ceiling (a
+plain aiohttp client, no Kafka) is measured right before each scenario, which is compared with it.
 Scenario ``api`` (scripts/bench_api.py): ``POST /v1/events`` on ``fanout api`` against a minimal aiohttp
 handler, both loaded by wrk in the same run. Scenario ``console`` (scripts/bench_console.py): the web
 console's overview, server time with 1,000 subscriptions and 1 million attempts in the history index.

@@ -118,10 +118,10 @@ def round_summary(report: Any, round_: int) -> dict[str, float]:
     deliveries/s in the round, as the targets state it. Not through each one's ratio to the ceiling
     measured before it: that adjustment was meant to cancel the machine's drift between the runs, but
     measured over the 7 runs of 3 or more rounds made on the benchmark's machine by 2026-11-30 (75
-    round-to-round deviations of (b) to (f) against (a)), it spread the rounds of one run wider (standard deviation of the log ratio
-    0.174) than the plain ratio (0.128) or the ratio of CPU per delivery (0.121): a 10-second ceiling
-    catches the machine's speed at another moment than the run. The adjusted ratio is still given,
-    named so."""
+    round-to-round deviations of (b) to (f) against (a)), it spread the rounds of one run wider
+    (standard deviation of the log ratio 0.174) than the plain ratio (0.128) or the ratio of CPU per
+    delivery (0.121): a 10-second ceiling catches the machine's speed at another moment than the run.
+    The adjusted ratio is still given, named so."""
     runs = [r for r in report.runs if r.round == round_]
     fast = [r for r in runs if r.transport == "fast"]
     one = {r.scenario: r for r in fast if r.workers == 1}
