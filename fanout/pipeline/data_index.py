@@ -17,13 +17,11 @@ matches: it is true then (``Program.sole``).
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 from fanout.model.event import Event
-from fanout.model.expressions.equalities import Equality, Key, value_key
+from fanout.model.expressions.equalities import MISSING, Equality, Key, value_at, value_key
 from fanout.model.subscription import Subscription
 
-_MISSING = object()
 Path = tuple[str, ...]
 _Filed = tuple[list[Subscription], list[Subscription]]  # (to evaluate, accepted: the filter is the key)
 
@@ -32,16 +30,6 @@ def indexable(sub: Subscription) -> bool:
     """Whether ``sub``'s filter has a conjunct the index can file it under."""
     program = sub.filter_program
     return program is not None and bool(program.equalities)
-
-
-def _at(data: Any, path: Path) -> Any:
-    for name in path:
-        if not isinstance(data, dict):
-            return _MISSING
-        data = data.get(name, _MISSING)
-        if data is _MISSING:
-            return _MISSING
-    return data
 
 
 class DataIndex:
@@ -79,8 +67,8 @@ class DataIndex:
         ``accepted`` those it satisfies whose filter is that conjunct alone (matches, not evaluated)."""
         data = event.parsed_data()
         for path, (table, everyone) in self._paths.items():
-            value = _at(data, path)
-            key = None if value is _MISSING else value_key(value)
+            value = value_at(data, path)
+            key = None if value is MISSING else value_key(value)
             if key is None:
                 out.extend(everyone)
                 continue

@@ -13,7 +13,10 @@ and only the subscriptions filed under its value at that path are candidates.
 
 A subscription's ``filter_expr`` (CEL, compiled when the table is built) runs last, only on the
 candidates the index selected; an evaluation error is no match, counted in ``errors`` (a
-``FilterErrors`` shared by the tables a dispatcher swaps in, when it passes one to ``build``).
+``FilterErrors`` shared by the tables a dispatcher swaps in, when it passes one to ``build``). A filter
+made only of equalities and numeric comparisons on ``data`` fields (``data.amount > 1000 &&
+data.currency == "EUR"``) is decided from the payload without CEL when its values allow
+(``fanout.model.expressions.equalities.decide``), with the same result; CEL evaluates it otherwise.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from fanout.model.event import Event
+from fanout.model.expressions.equalities import decide
 from fanout.model.subscription import Subscription
 from fanout.pipeline.data_index import DataIndex, indexable
 from fanout.pipeline.expressions import Bindings, EvaluationError, FilterErrors, passes
@@ -179,6 +183,12 @@ class RoutingTable:
             if program is None:
                 chosen.append(sub)
                 continue
+            if program.conjuncts is not None:
+                verdict = decide(program.conjuncts, event.parsed_data())
+                if verdict is not None:
+                    if verdict:
+                        chosen.append(sub)
+                    continue
             if bindings is None:
                 bindings = Bindings(event)
             try:

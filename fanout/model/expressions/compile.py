@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from cel_expr_python import cel
 
-from fanout.model.expressions.equalities import Equality, equalities, sole_equality
+from fanout.model.expressions.equalities import Conjunct, Equality, conjuncts, equalities, sole_equality
 from fanout.model.expressions.limits import LimitExceeded, check
 
 Kind = Literal["filter_expr", "transform"]
@@ -56,7 +56,9 @@ class Program:
     ``builds_lists``: it uses ``map``/``filter`` (see ``limits.MAX_MAPPED_LIST``); ``variables``: the
     variables it names (only those are bound when it runs); ``equalities``: a
     filter's ``data.<path> == literal`` and ``data.<path> in [literals]`` conjuncts, which the router
-    indexes (``equalities``); ``sole``: the filter is one such conjunct and nothing else."""
+    indexes (``equalities``); ``sole``: the filter is one such conjunct and nothing else; ``conjuncts``:
+    all of a filter's conjuncts when each is an equality or a numeric comparison, so the router can
+    decide it without CEL (``equalities.decide``), or None."""
 
     kind: Kind
     source: str
@@ -66,6 +68,7 @@ class Program:
     variables: frozenset[str]
     equalities: tuple[Equality, ...] = ()
     sole: bool = False
+    conjuncts: tuple[Conjunct, ...] | None = None
 
 
 def environment() -> Any:
@@ -109,6 +112,14 @@ def compile_expression(kind: Kind, source: str) -> Program:
             raise CompileError(1, 1, f"a filter must be a boolean expression, not {result.lower()}")
         found, sole = equalities(source), sole_equality(source) is not None
         return Program(
-            kind, source, expression, shape.uses_data, shape.builds_lists, shape.variables, found, sole
+            kind,
+            source,
+            expression,
+            shape.uses_data,
+            shape.builds_lists,
+            shape.variables,
+            found,
+            sole,
+            conjuncts(source),
         )
     return Program(kind, source, expression, shape.uses_data, shape.builds_lists, shape.variables)

@@ -1,5 +1,6 @@
-"""The conjuncts of a filter that the router can index: ``data.<path> == <literal>`` and
-``data.<path> in [<literals>]``.
+"""The conjuncts of a filter that the router handles without CEL: ``data.<path> == <literal>`` and
+``data.<path> in [<literals>]`` (``Equality``, which the router indexes) and ``data.<path> <op> <number>``
+for ``<``, ``<=``, ``>``, ``>=`` (``Comparison``).
 
 ``equalities(source)`` reads a compiled filter's tokens and returns an ``Equality`` for each top-level
 ``&&`` conjunct of exactly that shape (parentheses around the whole expression or a conjunct are
@@ -15,12 +16,24 @@ that key is among ``keys`` (CEL compares values of different types as unequal, a
 ``1 == 1.0``; so do the keys, and they keep ``true`` apart from ``1``), and a false conjunct makes the
 whole conjunction false, never an error. When the value is missing, not a scalar, or a number beyond
 2^53 (which CEL compares as a double), the router does not decide: it evaluates the filter.
+
+``conjuncts(source)``: every top-level conjunct of a filter made of nothing but equalities and
+comparisons (``data.amount > 1000 && data.currency == "EUR"``), or None. ``decide`` settles such a
+filter from the payload alone, with CEL's result: false as soon as one conjunct is false (CEL's ``&&``
+is false then, whatever errors the others raise), true when every conjunct is true. A comparison is
+decided only for a number (not a boolean) within 2^53, where CEL compares ints and doubles by value as
+Python does (``1 < 1.5``); for any other value (missing, a string, null, a list, a boolean) ``decide``
+returns None and the router lets CEL evaluate the filter, errors and all. Evaluating with CEL costs
+about 8 µs per event and filter here (binding the payload, running, reading the result), deciding
+about 1 µs.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +47,14 @@ _LITERAL_WORDS: dict[str, Any] = {"true": True, "false": False, "null": None}
 _NOT_A_CONJUNCTION = frozenset({"||", "?", ":"})
 
 Token = tuple[str, str, int]
+MISSING = object()
+ORDERS: dict[str, Callable[[Any, Any], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +63,30 @@ class Equality:
 
     path: tuple[str, ...]
     keys: frozenset[Key]
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """``data.<path> <op> bound`` (``op`` one of ``ORDERS``; ``bound`` a number within 2^53)."""
+
+    path: tuple[str, ...]
+    op: str
+    bound: int | float
+
+
+Conjunct = Equality | Comparison
+
+
+def value_at(data: Any, path: tuple[str, ...]) -> Any:
+    """The value at ``path`` in a parsed payload, or ``MISSING`` (no such field, or not a JSON object
+    on the way)."""
+    for name in path:
+        if not isinstance(data, dict):
+            return MISSING
+        data = data.get(name, MISSING)
+        if data is MISSING:
+            return MISSING
+    return data
 
 
 def value_key(value: Any) -> Key | None:
@@ -68,6 +113,39 @@ def equalities(source: str) -> tuple[Equality, ...]:
         if equality is not None:
             found.append(equality)
     return tuple(found)
+
+
+def conjuncts(source: str) -> tuple[Conjunct, ...] | None:
+    """Every top-level conjunct of the filter ``source`` when each is an ``Equality`` or a
+    ``Comparison``; None otherwise."""
+    found: list[Conjunct] = []
+    for part in _conjuncts(tokenize(source)):
+        conjunct = _equality(part) or _comparison(part)
+        if conjunct is None:
+            return None
+        found.append(conjunct)
+    return tuple(found) or None
+
+
+def decide(found: tuple[Conjunct, ...], data: Any) -> bool | None:
+    """The filter made of ``found`` (``conjuncts``) on the parsed payload ``data``, as CEL would
+    evaluate it; None when CEL must (a value this cannot judge)."""
+    undecided = False
+    for conjunct in found:
+        value = value_at(data, conjunct.path)
+        if value is MISSING:
+            undecided = True
+        elif isinstance(conjunct, Equality):
+            key = value_key(value)
+            if key is None:
+                undecided = True
+            elif key not in conjunct.keys:
+                return False
+        elif type(value) not in (int, float) or not abs(value) <= MAX_EXACT:  # NaN fails the bound too
+            undecided = True
+        elif not ORDERS[conjunct.op](value, conjunct.bound):
+            return False
+    return None if undecided else True
 
 
 def sole_equality(source: str) -> Equality | None:
@@ -193,4 +271,20 @@ def _equality(part: list[Token]) -> Equality | None:
     if within is not None:
         path, keys = _path(within[0]), _list(within[1])
         return None if path is None or keys is None else Equality(path, keys)
+    return None
+
+
+def _comparison(part: list[Token]) -> Comparison | None:
+    part = _unwrapped(part)
+    for op in ORDERS:
+        split = _split(part, op)
+        if split is None:
+            continue
+        left, right = split
+        path, key, order = _path(left), _literal(right), op
+        if path is None:
+            path, key, order = _path(right), _literal(left), _FLIPPED[op]
+        if path is None or key is None or key[0] != "number":
+            return None
+        return Comparison(path, order, key[1])
     return None
