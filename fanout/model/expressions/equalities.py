@@ -23,9 +23,9 @@ filter from the payload alone, with CEL's result: false as soon as one conjunct 
 is false then, whatever errors the others raise), true when every conjunct is true. A comparison is
 decided only for a number (not a boolean) within 2^53, where CEL compares ints and doubles by value as
 Python does (``1 < 1.5``); for any other value (missing, a string, null, a list, a boolean) ``decide``
-returns None and the router lets CEL evaluate the filter, errors and all. Evaluating with CEL costs
-about 8 µs per event and filter here (binding the payload, running, reading the result), deciding
-about 1 µs.
+returns None and the router lets CEL evaluate the filter, errors and all. Evaluating scenario (e)'s
+filter with CEL costs 8-10 µs per event here (binding the payload, running, reading the result);
+deciding it, 1.3 µs.
 """
 
 from __future__ import annotations
