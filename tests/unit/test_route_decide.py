@@ -17,32 +17,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fanout.model.event import Event
 from fanout.model.expressions.equalities import Comparison, Equality, conjuncts
 from fanout.model.subscription import Subscription
 from fanout.pipeline.expressions import Bindings, EvaluationError, passes
 from fanout.pipeline.route import RoutingTable
 from tests.unit.factories import make_sub
-
-
-def event(payload: Any) -> Event:
-    return Event(
-        id="e",
-        type="order.created",
-        topic="orders",
-        partition=0,
-        offset=0,
-        key=None,
-        time=1_780_000_000.0,
-        value=payload if isinstance(payload, bytes) else orjson.dumps(payload),
-        headers=[],
-        attributes={},
-    )
+from tests.unit.test_route_data_index import make as event  # a payload, or raw bytes, as an event
 
 
 def with_cel(subs: list[Subscription], payload: Any, errors: Counter[str]) -> set[str]:
