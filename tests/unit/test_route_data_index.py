@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -241,7 +242,8 @@ def test_every_literal_against_every_value(template: str) -> None:
             assert {s.id for s in table.route(make(payload))} == naive(subs, payload), (template, payload)
 
 
-def naive(subs: list[Subscription], payload: Any) -> set[str]:
+def naive(subs: list[Subscription], payload: Any, errors: Counter[str] | None = None) -> set[str]:
+    """What evaluating every subscription's filter with CEL selects; its errors counted in ``errors``."""
     chosen = set()
     for sub in subs:
         assert sub.filter_program is not None
@@ -249,7 +251,8 @@ def naive(subs: list[Subscription], payload: Any) -> set[str]:
             if passes(sub.filter_program, Bindings(make(payload))):
                 chosen.add(sub.id)
         except EvaluationError:
-            pass
+            if errors is not None:
+                errors[sub.id] += 1
     return chosen
 
 

@@ -105,26 +105,23 @@ def value_key(value: Any) -> Key | None:
     return None
 
 
+def _read(source: str) -> list[Conjunct | None]:
+    """Each top-level conjunct of the filter ``source`` as an ``Equality`` or a ``Comparison``, None
+    for one of any other shape."""
+    return [_equality(part) or _comparison(part) for part in _conjuncts(tokenize(source))]
+
+
 def equalities(source: str) -> tuple[Equality, ...]:
     """The indexable conjuncts of the filter ``source`` (which has compiled)."""
-    found = []
-    for conjunct in _conjuncts(tokenize(source)):
-        equality = _equality(conjunct)
-        if equality is not None:
-            found.append(equality)
-    return tuple(found)
+    return tuple(c for c in _read(source) if isinstance(c, Equality))
 
 
 def conjuncts(source: str) -> tuple[Conjunct, ...] | None:
     """Every top-level conjunct of the filter ``source`` when each is an ``Equality`` or a
     ``Comparison``; None otherwise."""
-    found: list[Conjunct] = []
-    for part in _conjuncts(tokenize(source)):
-        conjunct = _equality(part) or _comparison(part)
-        if conjunct is None:
-            return None
-        found.append(conjunct)
-    return tuple(found) or None
+    read = _read(source)
+    found = tuple(c for c in read if c is not None)
+    return found if found and len(found) == len(read) else None
 
 
 def decide(found: tuple[Conjunct, ...], data: Any) -> bool | None:
