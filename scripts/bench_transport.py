@@ -25,6 +25,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from fanout.http.fields import RequestTarget
 from fanout.http.options import TransportOptions, open_transport
 from fanout.http.ssrf import AddressPolicy
 from fanout.http.transport import Limits, Origin, Request, Timeouts
@@ -48,6 +49,7 @@ async def main():
     await asyncio.sleep(3600)
 uvloop.run(main())
 """
+HOOK = RequestTarget.build("/hook")
 BODY = b"x" * 1024
 HEADERS = [
     ("content-type", "application/json"),
@@ -80,7 +82,7 @@ async def measure(kind: str, port: int, requests: int, concurrency: int) -> tupl
         origin, timeouts = Origin("http", "127.0.0.1", port), Timeouts(5, 10, 5, 10)
 
         async def send() -> None:
-            await transport.send(Request(origin, "/hook", list(HEADERS), BODY), timeouts)
+            await transport.send(Request(origin, HOOK, list(HEADERS), BODY), timeouts)
 
         close = transport.close
     for _ in range(200):

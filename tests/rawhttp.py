@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fanout.http.fields import RequestTarget
 from fanout.http.options import TransportOptions, open_transport
 from fanout.http.proxy import ProxyRoutes
 from fanout.http.ssrf import AddressPolicy
@@ -374,4 +375,4 @@ def post(
     origin: Origin, target: str = "/hook", headers: list[tuple[str, str]] | None = None, body: bytes = b"{}"
 ) -> Request:
     fields = [("content-type", "application/json")] if headers is None else headers
-    return Request(origin, target, fields, body)
+    return Request(origin, RequestTarget.build(target), fields, body)

@@ -24,7 +24,7 @@ from yarl import URL
 
 from fanout.http.aiohttp_errors import RequestTrace, translate
 from fanout.http.connect import HAPPY_EYEBALLS_DELAY, Addresses, ip_literal
-from fanout.http.fields import check_fields, encode_target
+from fanout.http.fields import check_fields
 from fanout.http.options import TransportOptions
 from fanout.http.proxy import Proxy, authority
 from fanout.http.ssrf import GuardedResolver
@@ -203,7 +203,7 @@ class AiohttpTransport:
 
     async def send(self, request: Request, timeouts: Timeouts) -> Response:
         check_fields(request.headers)
-        target = encode_target(request.target).decode("ascii")
+        target = request.target.text
         origin = request.origin
         loop = asyncio.get_running_loop()
         await self._slots.take(origin, loop.time() + timeouts.pool)

@@ -6,7 +6,8 @@ header early and let the rest of it pose as further headers, or as a second requ
 ``host``, ``content-length``, ``transfer-encoding`` and ``connection`` belong to the transport.
 
 Checks cost: ``HeaderBlock.build`` checks fixed headers once (a subscription's own headers, when its
-routing table is installed); ``encode_fields`` checks the few values that change per delivery.
+routing table is installed), ``RequestTarget.build`` a request target (its path and query) once;
+``encode_fields`` checks the few values that change per delivery.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ BAD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 TARGET = re.compile(r"[!-~]+")
 TRANSPORT_OWNED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 MAX_CHECKED = 4096
-_CHECKED_NAMES: set[str] = set()  # names (and targets) that passed once: a set lookup from then on
-_CHECKED_TARGETS: set[str] = set()
+_CHECKED_NAMES: set[str] = set()  # names that passed once: a set lookup from then on
 
 
 def check_field(name: str, value: str) -> None:
@@ -60,14 +60,21 @@ def encode_fields(pairs: list[tuple[str, str]]) -> bytes:
     return "".join([f"{name}: {value}\r\n" for name, value in pairs]).encode("latin-1")
 
 
-def encode_target(target: str) -> bytes:
-    """The request target (origin-form path and query) as it goes on the request line."""
-    if target not in _CHECKED_TARGETS:
-        if not TARGET.fullmatch(target):
+@dataclass(frozen=True, slots=True)
+class RequestTarget:
+    """A request target (origin-form path and query) checked once: ``text`` as given, ``raw`` as it goes
+    on the request line. A subscription's target is built when its routing table is installed, so a
+    request costs no check of it, however many subscriptions there are."""
+
+    text: str
+    raw: bytes
+
+    @classmethod
+    def build(cls, text: str) -> RequestTarget:
+        """Raises ``InvalidHeader`` unless ``text`` is visible ASCII (percent-encoded), without spaces."""
+        if not TARGET.fullmatch(text):
             raise InvalidHeader("the request target must be visible ASCII (percent-encoded), without spaces")
-        if len(_CHECKED_TARGETS) < MAX_CHECKED:
-            _CHECKED_TARGETS.add(target)
-    return target.encode("ascii")
+        return cls(text, text.encode("ascii"))
 
 
 @dataclass(frozen=True, slots=True)

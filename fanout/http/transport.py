@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from fanout.http.fields import HeaderBlock
+    from fanout.http.fields import HeaderBlock, RequestTarget
 
 
 class TransportError(Exception):
@@ -157,12 +157,13 @@ class Origin:
 
 @dataclass(slots=True)
 class Request:
-    """One POST. ``target``: the origin-form path and query (ASCII). ``fixed``: headers checked once
-    (``HeaderBlock``, e.g. a subscription's own headers); ``headers``: the per-delivery ones, checked by
-    the transport on every send. ``host`` and ``content-length`` are the transport's."""
+    """One POST. ``target``: the origin-form path and query, checked once (``RequestTarget``). ``fixed``:
+    headers checked once (``HeaderBlock``, e.g. a subscription's own headers); ``headers``: the
+    per-delivery ones, checked by the transport on every send. ``host`` and ``content-length`` are the
+    transport's."""
 
     origin: Origin
-    target: str
+    target: RequestTarget
     headers: list[tuple[str, str]]
     body: bytes
     fixed: HeaderBlock | None = None

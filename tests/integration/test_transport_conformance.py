@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fanout.http.fields import HeaderBlock
+from fanout.http.fields import HeaderBlock, RequestTarget
 from fanout.http.transport import (
     InvalidHeader,
     Origin,
@@ -34,6 +34,7 @@ from tests.rawhttp import (
 )
 
 T = Timeouts(connect=5, read=10, pool=5, total=10)
+HOOK = RequestTarget.build("/hook")
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -332,7 +333,7 @@ async def test_headers_that_cannot_go_on_the_wire_are_refused_before_any_io(
         with pytest.raises(InvalidHeader) as refused:
             await t.send(post(at(server), headers=[("content-type", "application/json"), header]), T)
         with pytest.raises(InvalidHeader):
-            await t.send(Request(at(server), "/hook", [], b"{}", HeaderBlock.build([header])), T)
+            await t.send(Request(at(server), HOOK, [], b"{}", HeaderBlock.build([header])), T)
         with pytest.raises(InvalidHeader):
             await t.send(post(at(server), "/hook path\r\nX: y"), T)
     assert header[1][:3] not in str(refused.value) or not header[1][:3].strip(), "values are not echoed"

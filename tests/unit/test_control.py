@@ -85,6 +85,39 @@ async def test_rotated_secrets_are_signed_with_until_they_expire() -> None:
     assert len(dict(sender.headers(make_delivery(sub=expired), b"{}"))["webhook-signature"].split()) == 1
 
 
+async def test_a_send_signs_with_the_keys_its_target_keeps_and_with_a_rotations_keys_until_they_expire() -> (
+    None
+):
+    """A send signs with the HMAC states its target keeps (worked out when the routing table is
+    installed), or, while a rotation's previous secret is valid, with the keys of the send time: the
+    same signatures as the subscription's own keys give."""
+    now = datetime.now(UTC)
+    sender = HttpSender(DeliverySettings(allow_http=True, allow_cidrs=["127.0.0.0/8"]))
+    plain = make_sub(url="http://127.0.0.1:9/hook", secrets=[SECRET])
+    twin = make_sub(id="twin", url="http://127.0.0.1:9/other", secrets=[SECRET])
+    sender.prepare([plain, twin])
+    target = sender._target(plain)
+    assert target.signing is not None and target.signing == sender._target(twin).signing, (
+        "one keyed state per secret, shared by the subscriptions that use it"
+    )
+    assert target.target.raw == b"/hook"
+    stamp = now.timestamp()
+    signed = dict(sender.headers(make_delivery(sub=plain), b"{}", now=stamp, target=target))
+    assert signed == dict(sender.headers(make_delivery(sub=plain), b"{}", now=stamp))
+    Webhook(SECRET).verify(b"{}", signed)
+
+    turning = rotated(plain, OTHER_SECRET, 60, now)
+    sender.prepare([turning])
+    target = sender._target(turning)
+    assert target.signing is None, "a rotation in progress: the keys depend on the send time"
+    during = dict(sender.headers(make_delivery(sub=turning), b"{}", now=stamp, target=target))
+    assert len(during["webhook-signature"].split()) == 2
+    for secret in (OTHER_SECRET, SECRET):
+        Webhook(secret).verify(b"{}", during)
+    after = dict(sender.headers(make_delivery(sub=turning), b"{}", now=stamp + 61, target=target))
+    assert len(after["webhook-signature"].split()) == 1, "the previous secret expired: dropped at send time"
+
+
 def test_model_copy_does_not_keep_stale_keys() -> None:
     sub = make_sub(secrets=[SECRET])
     assert sub.signing_keys == (KEY,)

@@ -129,7 +129,7 @@ def test_verify_accepts_reference_signatures_and_refuses_tampering() -> None:
 
 
 def test_the_signer_gives_the_same_signatures_as_sign() -> None:
-    from fanout.http.signing import Signer, new_secret, sign
+    from fanout.http.signing import Signer, new_secret, sign, sign_with
     from fanout.model.subscription import parse_subscription
 
     sub = parse_subscription(
@@ -142,4 +142,10 @@ def test_the_signer_gives_the_same_signatures_as_sign() -> None:
         )
     assert signer.sign(sub.signing_keys, "msg_2", 1700000000, b"{}") != signer.sign(
         sub.signing_keys, "msg_1", 1700000000, b"{}"
+    )
+    states = signer.states(sub.signing_keys)
+    assert signer.states(sub.signing_keys) == states, "one keyed state per key, made once"
+    assert sign_with(states, "msg_1", 1700000000, b"{}") == sign(sub.signing_keys, "msg_1", 1700000000, b"{}")
+    assert sign_with(states, "msg_1", 1700000000, b"{}") == sign_with(states, "msg_1", 1700000000, b"{}"), (
+        "signing copies the keyed states: it never changes them"
     )

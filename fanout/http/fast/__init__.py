@@ -18,7 +18,7 @@ from aiohttp.abc import AbstractResolver
 from fanout.http.connect import Addresses, dial
 from fanout.http.fast.connection import Connection
 from fanout.http.fast.pool import HostPool, Pool
-from fanout.http.fields import encode_fields, encode_target
+from fanout.http.fields import encode_fields
 from fanout.http.options import TransportOptions
 from fanout.http.proxy import Proxy, authority, open_tunnel
 from fanout.http.ssrf import GuardedResolver
@@ -61,7 +61,7 @@ class FastTransport:
 
     async def send(self, request: Request, timeouts: Timeouts) -> Response:
         head = encode_fields(request.headers)
-        target = encode_target(request.target)
+        target = request.target.raw
         pool = self._pool
         host = pool.host(request.origin)
         loop = self._loop
