@@ -44,6 +44,7 @@ _CHECKED = (
     ("content-type", wire_syntax.media_type),
     ("datacontenttype", wire_syntax.media_type),
 )
+_CHECKED_NAMES = frozenset(name for name, _ in _CHECKED)
 
 
 def derived_id(topic: str, partition: int, offset: int) -> str:
@@ -112,6 +113,8 @@ def _header_attributes(headers: Headers) -> tuple[dict[str, str], dict[str, str]
 
 def _checked(attributes: dict[str, str], dropped: Counter[str] | None) -> dict[str, str]:
     """``attributes`` without the header-bound values whose syntax is invalid (counted in ``dropped``)."""
+    if _CHECKED_NAMES.isdisjoint(attributes):  # most headers (a tenant, say) are none of them
+        return attributes
     for name, check in _CHECKED:
         value = attributes.get(name)
         if value is None:

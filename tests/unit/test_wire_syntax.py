@@ -211,6 +211,8 @@ def test_plain_record_headers_of_the_simple_shape_are_checked() -> None:
 
     attributes, _, dropped = decoded(SIMPLE, [("traceparent", f" {TP} ".encode())])
     assert attributes == {"traceparent": TP} and not dropped
+    attributes, _, dropped = decoded(SIMPLE, [("tenant", b"acme"), ("Region", b"eu")])
+    assert attributes == {"tenant": "acme", "region": "eu"} and not dropped, "none of them is checked"
 
 
 def test_decode_without_a_counter_still_drops() -> None:
