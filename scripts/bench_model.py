@@ -167,9 +167,9 @@ async def model(scenario: str, subscriptions: int, deliveries: int) -> float:
     async def run(total: int) -> None:
         end = sent + total
         while sent < end:
-            if lanes.ready.is_set():  # flow control, as the consumer obeys it
+            if lanes.ready.is_set():  # flow control, as the consumer obeys it (the member's tick expires)
                 dispatcher.on_records(batch(min(BATCH, end - sent)))
-            lanes.expire()
+                lanes.expire()
             await asyncio.sleep(0)
         while lanes.queued or lanes.tasks:
             await asyncio.sleep(0)
