@@ -8,7 +8,7 @@ Signing is per attempt (the timestamp is the send time) with every active key, s
 rotates its secret verifies with either. Signatures are never cached; ``Signer`` makes each HMAC one
 cheap instead, by keeping one keyed HMAC state per key and copying it (the key schedule is not redone).
 Subscriptions that share a secret share its state; a sender keeps each subscription's states with its
-target (``Signer.states``, ``Signer.sign_with``), so a signature costs no lookup by key.
+target (``Signer.states``, then ``sign_with``), so a signature costs no lookup by key.
 An Ed25519 signature costs about 50 µs of CPU (``scripts/bench_cel.py`` does not measure it; the unit
 tests do not time it).
 
