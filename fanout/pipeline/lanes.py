@@ -20,7 +20,7 @@ at the lane's pace.
 Sends are started by ``_pump`` whenever an in-flight slot of the lane, a connection slot of the host
 (``HostSlots``), a token and a queued delivery are all available; when only the token is missing a
 single timer re-runs ``_pump`` when the next token is due, and when the host is saturated the lane
-queues at its host and is woken, in turn, when a slot frees. No task waits.
+queues at its host and is handed a slot, in turn, when one frees. No task waits.
 
 With thousands of busy lanes what a delivery costs is mostly the memory it touches: a lane is one
 slotted object with its breaker and pace, and holds no timer, task or callback of its own while it
@@ -134,7 +134,7 @@ class Lane:
         self._most = sub.max_in_flight
         self.host = sub.origin
         self._configure_bucket()
-        self._pump()
+        self._start()
 
     def set_share(self, share: float) -> None:
         """This member's share of the group-wide rate (its fraction of the source partitions)."""
@@ -172,7 +172,7 @@ class Lane:
             queue = self.queue = deque()
         queue.append(delivery)
         self._owner.enqueued(self)
-        self._pump()
+        self._start()
         return None
 
     def spill(self, reason: str, stalled: float = 0.0) -> Spilled:
@@ -205,48 +205,58 @@ class Lane:
         self._owner.dequeued(self)
         return delivery
 
-    def wake(self) -> None:
-        """A connection slot of the host freed (``HostSlots.give_back``): start what can start."""
+    def wake(self) -> bool:
+        """A connection slot of the host is handed to the lane (``HostSlots.give_back``): start what can
+        start. True if the lane did not use the slot (it goes to the next lane in line)."""
         self._waiting_host = False
-        self._pump()
+        return self._pump(True)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._pump()
+        self._start()
 
-    def _pump(self) -> None:
+    def _start(self) -> None:
+        if self._pump(False):
+            self._owner.slots.give_back(self.host)
+
+    def _pump(self, held: bool) -> bool:
+        """Start every send that can start now. ``held``: the lane was handed a connection slot of its
+        host. Returns True when the lane ends up holding a slot it did not use (given back by the
+        caller), so that a woken lane never hands a slot on from inside ``HostSlots.give_back``."""
         queue = self.queue
         breaker = self.breaker
-        slots = self._owner.slots
         most = self._most
         while queue and self.in_flight < most and not self._waiting_host:
             if queue[0].ticket.fenced:
                 self._pop()
                 continue
             if breaker.tripped and not breaker.accepting():
-                return
-            if not slots.take(self.host):
-                self._waiting_host = True
-                slots.wait(self.host, self)
-                return
+                break
+            if not held:
+                slots = self._owner.slots
+                if not slots.take(self.host):
+                    self._waiting_host = True
+                    slots.wait(self.host, self)
+                    break
+                held = True
             if self.bucket is not None:
                 wait = self.bucket.take()
                 if wait > 0:
-                    slots.give_back(self.host)
                     self.rate_waits += 1
                     if self._timer is None:
                         self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
-                    return
+                    break
             if breaker.tripped and not breaker.sending():
-                slots.give_back(self.host)
-                return
+                break
             self.in_flight += 1
+            held = False
             delivery = self._pop()
             owner = self._owner
             loop = owner.loop
             if loop is None:  # get_running_loop() makes a getpid() system call in Python 3.11: once only
                 loop = owner.loop = asyncio.get_running_loop()
             owner.tasks[delivery] = loop.create_task(self._run(delivery))
+        return held
 
     async def _run(self, delivery: Delivery) -> None:
         started = self._sending[delivery] = time.monotonic()
@@ -296,7 +306,7 @@ class Lane:
             self.pace.answered(duration)
         self._owner.on_done(delivery, error, duration)
         error = None  # the traceback holds this frame: keep no cycle for the collector to find
-        self._pump()
+        self._start()
 
     def _spill_all(self, reason: str) -> None:
         while self.queue:

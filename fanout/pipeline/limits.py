@@ -135,7 +135,7 @@ class Breaker:
 
 
 class Waiter(Protocol):
-    def wake(self) -> None: ...
+    def wake(self) -> bool: ...
 
 
 class HostSlots:
@@ -143,9 +143,11 @@ class HostSlots:
 
     A lane takes a slot before it starts a send and gives it back when the send ends. When the host is
     saturated the lane queues here (its deliveries stay in its queue, where flow control and
-    ``max_wait`` see them) and is woken, in turn, when a slot frees: each freed slot wakes the first
-    lane in line, which takes it (or, if it has nothing to start, gives it back to the next). Without
-    this, thousands of lanes with one delivery each would all start sends that then wait inside the
+    ``max_wait`` see them) and is handed a slot, in turn, when one frees: ``give_back`` passes the slot
+    to the first lane in line (``wake``: the lane starts a send with it, without taking it again), and
+    to the next one if that lane has nothing to start any more (its queue spilled or closed while it
+    waited), in one pass, so a freed slot never stays idle while lanes wait for it. Without this,
+    thousands of lanes with one delivery each would all start sends that then wait inside the
     connection pool. Waiting costs a lane nothing but its place in its host's line."""
 
     __slots__ = ("_busy", "_waiting", "limit")
@@ -163,24 +165,27 @@ class HostSlots:
         return True
 
     def wait(self, host: str, lane: Waiter) -> None:
-        """Call ``lane.wake()`` when a slot of ``host`` frees (once; a lane waits at most once at a time)."""
+        """Hand ``lane`` a slot of ``host`` (``lane.wake()``) when one frees (a lane waits at most once at
+        a time). ``wake`` returns True when the lane has not used the slot: it goes to the next lane."""
         waiting = self._waiting.get(host)
         if waiting is None:
             waiting = self._waiting[host] = deque()
         waiting.append(lane)
 
     def give_back(self, host: str) -> None:
+        """A slot of ``host`` freed: it goes to the first lane in line that uses it, or is released."""
+        waiting_by_host = self._waiting
+        while (waiting := waiting_by_host.get(host)) is not None:
+            lane = waiting.popleft()
+            if not waiting:
+                del waiting_by_host[host]
+            if not lane.wake():
+                return  # the lane holds the slot now
         busy = self._busy[host] - 1
         if busy:
             self._busy[host] = busy
         else:
             del self._busy[host]
-        waiting = self._waiting.get(host)
-        if waiting:
-            lane = waiting.popleft()
-            if not waiting:
-                del self._waiting[host]
-            lane.wake()
 
     def in_flight(self, host: str) -> int:
         return self._busy.get(host, 0)

@@ -884,6 +884,29 @@ async def test_lanes_share_a_host_limit_and_wake_in_turn() -> None:
     await until(lambda: not lanes.tasks)  # each request's task is let go when it ends
 
 
+async def test_a_freed_host_slot_passes_over_lanes_that_have_nothing_left_to_send() -> None:
+    """A lane whose queue was emptied while it waited for its host (closed here; spilled by ``expire``
+    alike) hands the slot on to the next lane in line, in the same pass: the slot does not stay idle
+    while lanes wait for it."""
+    gate = Gate()
+    lanes = Lanes(gate, Outcomes(), limits(), connections_per_host=1)
+    first = lanes.get(make_sub(id="first", url="https://hooks.example.com/1"))
+    gone = lanes.get(make_sub(id="gone", url="https://hooks.example.com/2"))
+    last = lanes.get(make_sub(id="last", url="https://hooks.example.com/3"))
+    (out,) = deliveries(first.sub, 1)
+    (dropped,) = deliveries(gone.sub, 1)
+    (waiting,) = deliveries(last.sub, 1)
+    for lane, d in ((first, out), (gone, dropped), (last, waiting)):
+        assert lane.offer(d) is None
+    await gate.sending(out)
+    assert lanes.remove("gone") == [dropped]  # it waited in line for the host: nothing left to send
+    gate.finish(out)
+    await gate.sending(waiting)  # the freed slot went past the emptied lane to the next one
+    assert lanes.slots.in_flight("https://hooks.example.com:443") == 1
+    gate.finish(waiting)
+    await until(lambda: lanes.slots.in_flight("https://hooks.example.com:443") == 0 and not lanes.tasks)
+
+
 async def test_a_failed_attempt_leaves_no_reference_cycle_for_the_collector() -> None:
     """The exception's traceback holds the lane's frame: were the frame to keep the exception, every
     failed attempt would leave its delivery in a cycle until a collection (issue 18: 5% of failures
