@@ -139,7 +139,11 @@ async def model(scenario: str, subscriptions: int, deliveries: int) -> float:
     sender.transport = Answering()  # no start(): the model's endpoints are plain http, no TLS context
     table = RoutingTable.build(subs)
     sender.prepare(table.subscriptions.values())
-    send = instrument_send(sender.send, AttemptMetrics(LocalHistograms(), LabelCap(1_000_000)), None)
+    send = instrument_send(
+        sender.send,
+        AttemptMetrics(LocalHistograms(), LabelCap(settings.telemetry.max_subscription_labels)),
+        None,
+    )
     d = settings.delivery
     limits = LaneLimits(
         d.lane_queue, d.lane_max_wait, d.breaker_failures, d.breaker_cooldown, d.breaker_max_cooldown

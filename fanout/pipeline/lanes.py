@@ -172,7 +172,8 @@ class Lane:
             queue = self.queue = deque()
         queue.append(delivery)
         self._owner.enqueued(self)
-        self._start()
+        if self._pump(False):
+            self._owner.slots.give_back(self.host)
         return None
 
     def spill(self, reason: str, stalled: float = 0.0) -> Spilled:
@@ -306,7 +307,8 @@ class Lane:
             self.pace.answered(duration)
         self._owner.on_done(delivery, error, duration)
         error = None  # the traceback holds this frame: keep no cycle for the collector to find
-        self._start()
+        if self._pump(False):
+            owner.slots.give_back(self.host)
 
     def _spill_all(self, reason: str) -> None:
         while self.queue:
