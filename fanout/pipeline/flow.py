@@ -125,13 +125,13 @@ class Lanes(LaneRegistry[Lane]):
             self._next_scan = now + self.limits.max_wait / 4
             lag = self.lag.peak
             waiting, self.waiting = self.waiting, []
-            for lane in waiting:
+            for lane in waiting:  # one pass: a lane that queues again meanwhile is listed once
                 lane.listed = False
-            for lane in waiting:
-                lane.expire(now, lag)
-                if lane.queue and not lane.listed:
-                    lane.listed = True
-                    self.waiting.append(lane)
+                if lane.queue:
+                    lane.expire(now, lag)
+                    if lane.queue and not lane.listed:
+                        lane.listed = True
+                        self.waiting.append(lane)
         full = self.limits.queue_size
         slow = {
             lane for lane in self.congested if lane.closed or (len(lane.queue) < full and not lane.keeps_up())
