@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fanout.model.event import Event
@@ -262,6 +262,9 @@ def make(payload: Any) -> Event:
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(FILTERS, min_size=1, max_size=10), st.lists(PAYLOADS, min_size=1, max_size=5))
+@example(
+    ['(data.a == 1) && ((data.a == "1") || (data.b == 1))'], [{"a": 1}]
+)  # found by make test, 2026-11-30
 def test_indexed_then_cel_equals_evaluating_every_filter(filters: list[str], payloads: list[Any]) -> None:
     subs = [make_sub(id=f"s{i}", filter_expr=f) for i, f in enumerate(filters)]
     table = RoutingTable.build(subs)

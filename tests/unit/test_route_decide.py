@@ -69,6 +69,8 @@ def test_conjuncts(source: str, expected: list[Any]) -> None:
     [
         "data.a > data.b",
         "data.a > 1 || data.b == 2",
+        '(data.a == 1) && ((data.a == "1") || (data.b == 1))',  # a conjunct that is a disjunction
+        "data.a > 1 && (data.b == 2 ? true : false)",
         "!(data.a > 1)",
         "data.a > 1u",
         'data.a > "m"',

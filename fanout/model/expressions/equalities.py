@@ -187,7 +187,8 @@ def _conjuncts(part: list[Token]) -> list[list[Token]]:
             pieces[-1].append(token)
     if len(pieces) == 1:
         return pieces
-    return [c for piece in pieces for c in _conjuncts(piece)]
+    # a conjunct that is no conjunction itself (``(x || y)``) stays one piece, of no shape the router reads
+    return [c for piece in pieces for c in (_conjuncts(piece) or [piece])]
 
 
 def _path(part: list[Token]) -> tuple[str, ...] | None:
