@@ -10,7 +10,9 @@
                 partitions, dropped), ``respilled``, ``retried_in_place``, ``not_attempted``,
                 ``skipped_other_group``, ``hand_off_errors``, ``hand_off_refused``, ``hand_off_dropped``.
 
-The data path only bumps integers; ``totals`` adds them up (logs, tests) when asked. Dead-letter
+The data path only bumps integers; ``totals`` adds them up (logs, tests) when asked. ``delivered``, the
+outcome of nearly every delivery, is counted by subscription id alone (``delivered_by``), with no
+(id, outcome) tuple to build and compare per delivery; ``outcomes`` merges it in when read. Dead-letter
 reasons are counted by kind only, so the counters stay bounded whatever the reasons say (the full
 reason is in the dead letter's ``fanout-reason`` header and its log line).
 """
@@ -50,39 +52,49 @@ def reason_kind(reason: str) -> str:
 
 
 class SettleCounts:
-    __slots__ = ("dead_letters", "events", "outcomes")
+    __slots__ = ("_outcomes", "dead_letters", "delivered_by", "events")
 
     def __init__(self) -> None:
-        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.delivered_by: Counter[str] = Counter()
+        self._outcomes: Counter[tuple[str, str]] = Counter()  # all but ``delivered``
         self.dead_letters: Counter[tuple[str, str]] = Counter()
         self.events: Counter[str] = Counter()
+
+    @property
+    def outcomes(self) -> Counter[tuple[str, str]]:
+        """Deliveries by (subscription id, outcome), a copy (each counter copied whole first, so that a
+        reader on another thread never iterates one the loop is changing)."""
+        merged = Counter(dict(self._outcomes))
+        for sub_id, n in list(self.delivered_by.items()):
+            merged[(sub_id, "delivered")] = n
+        return merged
 
     # -- outcomes of deliveries -------------------------------------------------------------------
 
     def delivered(self, sub_id: str) -> None:
-        self.outcomes[(sub_id, "delivered")] += 1
+        self.delivered_by[sub_id] += 1
 
     def retried(self, sub_id: str) -> None:
-        self.outcomes[(sub_id, "retried")] += 1
+        self._outcomes[(sub_id, "retried")] += 1
 
     def retried_in_place(self, sub_id: str) -> None:
         """A key-ordered delivery retried on a timer (an outcome ``retried``, not through a tier)."""
-        self.outcomes[(sub_id, "retried")] += 1
+        self._outcomes[(sub_id, "retried")] += 1
         self.events["retried_in_place"] += 1
 
     def spilled(self, sub_id: str, again: bool) -> None:
         """``again``: the delivery was coming back from an earlier spill."""
-        self.outcomes[(sub_id, "spilled")] += 1
+        self._outcomes[(sub_id, "spilled")] += 1
         if again:
             self.events["respilled"] += 1
 
     def dead_lettered(self, sub_id: str, reason: str) -> None:
-        self.outcomes[(sub_id, "dead_lettered")] += 1
+        self._outcomes[(sub_id, "dead_lettered")] += 1
         self.dead_letters[(sub_id, reason_kind(reason))] += 1
 
     def dropped(self, sub_id: str) -> None:
         """A delivery of a deleted subscription, dropped (queued, or read back from a retry tier)."""
-        self.outcomes[(sub_id, "dropped")] += 1
+        self._outcomes[(sub_id, "dropped")] += 1
 
     def poison(self) -> None:
         self.dead_letters[("", POISON)] += 1

@@ -23,6 +23,9 @@ def test_each_outcome_is_counted_once_by_subscription_and_the_totals_add_them_up
         ("a", "dead_lettered"): 1,
         ("gone", "dropped"): 1,
     }
+    read = counts.outcomes
+    read[("a", "delivered")] += 10
+    assert counts.outcomes[("a", "delivered")] == 2, "a reader gets a copy"
     assert counts.dead_letters == {("a", "permanent_failure"): 1}
     assert counts.totals() == {
         "delivered": 3,
